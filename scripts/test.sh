@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: creates .venv, installs the project with its test
+# extras and the system tools the tests use (Prometheus and promtool), then lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+  else
+    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus' >/dev/null
+  fi
+fi
+.venv/bin/ruff check serving tests loadtests
+.venv/bin/ruff format --check serving tests loadtests
+.venv/bin/mypy serving
+.venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,152 @@
+"""Protocol-agnostic inference, readiness and metadata: the only thing adapters call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from serving import __version__
+from serving.datatypes import numpy_dtype
+from serving.errors import DeadlineExceeded, InvalidInput, ModelNotReady, RuntimeFault, ServingError
+from serving.metrics import Metrics
+from serving.repository import ModelRepository
+from serving.router import Router
+from serving.types import InferenceRequest, InferenceResponse, Tensor
+from serving.validation import validate_inputs
+
+log = logging.getLogger("serving.dataplane")
+
+EXTENSIONS = ["model_repository", "binary_tensor_data", "statistics_metrics"]
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, router: Router, metrics: Metrics) -> None:
+        self.repository = repository
+        self.router = router
+        self.metrics = metrics
+        self.draining = False
+        self.started = False
+
+    # -- health -------------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once start-up loading finished, until a drain begins. A server whose models
+        all failed is still ready (it answers with reasons); per-model readiness tells more."""
+        return self.started and not self.draining
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        model = self.repository.get(name)
+        if version is not None:
+            return self.repository.version(name, version).ready
+        return bool(model.ready_versions())
+
+    # -- metadata -----------------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "serving", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.repository.get(name)
+        if version is not None:
+            self.repository.version(name, version)
+        if model.config is None:
+            raise ModelNotReady(f"model '{name}' is unavailable: {model.error}")
+        config = model.config
+        versions = sorted(model.versions, key=int)
+        meta: dict[str, Any] = {
+            "name": name,
+            "versions": [version] if version is not None else versions,
+            "platform": "onnxruntime_onnx" if config.platform == "onnx" else "xgboost",
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.outputs
+            ],
+        }
+        entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
+        states = {
+            e.version: {"state": e.state.value, **({"reason": e.reason} if e.reason else {})} for e in entries
+        }
+        if model.error:
+            meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.error}
+        else:
+            meta["parameters"] = {"version_states": states}
+        return meta
+
+    def repository_index(self) -> list[dict[str, str]]:
+        return self.repository.index()
+
+    # -- inference ----------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        start = time.perf_counter()
+        version_name = "none"
+        variant = "stable"
+        outcome_error: ServingError | None = None
+        model = self.repository.models.get(request.model)
+        inflight = self.metrics.inflight.labels(request.model) if model is not None else None
+        if inflight is not None:
+            inflight.inc()
+        try:
+            if model is None:
+                self.repository.get(request.model)  # raises ModelNotFound with the message
+                raise AssertionError("unreachable")
+            entry = self.router.route(model, request.version, request.routing_key)
+            version_name = entry.version
+            try:
+                inputs = validate_inputs(entry.config, request)
+            except InvalidInput:
+                self.metrics.rejections.labels(request.model, "invalid").inc()
+                raise
+            if request.deadline is not None and time.monotonic() > request.deadline:
+                self.metrics.rejections.labels(request.model, "deadline").inc()
+                raise DeadlineExceeded("the request's deadline passed before compute")
+            predictor = entry.predictor
+            if predictor is None:
+                raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
+            entry.inflight += 1
+            try:
+                results = await predictor.predict(inputs, request.deadline)
+            except ServingError:
+                raise
+            except Exception as exc:
+                log.exception("model %s version %s failed at predict", request.model, entry.version)
+                raise RuntimeFault(
+                    f"model '{request.model}' version {entry.version} failed: {type(exc).__name__}: {exc}"
+                ) from None
+            finally:
+                entry.inflight -= 1
+            wanted = [o.name for o in request.outputs] if request.outputs else None
+            outputs = []
+            for spec in entry.config.outputs:
+                if wanted is not None and spec.name not in wanted:
+                    continue
+                array = results[spec.name]
+                dtype = numpy_dtype(spec.datatype)
+                if array.dtype != dtype and spec.datatype != "BYTES":
+                    array = array.astype(dtype)
+                outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
+            return InferenceResponse(request.model, entry.version, outputs, request.id)
+        except ServingError as exc:
+            outcome_error = exc
+            raise
+        finally:
+            if inflight is not None:
+                inflight.dec()
+            if model is not None:
+                if outcome_error is None:
+                    outcome = "2xx" if request.protocol == "rest" else "OK"
+                elif request.protocol == "rest":
+                    outcome = f"{outcome_error.http_status // 100}xx"
+                else:
+                    outcome = outcome_error.grpc_code
+                self.metrics.observe_request(
+                    request.model,
+                    version_name,
+                    variant,
+                    request.protocol,
+                    outcome,
+                    time.perf_counter() - start,
+                )

@@ -1,0 +1,83 @@
+"""One error root for the whole server.
+
+Each error class names its HTTP status and gRPC status code here, once; the REST and
+gRPC adapters map every ``ServingError`` through this table and nothing else. The core
+imports neither FastAPI nor grpc, so codes are the ``grpc.StatusCode`` member names.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Root of every error the server reports to a client."""
+
+    http_status: int = 500
+    grpc_code: str = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    """The request is malformed or does not match the model's signature."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class UnsupportedMediaType(InvalidInput):
+    http_status = 415
+
+
+class PayloadTooLarge(InvalidInput):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class ModelNotFound(ServingError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ModelNotReady(ServingError):
+    """The model (version) exists but cannot serve: loading, failed, or unloaded."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class Overloaded(ServingError):
+    """A bounded queue is full; the client should retry later (REST adds Retry-After)."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class DeadlineExceeded(ServingError):
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class Unauthorized(ServingError):
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class Forbidden(ServingError):
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
+class ModelLoadError(ServingError):
+    """A model file or config is broken. Raised while loading, never to a predict caller."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+
+class RuntimeFault(ServingError):
+    """The runtime raised while predicting: the server's fault, not the client's."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"

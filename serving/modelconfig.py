@@ -1,0 +1,152 @@
+"""The schema of ``<model>/config.yaml`` and of model and version names.
+
+Validated by pydantic when the repository is read; every error names the file and the
+field (``model_repo/iris/config.yaml: inputs.0.datatype: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serving.datatypes import DATATYPES
+from serving.errors import InvalidInput, ModelLoadError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+VERSION_RE = re.compile(r"^[1-9][0-9]{0,17}$")
+
+
+def check_model_name(name: str) -> str:
+    """Model names are single path components: letters, digits, ``_ . -``; never ``..``."""
+    if not NAME_RE.match(name) or ".." in name:
+        raise InvalidInput(f"invalid model name '{name[:64]}': use letters, digits, '_', '.', '-'")
+    return name
+
+
+def check_version_name(version: str) -> str:
+    """Versions are positive integers, as in Triton and the OIP model repository."""
+    if not VERSION_RE.match(version):
+        raise InvalidInput(f"invalid model version '{version[:64]}': versions are positive integers")
+    return version
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    datatype: str
+    shape: tuple[int, ...]
+    """Full shape including the batch dimension, which is -1 (any number of rows)."""
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype '{value}'; expected one of {', '.join(sorted(DATATYPES))}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_shape(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("shape needs at least the batch dimension, e.g. [-1, 4]")
+        if any(d < -1 or d == 0 for d in value):
+            raise ValueError("dimensions are positive, or -1 for 'any size'")
+        return value
+
+
+class VersionPolicy(_Strict):
+    """Which version folders to serve: ``latest: N``, ``all: true`` or ``specific: [1, 3]``."""
+
+    latest: int | None = Field(None, ge=1)
+    all: bool = False
+    specific: tuple[int, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VersionPolicy:
+        kinds = sum([self.latest is not None, self.all, self.specific is not None])
+        if kinds > 1:
+            raise ValueError("set only one of latest, all, specific")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching for every served version of the model (see serving/batching)."""
+
+    enabled: bool = False
+    max_batch_size: int | None = Field(None, ge=1)
+    """Rows per batch; defaults to the model's ``max_batch_size``."""
+    max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = Field(1024, ge=1)
+    """Requests waiting per version; past it the server answers 503 / RESOURCE_EXHAUSTED."""
+
+
+class TrafficConfig(_Strict):
+    """How requests that name no version are spread over versions (see serving/router)."""
+
+    weights: dict[str, float] = Field(default_factory=dict)
+    """version -> weight; empty means 'all traffic to the latest ready version'."""
+    shadow_version: str | None = None
+    shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    sticky_header: str = "x-routing-key"
+
+
+class ModelConfig(_Strict):
+    platform: Literal["onnx", "xgboost"]
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    max_batch_size: int = Field(1024, ge=1)
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
+    batching: BatchingConfig = BatchingConfig()
+    traffic: TrafficConfig = TrafficConfig()
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _checks(self) -> ModelConfig:
+        for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [s.name for s in specs]
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind}: duplicate tensor names {names}")
+            for spec in specs:
+                if spec.shape[0] != -1:
+                    raise ValueError(f"{kind}.{spec.name}.shape: the first dimension is the batch, -1")
+        if self.platform == "xgboost":
+            if len(self.inputs) != 1 or len(self.outputs) != 1:
+                raise ValueError("xgboost models take exactly one input and give exactly one output")
+            if len(self.inputs[0].shape) != 2 or self.inputs[0].shape[1] < 1:
+                raise ValueError("xgboost input shape is [-1, n_features]")
+        return self
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Read and validate one config.yaml; errors name the file and each bad field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing (every model folder needs a config.yaml)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"{path}: not readable YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a mapping at the top level")
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ModelLoadError(f"{path}: {problems}") from None

@@ -1,0 +1,248 @@
+"""The REST adapter: OIP v2 and KServe v1 over HTTP.
+
+``create_rest_app`` returns one ASGI app. Inference routes (the hot path) are served by a
+small raw-ASGI handler in front of FastAPI: it reads the body, decodes it with orjson into
+numpy, awaits the dataplane and writes the bytes, skipping FastAPI's routing, dependency
+solving and response classes, which cost more than the model. Everything else (health,
+metadata, repository, /metrics) is an ordinary FastAPI route. Both map errors through the
+one table in serving.errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.dataplane import DataPlane
+from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from serving.modelconfig import check_model_name, check_version_name
+from serving.protocol.rest import codec
+from serving.settings import Settings
+
+log = logging.getLogger("serving.rest")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON_TYPES = (
+    b"application/json",
+    b"application/octet-stream",
+    b"application/vnd.sagemaker-triton.binary+json",
+)
+
+
+def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    headers = [(b"content-type", b"application/json")]
+    if exc.http_status == 503:
+        headers.append((b"retry-after", b"1"))
+    return exc.http_status, orjson.dumps({"error": exc.message}), headers
+
+
+def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:
+    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1')."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        parts = path[11:-6].split("/")
+        if len(parts) == 1:
+            return parts[0], None, "v2"
+        if len(parts) == 3 and parts[1] == "versions":
+            return parts[0], parts[2], "v2"
+        return None
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        name = path[11:-8]
+        return (name, None, "v1") if "/" not in name else None
+    return None
+
+
+class InferenceApp:
+    """Raw-ASGI fast path for infer/predict; delegates every other request to ``fallback``."""
+
+    def __init__(self, settings: Settings, dataplane: DataPlane, fallback: FastAPI) -> None:
+        self._dataplane = dataplane
+        self._fallback = fallback
+        self._max_body = settings.max_body_bytes
+        self._max_elements = settings.max_tensor_elements
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self._fallback(scope, receive, send)
+            return
+        target = _parse_infer_path(scope["path"])
+        if target is None:
+            await self._fallback(scope, receive, send)
+            return
+        try:
+            status, body, headers = await self._infer(scope, receive, *target)
+        except ServingError as exc:
+            status, body, headers = error_body(exc)
+        except Exception:  # never a traceback to the client; the log has it
+            log.exception("unexpected error serving %s", scope["path"])
+            status, body, headers = (
+                500,
+                b'{"error":"internal server error"}',
+                [(b"content-type", b"application/json")],
+            )
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, dict[bytes, bytes]]:
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"application/json").split(b";", 1)[0].strip().lower()
+        if content_type and content_type not in _JSON_TYPES and not content_type.endswith(b"+json"):
+            raise UnsupportedMediaType(
+                f"content type '{content_type.decode(errors='replace')}' is not supported; send application/json"
+            )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise PayloadTooLarge(
+                f"request body of {int(length)} bytes exceeds the limit of {self._max_body}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self._max_body:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body, headers
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, model: str, version: str | None, kind: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        check_model_name(model)
+        if version is not None:
+            check_version_name(version)
+        body, headers = await self._read_body(scope, receive)
+        if kind == "v1":
+            entry = self._dataplane.repository.get(model)
+            if entry.config is None:
+                request = codec.decode_v1_request(body, model, "", "FP32", self._max_elements)
+            else:
+                spec = entry.config.inputs[0]
+                request = codec.decode_v1_request(body, model, spec.name, spec.datatype, self._max_elements)
+        else:
+            request = codec.decode_request(body, model, version, self._max_elements)
+        key = headers.get(b"x-routing-key")
+        if key is not None:
+            request.routing_key = key.decode(errors="replace")
+        response = await self._dataplane.infer(request)
+        out = codec.encode_v1_response(response) if kind == "v1" else codec.encode_response(response)
+        return (
+            200,
+            out,
+            [
+                (b"content-type", b"application/json"),
+                (b"x-model-version", response.version.encode()),
+            ],
+        )
+
+
+def create_rest_app(settings: Settings, dataplane: DataPlane) -> InferenceApp:
+    """The REST ASGI app for one dataplane. No globals: build as many as you like."""
+    api = FastAPI(
+        title="serving",
+        description="Open Inference Protocol (v2) and KServe v1 REST API",
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    @api.exception_handler(ServingError)
+    async def _serving_error(request: Request, exc: ServingError) -> Response:
+        status, body, headers = error_body(exc)
+        return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = (
+            exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+        )
+        return ORJSONResponse({"error": message}, status_code=exc.status_code)
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return ORJSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
+
+    def _model(name: str, version: str | None = None) -> None:
+        check_model_name(name)
+        if version is not None:
+            check_version_name(version)
+
+    @api.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return dataplane.server_metadata()
+
+    @api.get("/v2/health/live")
+    async def live() -> Response:
+        return ORJSONResponse({"live": True})
+
+    @api.get("/v2/health/ready")
+    async def ready() -> Response:
+        is_ready = dataplane.ready()
+        return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @api.get("/v2/models/{name}")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        _model(name)
+        return dataplane.model_metadata(name)
+
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
+        _model(name, version)
+        return dataplane.model_metadata(name, version)
+
+    @api.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        _model(name)
+        is_ready = dataplane.model_ready(name)
+        return ORJSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(name: str, version: str) -> Response:
+        _model(name, version)
+        is_ready = dataplane.model_ready(name, version)
+        return ORJSONResponse(
+            {"name": name, "version": version, "ready": is_ready}, status_code=200 if is_ready else 503
+        )
+
+    @api.post("/v2/repository/index")
+    async def repository_index() -> list[dict[str, str]]:
+        return dataplane.repository_index()
+
+    # KServe v1
+    @api.get("/v1/models")
+    async def v1_models() -> dict[str, Any]:
+        return {"models": sorted(dataplane.repository.models)}
+
+    @api.get("/v1/models/{name}")
+    async def v1_model(name: str) -> dict[str, Any]:
+        _model(name)
+        return {"name": name, "ready": dataplane.model_ready(name)}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(dataplane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Unknown routes and methods answer {"error": ...} like every other error.
+    api.add_api_route("/", lambda: ORJSONResponse({"name": "serving", "v2": "/v2"}), methods=["GET"])
+    return InferenceApp(settings, dataplane, api)

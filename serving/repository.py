@@ -1,0 +1,232 @@
+"""The model repository: reads ``model_repo/``, validates configs, loads and unloads versions.
+
+Layout::
+
+    model_repo/<model>/config.yaml
+    model_repo/<model>/<version>/model.onnx | model.json | model.ubj
+
+A broken model (bad config, missing or corrupt file, signature mismatch) never stops the
+others: its versions are FAILED with the reason, visible in metadata, readiness and the
+repository index.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
+from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
+from serving.predictor import Predictor, ThreadedPredictor
+from serving.runtimes.base import Runtime, load_runtime
+from serving.settings import Settings
+
+log = logging.getLogger("serving.repository")
+
+
+class VersionState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    model: str
+    version: str
+    config: ModelConfig
+    path: Path
+    state: VersionState = VersionState.LOADING
+    reason: str = ""
+    runtime: Runtime | None = None
+    predictor: Predictor | None = None
+    load_seconds: float = 0.0
+    inflight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.state is VersionState.READY
+
+
+@dataclass(eq=False)
+class Model:
+    name: str
+    path: Path
+    config: ModelConfig | None = None
+    error: str = ""
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+
+    def ready_versions(self) -> list[ModelVersion]:
+        return sorted((v for v in self.versions.values() if v.ready), key=lambda v: int(v.version))
+
+
+PredictorFactory = Callable[[ModelVersion, Runtime], Predictor]
+
+
+def version_dirs(model_dir: Path) -> tuple[list[int], list[str]]:
+    """Numeric version folders, and the problems with any other entries."""
+    versions: list[int] = []
+    problems: list[str] = []
+    for entry in sorted(model_dir.iterdir()):
+        if entry.name == "config.yaml" or entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            continue
+        try:
+            versions.append(int(check_version_name(entry.name)))
+        except InvalidInput as exc:
+            problems.append(f"{entry}: {exc.message}")
+    return versions, problems
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        predictor_factory: PredictorFactory | None = None,
+    ) -> None:
+        self.root = settings.model_repo
+        self._settings = settings
+        self._executor = executor
+        self._predictor_factory = predictor_factory or self._threaded
+        self.models: dict[str, Model] = {}
+
+    def _threaded(self, version: ModelVersion, runtime: Runtime) -> Predictor:
+        return ThreadedPredictor(runtime, self._executor)
+
+    def get(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name[:128]}' is not in the repository")
+        return model
+
+    def version(self, name: str, version: str) -> ModelVersion:
+        model = self.get(name)
+        found = model.versions.get(version)
+        if found is None:
+            raise ModelNotFound(f"model '{name}' has no version '{version[:64]}'")
+        return found
+
+    def load_all(self) -> None:
+        """Discover every model folder and load the versions its policy selects."""
+        if not self.root.is_dir():
+            raise ModelLoadError(f"model repository {self.root} is not a directory")
+        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            self.load_model(model_dir.name)
+
+    def load_model(self, name: str) -> Model:
+        check_model_name(name)
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            raise ModelNotFound(f"model '{name}' has no folder in {self.root}")
+        model = Model(name=name, path=model_dir)
+        self.models[name] = model
+        try:
+            model.config = load_config(model_dir / "config.yaml")
+        except ModelLoadError as exc:
+            model.error = exc.message
+            log.error("model %s unavailable: %s", name, exc.message)
+            return model
+        available, problems = version_dirs(model_dir)
+        for problem in problems:
+            log.warning("%s", problem)
+        selected = model.config.version_policy.select(available)
+        if not selected:
+            model.error = f"{model_dir}: no version folders match the version policy"
+            log.error("model %s unavailable: %s", name, model.error)
+        for number in selected:
+            self._load_version(model, str(number))
+        return model
+
+    def _load_version(self, model: Model, version: str) -> ModelVersion:
+        assert model.config is not None
+        entry = ModelVersion(model.name, version, model.config, model.path / version)
+        model.versions[version] = entry
+        start = time.perf_counter()
+        try:
+            runtime = load_runtime(model.config, entry.path, self._settings)
+        except ModelLoadError as exc:
+            entry.state, entry.reason = VersionState.FAILED, exc.message
+            log.error("model %s version %s failed to load: %s", model.name, version, exc.message)
+            return entry
+        except Exception as exc:  # a runtime library fault must not take the server down
+            entry.state, entry.reason = VersionState.FAILED, f"{entry.path}: {type(exc).__name__}: {exc}"
+            log.exception("model %s version %s failed to load", model.name, version)
+            return entry
+        entry.runtime = runtime
+        entry.predictor = self._predictor_factory(entry, runtime)
+        entry.load_seconds = time.perf_counter() - start
+        entry.state = VersionState.READY
+        log.info(
+            "model %s version %s ready (%s, %.1f ms)",
+            model.name,
+            version,
+            model.config.platform,
+            entry.load_seconds * 1e3,
+        )
+        return entry
+
+    def index(self) -> list[dict[str, str]]:
+        rows: list[dict[str, str]] = []
+        for model in sorted(self.models.values(), key=lambda m: m.name):
+            if not model.versions:
+                rows.append({"name": model.name, "state": "UNAVAILABLE", "reason": model.error})
+            for entry in sorted(model.versions.values(), key=lambda v: int(v.version)):
+                row = {"name": model.name, "version": entry.version, "state": entry.state.value}
+                if entry.reason:
+                    row["reason"] = entry.reason
+                rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        for model in self.models.values():
+            for entry in model.versions.values():
+                if entry.runtime is not None:
+                    entry.runtime.close()
+                    entry.runtime = None
+                entry.state = VersionState.UNAVAILABLE
+
+
+def validate_repository(root: Path, settings: Settings | None = None) -> list[str]:
+    """Every problem in a repository, as messages naming the file; empty when all is well."""
+    settings = (settings or Settings()).model_copy(update={"model_repo": root})
+    if not root.is_dir():
+        return [f"{root}: not a directory"]
+    problems: list[str] = []
+    model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not model_dirs:
+        problems.append(f"{root}: no model folders")
+    for model_dir in model_dirs:
+        try:
+            check_model_name(model_dir.name)
+        except InvalidInput as exc:
+            problems.append(f"{model_dir}: {exc.message}")
+            continue
+        try:
+            config = load_config(model_dir / "config.yaml")
+        except ModelLoadError as exc:
+            problems.append(exc.message)
+            continue
+        available, dir_problems = version_dirs(model_dir)
+        problems.extend(dir_problems)
+        selected = config.version_policy.select(available)
+        if not selected:
+            problems.append(f"{model_dir}: no version folders match the version policy")
+        for number in selected:
+            try:
+                runtime = load_runtime(config, model_dir / str(number), settings)
+            except ModelLoadError as exc:
+                problems.append(exc.message)
+            except Exception as exc:
+                problems.append(f"{model_dir / str(number)}: {type(exc).__name__}: {exc}")
+            else:
+                runtime.close()
+    return problems

@@ -1,0 +1,1 @@
+"""Framework runtimes behind one small protocol (see ``base.Runtime``)."""

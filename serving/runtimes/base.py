@@ -1,0 +1,45 @@
+"""The Runtime protocol every framework implements, and the factory that picks one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from serving.errors import ModelLoadError
+from serving.modelconfig import ModelConfig
+from serving.settings import Settings
+from serving.types import Array
+
+ONNX_FILE = "model.onnx"
+XGBOOST_FILES = ("model.ubj", "model.json")
+
+
+class Runtime(Protocol):
+    """A loaded model version. ``predict`` is blocking and thread-safe; callers run it off
+    the event loop. Inputs are already validated against the config (names, dtypes,
+    shapes, one shared batch dimension); outputs are keyed by the config's output names."""
+
+    def predict(self, inputs: dict[str, Array]) -> dict[str, Array]: ...
+
+    def close(self) -> None: ...
+
+
+def model_file(config: ModelConfig, version_dir: Path) -> Path:
+    names = (ONNX_FILE,) if config.platform == "onnx" else XGBOOST_FILES
+    for name in names:
+        candidate = version_dir / name
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(f"{version_dir}: no {' or '.join(names)} for platform '{config.platform}'")
+
+
+def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> Runtime:
+    """Load the version's model file; raises ModelLoadError with the reason on any fault."""
+    path = model_file(config, version_dir)
+    if config.platform == "onnx":
+        from serving.runtimes.onnx import OnnxRuntime
+
+        return OnnxRuntime(path, config, settings)
+    from serving.runtimes.xgboost import XGBoostRuntime
+
+    return XGBoostRuntime(path, config, settings)

@@ -1,0 +1,162 @@
+"""Composition root: builds repository, router, dataplane and protocol servers; runs them.
+
+``build`` wires the parts for one process. ``serve`` runs REST (uvicorn) and gRPC in one
+event loop. ``run`` is the process entry: one worker in-process, or a supervisor that
+keeps N worker processes alive on shared ports (SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import uvicorn
+
+from serving.dataplane import DataPlane
+from serving.errors import ModelLoadError
+from serving.metrics import Metrics
+from serving.protocol.rest.app import InferenceApp, create_rest_app
+from serving.repository import ModelRepository
+from serving.router import Router
+from serving.settings import Settings
+
+log = logging.getLogger("serving.server")
+
+
+@dataclass
+class Components:
+    settings: Settings
+    executor: ThreadPoolExecutor
+    metrics: Metrics
+    repository: ModelRepository
+    dataplane: DataPlane
+    rest_app: InferenceApp
+
+
+def build(settings: Settings, metrics: Metrics | None = None) -> Components:
+    executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
+    metrics = metrics or Metrics()
+    repository = ModelRepository(settings, executor)
+    dataplane = DataPlane(repository, Router(), metrics)
+    return Components(
+        settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
+    )
+
+
+def load_models(parts: Components) -> None:
+    parts.repository.load_all()
+    for model in parts.repository.models.values():
+        for entry in model.versions.values():
+            parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
+            parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
+    failed = [row for row in parts.repository.index() if row["state"] != "READY"]
+    if failed and parts.settings.strict:
+        raise ModelLoadError(
+            "strict mode: " + "; ".join(f"{r['name']}: {r.get('reason', '')}" for r in failed)
+        )
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    parts = build(settings)
+    await asyncio.get_running_loop().run_in_executor(None, load_models, parts)
+    grpc_server = None
+    if settings.grpc_port >= 0:
+        from serving.protocol.grpc.server import start_grpc_server
+
+        grpc_server = await start_grpc_server(settings, parts.dataplane)
+    parts.dataplane.started = True
+    config = uvicorn.Config(
+        parts.rest_app,
+        host=settings.host,
+        port=settings.http_port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    sock = sock or bind_socket(settings.host, settings.http_port, reuse_port=settings.workers > 1)
+    log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        parts.dataplane.draining = True
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
+        parts.repository.close()
+        parts.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def run_worker(settings: Settings) -> None:
+    """One serving process: its own event loop, runtimes and thread pool."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+
+
+def run(settings: Settings) -> None:
+    """Serve in this process, or supervise ``settings.workers`` processes on shared ports.
+
+    Workers bind with SO_REUSEPORT, so the kernel spreads connections across them; a worker
+    that dies is replaced; SIGTERM/SIGINT are passed on to every worker, which drain.
+    """
+    if settings.workers == 1:
+        run_worker(settings)
+        return
+    import multiprocessing
+    import signal
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=run_worker, args=(settings,), daemon=False)
+        proc.start()
+        return proc
+
+    procs = [start() for _ in range(settings.workers)]
+    log.info("supervising %d workers: %s", len(procs), [p.pid for p in procs])
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while not stopping:
+        time.sleep(0.5)
+        for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping:
+                log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
+                procs[i] = start()
+    for proc in procs:
+        proc.join()

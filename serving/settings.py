@@ -1,0 +1,66 @@
+"""Server settings: one pydantic-settings class, built once by the CLI and passed down.
+
+Every field can be set by an environment variable with the ``SERVING_`` prefix
+(``SERVING_HTTP_PORT=9000``) or by the matching CLI flag, which wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore")
+
+    model_repo: Path = Path("model_repo")
+    """Root of the model repository: ``<model>/config.yaml`` and ``<model>/<version>/``."""
+
+    host: str = "0.0.0.0"
+    """Address both listeners bind to."""
+
+    http_port: int = Field(8080, ge=0, le=65535)
+    """REST port (OIP v2, KServe v1, /metrics). 0 picks a free port."""
+
+    grpc_port: int = Field(8081, ge=-1, le=65535)
+    """gRPC port (OIP v2 GRPCInferenceService). 0 picks a free port, -1 disables gRPC."""
+
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes sharing the ports; each loads its own runtimes."""
+
+    strict: bool = False
+    """Refuse to start when any model version fails to load (default: serve the rest)."""
+
+    onnx_intra_op_threads: int = Field(1, ge=0)
+    """onnxruntime intra-op threads per session (0 = onnxruntime's default, all cores)."""
+
+    onnx_inter_op_threads: int = Field(1, ge=0)
+    """onnxruntime inter-op threads per session (0 = onnxruntime's default)."""
+
+    xgboost_nthread: int = Field(1, ge=0)
+    """XGBoost threads per predict call. 1 is fastest for the small batches of online
+    serving (OpenMP start-up dominates below a few hundred rows); 0 = all cores."""
+
+    large_batch_rows: int = Field(512, ge=1)
+    """Batches of at least this many rows run XGBoost with ``xgboost_large_batch_nthread``."""
+
+    xgboost_large_batch_nthread: int = Field(0, ge=0)
+    """XGBoost threads for large batches (0 = all cores)."""
+
+    predict_threads: int = Field(2, ge=1)
+    """Size of the thread pool that runs blocking predict calls off the event loop."""
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 above it)."""
+
+    max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
+    """Largest number of elements in one input tensor (400 above it)."""
+
+    log_level: str = "info"
+    """Python log level for the server's own logs."""
+
+    admin_token: str | None = None
+    """Bearer token for the admin endpoints (repository load/unload, traffic policy).
+    Unset: admin endpoints answer 403."""

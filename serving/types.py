@@ -1,0 +1,62 @@
+"""The one internal request/response type. Numpy-backed; knows no wire format.
+
+Protocol adapters (REST JSON, REST binary, gRPC, KServe v1) decode into these and encode
+out of them; the dataplane, router, batcher and runtimes only ever see these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+Parameters = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: Array
+    parameters: Parameters | None = None
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: Parameters | None = None
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    model: str
+    version: str | None
+    inputs: list[Tensor]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    parameters: Parameters | None = None
+    protocol: str = "rest"
+    """Which adapter decoded it ("rest" or "grpc"): a metrics label only."""
+    routing_key: str | None = None
+    """Sticky-routing key (header ``x-routing-key`` or parameter ``routing_key``)."""
+    deadline: float | None = None
+    """Absolute ``time.monotonic()`` after which the caller no longer wants an answer."""
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model: str
+    version: str
+    outputs: list[Tensor]
+    id: str | None = None
+    parameters: Parameters | None = field(default=None)
+
+
+def batch_rows(inputs: dict[str, Array]) -> int:
+    """Rows in a validated input set (every input shares the batch dimension)."""
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0

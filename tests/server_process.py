@@ -1,0 +1,103 @@
+"""Start the real server (``python -m serving.cli serve``) on free loopback ports for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_REPO = ROOT / "model_repo"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_server(
+    repo: Path,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    grpc: bool = True,
+    wait_ready: bool = True,
+    timeout: float = 90,
+) -> ServerProcess:
+    http_port = free_port()
+    grpc_port = free_port() if grpc else -1
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"server-{http_port}.log"
+    cmd = [
+        sys.executable, "-m", "serving.cli", "serve",
+        "--model-repo", str(repo), "--host", "127.0.0.1",
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args,
+    ]  # fmt: skip
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    server = ServerProcess(proc, http_port, grpc_port, log_path)
+    if wait_ready:
+        wait_until_ready(server, timeout)
+    return server
+
+
+def wait_until_ready(server: ServerProcess, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def running_server(repo: Path, log_dir: Path, **kwargs: object) -> Iterator[ServerProcess]:
+    server = start_server(repo, log_dir, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
