@@ -91,9 +91,21 @@ class BatchingConfig(_Strict):
     max_batch_size: int | None = Field(None, ge=1)
     """Rows per batch; defaults to the model's ``max_batch_size``."""
     max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
+    """How long the first request of a batch waits for more. 0 = adaptive: never wait;
+    a batch holds whatever queued while the previous one computed."""
     preferred_batch_sizes: tuple[int, ...] = ()
+    """Row counts to dispatch at without waiting out the delay (and to cut batches at)."""
     max_queue_size: int = Field(1024, ge=1)
     """Requests waiting per version; past it the server answers 503 / RESOURCE_EXHAUSTED."""
+    max_inflight_batches: int = Field(1, ge=1, le=64)
+    """Batches computing at once per version (each takes one predict thread)."""
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 1 for size in value):
+            raise ValueError("preferred batch sizes are positive row counts")
+        return value
 
 
 class TrafficConfig(_Strict):

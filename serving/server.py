@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from serving.batching import predictor_factory
 from serving.dataplane import DataPlane
 from serving.errors import ModelLoadError
 from serving.metrics import Metrics
@@ -40,11 +41,19 @@ class Components:
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
-    repository = ModelRepository(settings, executor)
+    repository = ModelRepository(settings, executor, predictor_factory(executor, metrics))
     dataplane = DataPlane(repository, Router(), metrics)
     return Components(
         settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
     )
+
+
+async def close_predictors(repository: ModelRepository) -> None:
+    """Stop every version's predict stage (batchers answer what is still queued)."""
+    for model in list(repository.models.values()):
+        for entry in list(model.versions.values()):
+            if entry.predictor is not None:
+                await entry.predictor.close()
 
 
 def load_models(parts: Components) -> None:
@@ -102,6 +111,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         parts.dataplane.draining = True
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
+        await close_predictors(parts.repository)
         parts.repository.close()
         parts.executor.shutdown(wait=False, cancel_futures=True)
 
