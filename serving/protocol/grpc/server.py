@@ -1,13 +1,180 @@
-"""gRPC adapter (OIP v2 GRPCInferenceService). Placeholder until the gRPC issue lands:
-starting it with a port >= 0 is an error, so nothing pretends to serve gRPC."""
+"""gRPC adapter: the OIP v2 ``GRPCInferenceService`` over grpc.aio, plus health and reflection.
+
+The servicer is thin: decode with ``codec``, call the dataplane (the same one REST calls), encode.
+Errors go through ``_guard`` once: a ServingError becomes the gRPC code named in serving.errors
+with its message as details; anything else is logged and becomes INTERNAL without a traceback.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from serving.dataplane import DataPlane
+from serving.errors import Forbidden, ServingError, Unauthorized
+from serving.modelconfig import check_model_name, check_version_name
+from serving.protocol.grpc import codec
+from serving.protocol.grpc.stubs import SERVICE, Stubs, load
 from serving.settings import Settings
 
+log = logging.getLogger("serving.grpc")
 
-async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> Any:
-    raise NotImplementedError("gRPC is not implemented yet; start with --grpc-port -1")
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def status_code(exc: ServingError) -> grpc.StatusCode:
+    """The one mapping from the error table to grpc.StatusCode."""
+    return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
+
+
+def _guard(method: Handler) -> Handler:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request, context)
+        except ServingError as exc:
+            code, details = status_code(exc), exc.message
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error in gRPC %s", method.__name__)
+            code, details = grpc.StatusCode.INTERNAL, "internal server error"
+        await context.abort(code, details)
+
+    handler.__name__ = method.__name__
+    return handler
+
+
+def _model(name: str, version: str) -> str | None:
+    check_model_name(name)
+    if version:
+        check_version_name(version)
+        return version
+    return None
+
+
+class InferenceServicer:
+    """One method per RPC of inference.GRPCInferenceService (names match the proto)."""
+
+    def __init__(self, settings: Settings, dataplane: DataPlane, stubs: Stubs) -> None:
+        self._settings = settings
+        self._dataplane = dataplane
+        self._pb = stubs
+        self._max_elements = settings.max_tensor_elements
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return self._pb.ServerLiveResponse(live=self._dataplane.live())
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return self._pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        version = _model(request.name, request.version)
+        return self._pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, version))
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        meta = self._dataplane.server_metadata()
+        return self._pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        meta = self._dataplane.model_metadata(request.name, _model(request.name, request.version))
+        tensor = self._pb.ModelMetadataResponse.TensorMetadata
+        return self._pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]],
+            outputs=[tensor(**t) for t in meta["outputs"]],
+        )
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        infer_request = codec.decode_request(request, self._max_elements)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            infer_request.deadline = time.monotonic() + remaining
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-routing-key":
+                infer_request.routing_key = (
+                    value if isinstance(value, str) else value.decode(errors="replace")
+                )
+        response = await self._dataplane.infer(infer_request)
+        return codec.encode_response(response, raw=bool(request.raw_input_contents))
+
+    def _check_admin(self, context: grpc.aio.ServicerContext) -> None:
+        token = self._settings.admin_token
+        if token is None:
+            raise Forbidden("model control is disabled: set SERVING_ADMIN_TOKEN to enable it")
+        sent = dict(context.invocation_metadata() or ()).get("authorization")
+        if sent != f"Bearer {token}":
+            raise Unauthorized("model control needs 'authorization: Bearer <admin token>' metadata")
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        check_model_name(request.model_name)
+        self._check_admin(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model load over gRPC is not available yet")
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        check_model_name(request.model_name)
+        self._check_admin(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model unload over gRPC is not available yet")
+
+
+class _Health(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1: SERVING while the dataplane is ready (started, not draining)."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        super().__init__()
+        self._dataplane = dataplane
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request.service not in ("", SERVICE):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._dataplane.ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return health_pb2.HealthCheckResponse(status=status)
+
+
+def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcHandler:
+    handlers = {}
+    for method in stubs.service.methods:
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guard(getattr(servicer, method.name)),
+            request_deserializer=stubs.messages[method.input_type.name].FromString,
+            response_serializer=stubs.messages[method.output_type.name].SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)
+
+
+async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
+    """Start a grpc.aio server on settings.host:settings.grpc_port; the caller stops it."""
+    stubs = load()
+    options = [
+        # Several workers share the port (the kernel spreads connections); one worker must
+        # not silently share it with a stray process.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((build_handler(InferenceServicer(settings, dataplane, stubs), stubs),))
+    health_pb2_grpc.add_HealthServicer_to_server(_Health(dataplane), server)
+    reflection.enable_server_reflection(
+        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=stubs.pool
+    )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    await server.start()
+    log.info("gRPC listening on %s:%d", host, port)
+    return server
+
