@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from serving import __version__
+from serving.accesslog import AccessLog
 from serving.datatypes import numpy_dtype
 from serving.errors import DeadlineExceeded, InvalidInput, ModelNotReady, RuntimeFault, ServingError
 from serving.metrics import Metrics
@@ -21,10 +22,17 @@ EXTENSIONS = ["model_repository", "binary_tensor_data", "statistics_metrics"]
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, router: Router, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        router: Router,
+        metrics: Metrics,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.repository = repository
         self.router = router
         self.metrics = metrics
+        self.access_log = access_log
         self.draining = False
         self.started = False
 
@@ -86,7 +94,7 @@ class DataPlane:
         variant = "stable"
         outcome_error: ServingError | None = None
         model = self.repository.models.get(request.model)
-        inflight = self.metrics.inflight.labels(request.model) if model is not None else None
+        inflight = self.metrics.inflight_for(request.model) if model is not None else None
         if inflight is not None:
             inflight.inc()
         try:
@@ -135,18 +143,25 @@ class DataPlane:
         finally:
             if inflight is not None:
                 inflight.dec()
-            if model is not None:
-                if outcome_error is None:
-                    outcome = "2xx" if request.protocol == "rest" else "OK"
-                elif request.protocol == "rest":
-                    outcome = f"{outcome_error.http_status // 100}xx"
-                else:
-                    outcome = outcome_error.grpc_code
+            if outcome_error is None:
+                outcome = "2xx" if request.protocol == "rest" else "OK"
+            elif request.protocol == "rest":
+                outcome = f"{outcome_error.http_status // 100}xx"
+            else:
+                outcome = outcome_error.grpc_code
+            seconds = time.perf_counter() - start
+            if model is not None:  # unknown names stay out of the labels (cardinality)
                 self.metrics.observe_request(
-                    request.model,
+                    request.model, version_name, variant, request.protocol, outcome, seconds
+                )
+            if self.access_log is not None:
+                self.access_log.record(
+                    request.id,
+                    request.model[:128],
                     version_name,
                     variant,
                     request.protocol,
                     outcome,
-                    time.perf_counter() - start,
+                    seconds,
+                    outcome_error,
                 )

@@ -2,13 +2,26 @@
 
 Children are cached per label set so recording on the hot path is a dict lookup and an
 add, not a ``labels()`` call that rebuilds the label tuple each time.
+
+With ``--workers N`` the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory before it starts the workers; prometheus-client then keeps every value in a
+per-process mmap file there, and ``Metrics.exposition`` merges all workers' files at scrape
+time, so any worker answers ``/metrics`` with the whole server's counts (no double counting,
+no gaps when the kernel spreads scrapes across workers).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
 LATENCY_BUCKETS = (
@@ -16,11 +29,34 @@ LATENCY_BUCKETS = (
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Largest absolute difference between a shadow's output and the primary's, per request.
+DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
+
+MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(slots=True)
+class StageMetrics:
+    """Per-(model, version) children a predictor stage records into (cached by ``stage``)."""
+
+    queue_wait: Any
+    compute: Any
+    batch_size: Any
+    queue_depth: Any
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """The server's collectors on one registry (a fresh one unless a test passes its own)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = (
+            multiprocess_dir if multiprocess_dir is not None else os.environ.get(MULTIPROC_ENV) or None
+        )
         r = self.registry
         self.requests = Counter(
             "serving_requests",
@@ -38,7 +74,7 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "serving_queue_wait_seconds",
-            "Time a request waited in the batcher queue before compute.",
+            "Time a request waited before compute (batcher queue, or a free predict thread).",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -66,7 +102,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "serving_queue_depth",
-            "Requests waiting in the batcher queue now.",
+            "Requests waiting before compute now (batcher queue, or for a predict thread).",
             ["model", "version"],
             registry=r,
             multiprocess_mode="livesum",
@@ -82,17 +118,39 @@ class Metrics:
             "How long the version took to load and warm up.",
             ["model", "version"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.model_state = Gauge(
             "serving_model_state",
-            "1 for the version's current state (READY, LOADING, FAILED, UNAVAILABLE), else 0.",
+            "1 for the version's current state (READY, LOADING, FAILED, UNAVAILABLE, UNLOADING), else 0.",
             ["model", "version", "state"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
+        )
+        self.shadow_comparisons = Counter(
+            "serving_shadow_comparisons",
+            "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",
+            ["model", "primary_version", "shadow_version", "result"],
+            registry=r,
+        )
+        self.shadow_abs_diff = Histogram(
+            "serving_shadow_abs_diff",
+            "Largest absolute difference between the shadow's and the primary's outputs, per request.",
+            ["model", "primary_version", "shadow_version"],
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "serving_shadow_dropped",
+            "Shadow copies not sent because the shadow queue was full.",
+            ["model"],
+            registry=r,
         )
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._inflight_children: dict[str, Any] = {}
+        self._stages: dict[tuple[str, str], StageMetrics] = {}
 
+    # -- hot path ---------------------------------------------------------------------------
     def observe_request(
         self, model: str, version: str, variant: str, protocol: str, outcome: str, seconds: float
     ) -> None:
@@ -107,6 +165,58 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def inflight_for(self, model: str) -> Any:
+        """The cached in-flight gauge child of ``model``."""
+        child = self._inflight_children.get(model)
+        if child is None:
+            child = self._inflight_children[model] = self.inflight.labels(model)
+        return child
+
+    def stage(self, model: str, version: str) -> StageMetrics:
+        """Cached children for a predictor stage of one version (queue wait, compute, batch, depth)."""
+        key = (model, version)
+        found = self._stages.get(key)
+        if found is None:
+            found = self._stages[key] = StageMetrics(
+                self.queue_wait.labels(model, version),
+                self.compute_duration.labels(model, version),
+                self.batch_size.labels(model, version),
+                self.queue_depth.labels(model, version),
+            )
+        return found
+
+    # -- control path -----------------------------------------------------------------------
     def set_model_state(self, model: str, version: str, state: str) -> None:
-        for known in ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING"):
+        for known in MODEL_STATES:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def exposition(self) -> bytes:
+        """The text exposition for ``/metrics``: this registry, or every worker's values merged."""
+        if self.multiprocess_dir is None:
+            return bytes(_generate_latest(self.registry))
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return bytes(_generate_latest(merged))
+
+
+def setup_multiprocess_dir() -> str:
+    """For a supervisor about to start workers: point ``PROMETHEUS_MULTIPROC_DIR`` (inherited
+    by the workers) at a fresh temporary directory, removed when the supervisor exits. A
+    directory the operator set already is used as is, emptied of stale value files."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return given
+    path = tempfile.mkdtemp(prefix="serving-metrics-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def worker_exited(pid: int, path: str) -> None:
+    """Drop a dead worker's live gauges (in-flight, queue depth, model state) from the merge.
+    Its counters and histograms stay: they are part of the server's totals."""
+    mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

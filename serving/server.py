@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from serving.accesslog import AccessLog
 from serving.batching import predictor_factory
 from serving.dataplane import DataPlane
 from serving.errors import ModelLoadError
-from serving.metrics import Metrics
+from serving.metrics import Metrics, setup_multiprocess_dir, worker_exited
 from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.repository import ModelRepository
 from serving.router import Router
@@ -42,7 +43,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
     repository = ModelRepository(settings, executor, predictor_factory(executor, metrics))
-    dataplane = DataPlane(repository, Router(), metrics)
+    dataplane = DataPlane(repository, Router(), metrics, AccessLog.from_settings(settings))
     return Components(
         settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
     )
@@ -144,6 +145,7 @@ def run(settings: Settings) -> None:
 
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    metrics_dir = setup_multiprocess_dir()  # workers merge their metrics through it
 
     def start() -> multiprocessing.process.BaseProcess:
         proc = ctx.Process(target=run_worker, args=(settings,), daemon=False)
@@ -167,6 +169,8 @@ def run(settings: Settings) -> None:
         for i, proc in enumerate(procs):
             if not proc.is_alive() and not stopping:
                 log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
+                if proc.pid is not None:
+                    worker_exited(proc.pid, metrics_dir)
                 procs[i] = start()
     for proc in procs:
         proc.join()

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     model_repo: Path = Path("model_repo")
     """Root of the model repository: ``<model>/config.yaml`` and ``<model>/<version>/``."""
 
+    model_name: str | None = None
+    """KServe layout: when ``model_repo`` itself holds ``config.yaml`` (one model's folder, as the
+    storage initializer writes it to /mnt/models), serve it under this name (default: the folder's
+    name). With a repository layout, serve only this model (startup fails if it is missing)."""
+
     host: str = "0.0.0.0"
     """Address both listeners bind to."""
 
@@ -60,6 +65,10 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Python log level for the server's own logs."""
+
+    access_log_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of inference requests written to stdout as JSON access-log lines
+    (0 = off, the default; 1 = every request; 0.01 = one in a hundred, chosen at random)."""
 
     admin_token: str | None = None
     """Bearer token for the admin endpoints (repository load/unload, traffic policy).

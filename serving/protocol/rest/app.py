@@ -18,7 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.dataplane import DataPlane
@@ -241,7 +241,7 @@ def create_rest_app(settings: Settings, dataplane: DataPlane) -> InferenceApp:
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(dataplane.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(dataplane.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Unknown routes and methods answer {"error": ...} like every other error.
     api.add_api_route("/", lambda: ORJSONResponse({"name": "serving", "v2": "/v2"}), methods=["GET"])
