@@ -177,4 +177,3 @@ async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.ai
     await server.start()
     log.info("gRPC listening on %s:%d", host, port)
     return server
-

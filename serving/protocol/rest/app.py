@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.dataplane import DataPlane
 from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 from serving.modelconfig import check_model_name, check_version_name
-from serving.protocol.rest import codec
+from serving.protocol.rest import binary, codec
 from serving.settings import Settings
 
 log = logging.getLogger("serving.rest")
@@ -138,12 +138,26 @@ class InferenceApp:
             else:
                 spec = entry.config.inputs[0]
                 request = codec.decode_v1_request(body, model, spec.name, spec.datatype, self._max_elements)
+        elif (json_length := headers.get(binary.HEADER)) is not None:
+            length = binary.header_length(json_length, len(body))
+            request = binary.decode_request(body, length, model, version, self._max_elements)
         else:
             request = codec.decode_request(body, model, version, self._max_elements)
         key = headers.get(b"x-routing-key")
         if key is not None:
             request.routing_key = key.decode(errors="replace")
         response = await self._dataplane.infer(request)
+        if kind == "v2" and (raw_outputs := binary.binary_outputs(request)):
+            out, length = binary.encode_response(response, raw_outputs)
+            return (
+                200,
+                out,
+                [
+                    (b"content-type", b"application/octet-stream"),
+                    (binary.HEADER, str(length).encode()),
+                    (b"x-model-version", response.version.encode()),
+                ],
+            )
         out = codec.encode_v1_response(response) if kind == "v1" else codec.encode_response(response)
         return (
             200,
