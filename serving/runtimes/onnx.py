@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
-from serving.errors import ModelLoadError
+from serving.errors import InvalidInput, ModelLoadError
 from serving.modelconfig import ModelConfig, TensorSpec
 from serving.settings import Settings
 from serving.types import Array
@@ -67,6 +68,17 @@ def _check_signature(
             raise ModelLoadError(f"{path}: model inputs {missing} are not declared in config.yaml")
 
 
+def _as_str(name: str, array: Array) -> Array:
+    """BYTES arrive as ``bytes`` objects; onnxruntime would store ``str(b"ab")`` = "b'ab'" in a
+    tensor(string), so decode them (ONNX strings are UTF-8)."""
+    out: Array = np.empty(array.shape, dtype=object)
+    try:
+        out.ravel()[:] = [v.decode() if isinstance(v, bytes) else v for v in array.ravel()]
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input '{name}': BYTES data for an ONNX string tensor must be UTF-8") from None
+    return out
+
+
 class OnnxRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
         options = ort.SessionOptions()
@@ -82,8 +94,11 @@ class OnnxRuntime:
         _check_signature("input", config.inputs, self._session.get_inputs(), path)
         _check_signature("output", config.outputs, self._session.get_outputs(), path)
         self._output_names = [spec.name for spec in config.outputs]
+        self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
 
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        if self._string_inputs:
+            inputs = {**inputs, **{name: _as_str(name, inputs[name]) for name in self._string_inputs}}
         results = self._session.run(self._output_names, inputs)
         return dict(zip(self._output_names, results, strict=True))
 

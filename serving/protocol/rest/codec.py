@@ -83,7 +83,14 @@ def to_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Arr
                 if raw.dtype.kind != "b":
                     raise InvalidInput(f"input '{name}': BOOL data must be true/false")
             elif raw.dtype.kind not in _INT_KINDS:
-                raise InvalidInput(f"input '{name}': {datatype} data must be integers")
+                # numpy turns a mix of small ints and ints above INT64's range (UINT64's upper
+                # half) into float64 or object: convert those exactly, still rejecting floats.
+                if raw.dtype.kind not in "fO" or not all(type(v) is int for v in _flatten(data)):
+                    raise InvalidInput(f"input '{name}': {datatype} data must be integers")
+                try:
+                    raw = np.array(data, dtype=dtype)
+                except OverflowError:
+                    raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
             else:
                 info = np.iinfo(dtype.type)  # type: ignore[type-var]
                 if raw.min() < info.min or raw.max() > info.max:
@@ -92,7 +99,7 @@ def to_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Arr
         else:
             array = np.array(data, dtype=dtype)
             if array.dtype.kind == "f" and datatype != "FP64" and array.size and not np.isfinite(array).all():
-                raise InvalidInput(f"input '{name}': value out of range for {datatype}")
+                raise InvalidInput(f"input '{name}': null or value out of range for {datatype}")
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input '{name}': data is not a well-formed {datatype} tensor ({exc})") from None
     expected = math.prod(shape)
