@@ -10,6 +10,7 @@ from serving import __version__
 from serving.accesslog import AccessLog
 from serving.datatypes import numpy_dtype
 from serving.errors import DeadlineExceeded, InvalidInput, ModelNotReady, RuntimeFault, ServingError
+from serving.faults import FaultInjector
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
@@ -28,11 +29,13 @@ class DataPlane:
         router: Router,
         metrics: Metrics,
         access_log: AccessLog | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.repository = repository
         self.router = router
         self.metrics = metrics
         self.access_log = access_log
+        self.faults = faults
         self.draining = False
         self.started = False
 
@@ -116,6 +119,8 @@ class DataPlane:
                 raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
             entry.inflight += 1
             try:
+                if self.faults is not None:  # rollout drills only (Settings.fault_target)
+                    await self.faults.apply(request.model, entry.version)
                 results = await predictor.predict(inputs, request.deadline)
             except ServingError:
                 raise

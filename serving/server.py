@@ -20,6 +20,7 @@ from serving.accesslog import AccessLog
 from serving.batching import predictor_factory
 from serving.dataplane import DataPlane
 from serving.errors import ModelLoadError
+from serving.faults import FaultInjector
 from serving.metrics import Metrics, setup_multiprocess_dir, worker_exited
 from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.repository import ModelRepository
@@ -43,7 +44,9 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
     repository = ModelRepository(settings, executor, predictor_factory(executor, metrics))
-    dataplane = DataPlane(repository, Router(), metrics, AccessLog.from_settings(settings))
+    dataplane = DataPlane(
+        repository, Router(), metrics, AccessLog.from_settings(settings), FaultInjector.from_settings(settings)
+    )
     return Components(
         settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
     )

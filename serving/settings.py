@@ -73,3 +73,14 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     """Bearer token for the admin endpoints (repository load/unload, traffic policy).
     Unset: admin endpoints answer 403."""
+
+    fault_target: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[1-9][0-9]*$")
+    """Fault injection for rollout drills (serving/faults.py): ``model:version`` whose requests
+    get ``fault_error_rate`` and ``fault_latency_ms``. Unset (the default): no faults. Never
+    set it in production."""
+
+    fault_error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the target version's requests answered with an injected 500 / INTERNAL."""
+
+    fault_latency_ms: float = Field(0.0, ge=0.0, le=60_000.0)
+    """Latency added to each of the target version's requests, in milliseconds."""

@@ -1,0 +1,112 @@
+"""Reads the canary and stable numbers for one window from the Prometheus HTTP API.
+
+Series are the server's own (serving/metrics.py): ``serving_requests_total`` and
+``serving_request_duration_seconds``. Each side is a PromQL label matcher list, so the same
+queries work for in-pod routing (``variant="canary"``) and for KServe revisions, which are
+separate pods (``pod=~"<revision>-deployment-.*"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from serving.rollout.decision import Sample
+
+# Outcomes that are the server's fault: REST 5xx, and the gRPC codes our error table maps
+# 5xx-class errors to. 4xx is the caller's fault and does not count against a canary.
+SERVER_ERROR_OUTCOMES = "5xx|INTERNAL|UNKNOWN|DATA_LOSS|UNAVAILABLE|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED"
+
+_DURATION_RE = re.compile(r"^(\d+)(ms|s|m|h)$")
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be reached or rejected the query."""
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``30s``, ``5m``, ``1h`` -> seconds."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"invalid duration '{text}': use e.g. 500ms, 30s, 5m, 1h")
+    value, unit = int(match.group(1)), match.group(2)
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
+def promql_duration(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+@dataclass(frozen=True)
+class Side:
+    """Label matchers (PromQL syntax, without braces) that select one side's series."""
+
+    name: str
+    matchers: str
+
+
+def inpod_sides(model: str) -> tuple[Side, Side]:
+    m = _quote(model)
+    return Side("stable", f'model="{m}",variant="stable"'), Side("canary", f'model="{m}",variant="canary"')
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class PrometheusClient:
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; returns the vector's ``result`` list."""
+        data = urllib.parse.urlencode({"query": promql}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/query",
+            data=data,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise PrometheusError(f"Prometheus rejected {promql!r}: {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise PrometheusError(f"Prometheus at {self.url} not reachable: {exc}") from None
+        if body.get("status") != "success":
+            raise PrometheusError(f"Prometheus query failed: {body.get('error', body)}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, promql: str) -> float | None:
+        """First sample's value of a query, or None for an empty result or NaN."""
+        result = self.query(promql)
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    def sample(self, side: Side, window_s: float) -> Sample:
+        """Requests, server errors and p99 for one side over the last ``window_s`` seconds."""
+        w = promql_duration(window_s)
+        sel = side.matchers
+        requests = self.scalar(f"sum(increase(serving_requests_total{{{sel}}}[{w}]))") or 0.0
+        errors = (
+            self.scalar(
+                f'sum(increase(serving_requests_total{{{sel},outcome=~"{SERVER_ERROR_OUTCOMES}"}}[{w}]))'
+            )
+            or 0.0
+        )
+        p99 = self.scalar(
+            f"histogram_quantile(0.99, sum by (le) "
+            f"(rate(serving_request_duration_seconds_bucket{{{sel}}}[{w}])))"
+        )
+        return Sample(requests=requests, errors=errors, p99_s=p99 if requests > 0 else None)

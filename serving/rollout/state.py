@@ -1,0 +1,70 @@
+"""What every rollout mode reports and does: the shared shape of a traffic target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from serving.rollout.prometheus import Side
+
+
+class RolloutError(Exception):
+    """The rollout cannot proceed (nothing to promote, object missing, API refused)."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    name: str
+    percent: int
+    ready: bool
+    role: str  # "stable" or "canary"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """The live split, read from the cluster object or the server's traffic policy."""
+
+    mode: str
+    target: str
+    revisions: tuple[Revision, ...]
+    sides: tuple[Side, Side]
+    """Prometheus selectors for (stable, canary)."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def canary(self) -> Revision | None:
+        return next((r for r in self.revisions if r.role == "canary"), None)
+
+    @property
+    def stable(self) -> Revision | None:
+        return next((r for r in self.revisions if r.role == "stable"), None)
+
+    @property
+    def canary_percent(self) -> int:
+        canary = self.canary
+        return canary.percent if canary is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "target": self.target,
+            "revisions": [r.__dict__ for r in self.revisions],
+            "canary_percent": self.canary_percent,
+            "selectors": {s.name: s.matchers for s in self.sides},
+            "notes": list(self.notes),
+        }
+
+
+class TrafficTarget(Protocol):
+    """One rollout mode. Every method reads the live state first, so runs can be resumed."""
+
+    def state(self) -> TrafficState: ...
+
+    def start(self, percent: int, storage_uri: str | None, canary_version: str | None) -> None: ...
+
+    def set_percent(self, percent: int) -> None: ...
+
+    def promote(self) -> None: ...
+
+    def rollback(self) -> None: ...

@@ -1,0 +1,136 @@
+"""A recording stand-in for the API server, below the real ``kubernetes`` client.
+
+Only the urllib3 pool manager is replaced: CustomObjectsApi, ApiClient and RESTClientObject
+run unchanged, so what is recorded is the exact method, URL, headers and JSON body bytes the
+CLI would put on the wire. The fake keeps one object per URL and applies JSON merge patches
+(RFC 7386) to it, as the API server does, so multi-step flows can be followed.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import urllib3
+import yaml
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT.parent / "shared" / "kserve" / "crd_inferenceservices.yaml"
+HOST = "https://kube.invalid"
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def strip_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_nulls(v) for v in value]
+    return value
+
+
+def without_required(schema: Any) -> Any:
+    """The same schema with every ``required`` dropped: what a partial (patch) body must meet."""
+    if isinstance(schema, dict):
+        return {k: without_required(v) for k, v in schema.items() if k != "required"}
+    if isinstance(schema, list):
+        return [without_required(v) for v in schema]
+    return schema
+
+
+class FakePoolManager:
+    def __init__(self) -> None:
+        self.objects: dict[str, Any] = {}
+        self.requests: list[Recorded] = []
+        self.raw: dict[str, Any] = {}
+        """path -> raw JSON answered as is (e.g. the CRD), or an int status to refuse."""
+
+    def request(
+        self, method: str, url: str, body: str | bytes | None = None, headers: Any = None, **_: Any
+    ) -> urllib3.HTTPResponse:
+        path = url.removeprefix(HOST).split("?")[0]
+        parsed = json.loads(body) if body else None
+        self.requests.append(Recorded(method, url, dict(headers or {}), parsed))
+        if path in self.raw:
+            answer = self.raw[path]
+            if isinstance(answer, int):
+                return self._respond(answer, {"kind": "Status", "code": answer})
+            return self._respond(200, answer)
+        if method == "GET":
+            if path not in self.objects:
+                return self._respond(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            return self._respond(200, self.objects[path])
+        if method == "PATCH":
+            assert headers["Content-Type"] == "application/merge-patch+json"
+            current = self.objects[path]
+            updated = merge_patch(current, parsed)
+            updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+            self.objects[path] = updated
+            return self._respond(200, updated)
+        raise AssertionError(f"unexpected {method} {url}")
+
+    @staticmethod
+    def _respond(status: int, payload: Any) -> urllib3.HTTPResponse:
+        data = json.dumps(payload).encode()
+        return urllib3.HTTPResponse(
+            body=io.BytesIO(data),
+            status=status,
+            headers={"Content-Type": "application/json", "Content-Length": str(len(data))},
+            preload_content=False,
+        )
+
+    def clear(self) -> None:
+        pass
+
+
+def fake_api_client() -> tuple[client.ApiClient, FakePoolManager]:
+    configuration = client.Configuration(host=HOST)
+    api_client = client.ApiClient(configuration)
+    fake = FakePoolManager()
+    api_client.rest_client.pool_manager = fake
+    return api_client, fake
+
+
+def isvc_path(namespace: str, name: str) -> str:
+    return f"/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}"
+
+
+def load_crd() -> dict[str, Any]:
+    crd: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    return crd
+
+
+def isvc_schema(crd: dict[str, Any]) -> dict[str, Any]:
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
+    # Kubernetes' structural schemas are OpenAPI v3 subsets; Draft 7 checks every keyword
+    # they use (type, properties, required, enum, pattern, minimum/maximum, items, anyOf).
+    return jsonschema.Draft7Validator(schema, format_checker=None)
