@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-models", help="(re)generate the demo models deterministically")
     demo.add_argument("directory", type=Path, nargs="?", default=Path("model_repo"))
     demo.set_defaults(func=cmd_demo_models)
+
+    from serving.rollout.cli import add_rollout_parser
+
+    add_rollout_parser(sub)
     return parser
 
 

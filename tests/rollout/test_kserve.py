@@ -280,3 +280,43 @@ def test_missing_object_is_a_clear_error() -> None:
     api_client, _ = fake_api_client()
     with pytest.raises(RolloutError, match="404"):
         kserve.InferenceServiceTarget(api_client, "nope", NS).state()
+
+
+def test_cli_drives_the_kubernetes_client(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    crd: dict[str, Any],
+    full: jsonschema.Draft7Validator,
+    partial: jsonschema.Draft7Validator,
+) -> None:
+    """`serving rollout start/status/promote` in Standard mode, JSON and text output."""
+    from serving.cli import main
+
+    api_client, fake = fake_api_client()
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    fake.raw[CRD_URL] = crd
+    monkeypatch.setattr(kserve, "load_api_client", lambda context=None: api_client)
+    common = ["iris", "-n", NS, "--canary-name", "v2"]
+
+    assert (
+        main(["rollout", "start", *common, "--storage-uri", "s3://m/v2", "--percent", "10", "-o", "json"])
+        == 0
+    )
+    event = json.loads(capsys.readouterr().out)
+    assert event["event"] == "started"
+    assert event["state"]["canary_percent"] == 10
+    assert event["state"]["revisions"][1] == {
+        "name": "v2",
+        "percent": 10,
+        "ready": False,
+        "role": "canary",
+        "detail": "iris-v2-predictor",
+    }
+    assert main(["rollout", "status", *common]) == 0
+    text = capsys.readouterr().out
+    assert "models/iris (standard)" in text and "canary  v2" in text and "10%" in text
+    assert main(["rollout", "promote", *common]) == 0
+    assert main(["rollout", "analyze", *common, "--prometheus", "http://127.0.0.1:9"]) == 3  # no canary left
+    assert "has no canary" in capsys.readouterr().out
+    bodies = check_requests(fake, full, partial)
+    assert [list(b["spec"]) for b in bodies] == [["canary"], ["predictor", "canary"]]
