@@ -38,7 +38,8 @@ def split_bytes(name: str, buffer: bytes | memoryview) -> list[bytes]:
 
 
 def from_raw(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview) -> Array:
-    """Raw bytes -> array of ``shape``. Zero-copy (read-only view) for fixed-size datatypes."""
+    """Raw bytes -> array of ``shape``. Zero-copy (read-only view) for fixed-size datatypes
+    whose bytes are aligned for their type."""
     count = math.prod(shape)
     if datatype == "BYTES":
         items = split_bytes(name, buffer)
@@ -56,7 +57,12 @@ def from_raw(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | m
             f"input '{name}': raw data has {len(buffer)} bytes but shape {list(shape)} of {datatype} "
             f"needs {expected}"
         )
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype)
+    if not array.flags.aligned:
+        # A binary section after a JSON header of odd length; runtimes (XGBoost) refuse
+        # misaligned pointers, so this one case pays for a copy.
+        array = array.copy()
+    return array.reshape(shape)
 
 
 def to_raw(datatype: str, array: Array) -> bytes:

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.dataplane import DataPlane
-from serving.errors import Forbidden, ServingError, Unauthorized
+from serving.errors import Forbidden, ModelNotFound, ServingError, Unauthorized
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
@@ -76,7 +76,11 @@ class InferenceServicer:
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         version = _model(request.name, request.version)
-        return self._pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, version))
+        try:
+            ready = self._dataplane.model_ready(request.name, version)
+        except ModelNotFound:
+            ready = False  # "is it ready?" -> "no", as Triton answers and tritonclient expects
+        return self._pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         meta = self._dataplane.server_metadata()
