@@ -158,7 +158,26 @@ def load_config(path: Path) -> ModelConfig:
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:
+        # Field errors carry their location; whole-config checks name the field in the message.
+        # A list with a bad item also reports "too short" (pydantic drops the item): skip that.
+        found = exc.errors()
+        errors = [
+            err
+            for err in found
+            if not (
+                err["type"] == "too_short"
+                and any(
+                    len(o["loc"]) > len(err["loc"]) and o["loc"][: len(err["loc"])] == err["loc"]
+                    for o in found
+                )
+            )
+        ]
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+            ": ".join(
+                part
+                for part in (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+                if part
+            )
+            for err in errors
         )
         raise ModelLoadError(f"{path}: {problems}") from None

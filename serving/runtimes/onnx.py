@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -30,42 +32,45 @@ ORT_TYPES = {
 }
 
 
-def _check_signature(
-    kind: str, declared: tuple[TensorSpec, ...], actual: list[ort.NodeArg], path: Path
-) -> None:
+def _signature_problems(kind: str, declared: tuple[TensorSpec, ...], actual: list[ort.NodeArg]) -> list[str]:
+    """Every mismatch between config.yaml and the model's inputs or outputs."""
     by_name = {arg.name: arg for arg in actual}
+    problems: list[str] = []
     for spec in declared:
         arg = by_name.get(spec.name)
         if arg is None:
-            raise ModelLoadError(
-                f"{path}: config {kind} '{spec.name}' is not in the model; the model has {sorted(by_name)}"
+            problems.append(
+                f"config {kind} '{spec.name}' is not in the model; the model has {sorted(by_name)}"
             )
+            continue
         datatype = ORT_TYPES.get(arg.type)
         if datatype != spec.datatype:
-            raise ModelLoadError(
-                f"{path}: {kind} '{spec.name}' is {arg.type} in the model but {spec.datatype} in config.yaml"
+            problems.append(
+                f"{kind} '{spec.name}' is {arg.type} in the model but {spec.datatype} in config.yaml"
             )
         shape = list(arg.shape)
         if len(shape) != len(spec.shape):
-            raise ModelLoadError(
-                f"{path}: {kind} '{spec.name}' has rank {len(shape)} in the model ({shape}) "
+            problems.append(
+                f"{kind} '{spec.name}' has rank {len(shape)} in the model ({shape}) "
                 f"but {list(spec.shape)} in config.yaml"
             )
+            continue
         for i, (model_dim, config_dim) in enumerate(zip(shape, spec.shape, strict=True)):
             if isinstance(model_dim, int) and config_dim != -1 and model_dim != config_dim:
-                raise ModelLoadError(
-                    f"{path}: {kind} '{spec.name}' dimension {i} is {model_dim} in the model "
+                problems.append(
+                    f"{kind} '{spec.name}' dimension {i} is {model_dim} in the model "
                     f"but {config_dim} in config.yaml"
                 )
             if isinstance(model_dim, int) and i == 0 and model_dim != 1 and config_dim == -1:
-                raise ModelLoadError(
-                    f"{path}: {kind} '{spec.name}' has a fixed batch dimension {model_dim}; "
+                problems.append(
+                    f"{kind} '{spec.name}' has a fixed batch dimension {model_dim}; "
                     "export it with a dynamic batch dimension"
                 )
     if kind == "input":
         missing = sorted(set(by_name) - {s.name for s in declared})
         if missing:
-            raise ModelLoadError(f"{path}: model inputs {missing} are not declared in config.yaml")
+            problems.append(f"model inputs {missing} are not declared in config.yaml")
+    return problems
 
 
 def _as_str(name: str, array: Array) -> Array:
@@ -79,8 +84,49 @@ def _as_str(name: str, array: Array) -> Array:
     return out
 
 
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph and its subgraphs (initializers and node attributes)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def check_external_data(path: Path) -> None:
+    """Refuse a model whose external-data files lie outside its version folder (``../``,
+    absolute paths, symlinks out): a model file must not make the server read other files."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a model at all: onnxruntime says why when it tries
+        return
+    folder = path.parent.resolve()
+    for tensor in _tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelLoadError(
+                f"{path}: tensor '{tensor.name}' keeps its data in '{location}', outside the "
+                "model's folder; external data must sit beside model.onnx"
+            )
+
+
 class OnnxRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
+        check_external_data(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.onnx_intra_op_threads
         options.inter_op_num_threads = settings.onnx_inter_op_threads
@@ -91,8 +137,10 @@ class OnnxRuntime:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
             raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
-        _check_signature("input", config.inputs, self._session.get_inputs(), path)
-        _check_signature("output", config.outputs, self._session.get_outputs(), path)
+        problems = _signature_problems("input", config.inputs, self._session.get_inputs())
+        problems += _signature_problems("output", config.outputs, self._session.get_outputs())
+        if problems:
+            raise ModelLoadError(f"{path}: " + "; ".join(problems))
         self._output_names = [spec.name for spec in config.outputs]
         self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ try:  # private but stable since XGBoost 1.4; fall back to the public API if it 
 except ImportError:  # pragma: no cover - depends on the installed XGBoost
     _DIRECT = False
 
+_XGB_PREFIX = re.compile(r"^\[[0-9:]+\] [^ ]+:[0-9]+: ")
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float64): "<f8"}
 
 
@@ -42,7 +44,9 @@ class XGBoostRuntime:
             booster = xgb.Booster(model_file=str(path))
             n_features = booster.num_features()
         except xgb.core.XGBoostError as exc:
-            raise ModelLoadError(f"{path}: XGBoost cannot load it: {str(exc).splitlines()[0]}") from None
+            # XGBoost prefixes its messages with "[hh:mm:ss] /build/path/file.cc:123: "
+            reason = _XGB_PREFIX.sub("", str(exc).splitlines()[0])
+            raise ModelLoadError(f"{path}: XGBoost cannot load it: {reason}") from None
         declared = config.inputs[0].shape[1]
         if n_features != declared:
             raise ModelLoadError(
