@@ -93,10 +93,9 @@ class DynamicBatcher:
         self._closed = False
         self._metrics = metrics
         if metrics is not None:
-            self._m_wait = metrics.queue_wait.labels(model, version)
-            self._m_compute = metrics.compute_duration.labels(model, version)
-            self._m_batch = metrics.batch_size.labels(model, version)
-            self._m_depth = metrics.queue_depth.labels(model, version)
+            stage = metrics.stage(model, version)
+            self._m_wait, self._m_compute = stage.queue_wait, stage.compute
+            self._m_batch, self._m_depth = stage.batch_size, stage.queue_depth
 
     # -- the Predictor interface ---------------------------------------------------------
     async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
@@ -300,7 +299,9 @@ def predictor_factory(executor: Executor, metrics: Metrics | None) -> PredictorF
     def make(entry: ModelVersion, runtime: Runtime) -> Predictor:
         batching = entry.config.batching
         if not batching.enabled:
-            return ThreadedPredictor(runtime, executor)
+            return ThreadedPredictor(
+                runtime, executor, metrics=metrics, model=entry.model, version=entry.version
+            )
         return DynamicBatcher(
             runtime,
             executor,
