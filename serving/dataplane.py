@@ -9,8 +9,16 @@ from typing import Any
 from serving import __version__
 from serving.accesslog import AccessLog
 from serving.datatypes import numpy_dtype
-from serving.errors import DeadlineExceeded, InvalidInput, ModelNotReady, RuntimeFault, ServingError
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    RuntimeFault,
+    ServingError,
+)
 from serving.faults import FaultInjector
+from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
@@ -30,12 +38,14 @@ class DataPlane:
         metrics: Metrics,
         access_log: AccessLog | None = None,
         faults: FaultInjector | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.repository = repository
         self.router = router
         self.metrics = metrics
         self.access_log = access_log
         self.faults = faults
+        self.limits = limits or RequestLimits()
         self.draining = False
         self.started = False
 
@@ -98,6 +108,8 @@ class DataPlane:
         outcome_error: ServingError | None = None
         model = self.repository.models.get(request.model)
         inflight = self.metrics.inflight_for(request.model) if model is not None else None
+        if request.deadline is None and self.limits.default_timeout is not None:
+            request.deadline = time.monotonic() + self.limits.default_timeout
         if inflight is not None:
             inflight.inc()
         try:
@@ -117,6 +129,13 @@ class DataPlane:
             predictor = entry.predictor
             if predictor is None:
                 raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
+            limit = self.limits.max_inflight
+            if limit and entry.inflight >= limit and not entry.config.batching.enabled:
+                self.metrics.rejections.labels(request.model, "overload").inc()
+                raise Overloaded(
+                    f"model '{request.model}' version {entry.version}: {entry.inflight} requests "
+                    f"already in flight (max_inflight {limit}); retry later"
+                )
             entry.inflight += 1
             try:
                 if self.faults is not None:  # rollout drills only (Settings.fault_target)

@@ -8,11 +8,17 @@ keeps N worker processes alive on shared ports (SO_REUSEPORT).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -21,8 +27,10 @@ from serving.batching import predictor_factory
 from serving.dataplane import DataPlane
 from serving.errors import ModelLoadError
 from serving.faults import FaultInjector
+from serving.limits import RequestLimits
 from serving.metrics import Metrics, setup_multiprocess_dir, worker_exited
 from serving.protocol.rest.app import InferenceApp, create_rest_app
+from serving.protocol.rest.timeouts import timed_protocol
 from serving.repository import ModelRepository
 from serving.router import Router
 from serving.settings import Settings
@@ -45,7 +53,12 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     metrics = metrics or Metrics()
     repository = ModelRepository(settings, executor, predictor_factory(executor, metrics))
     dataplane = DataPlane(
-        repository, Router(), metrics, AccessLog.from_settings(settings), FaultInjector.from_settings(settings)
+        repository,
+        Router(),
+        metrics,
+        AccessLog.from_settings(settings),
+        FaultInjector.from_settings(settings),
+        RequestLimits.from_settings(settings),
     )
     return Components(
         settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
@@ -99,25 +112,103 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         host=settings.host,
         port=settings.http_port,
         loop="none",
-        http="httptools",
+        http=timed_protocol(settings.http_header_timeout_seconds, settings.http_body_timeout_seconds),
         lifespan="off",
         access_log=False,
         log_config=None,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds),
         backlog=2048,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     sock = sock or bind_socket(settings.host, settings.http_port, reuse_port=settings.workers > 1)
     log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    drain = Drain(settings, parts.dataplane, server, grpc_server)
+    drain.install()
     try:
         await server.serve(sockets=[sock])
     finally:
+        drain.uninstall()
         parts.dataplane.draining = True
-        if grpc_server is not None:
-            await grpc_server.stop(grace=5)
+        await drain.stop_grpc()
         await close_predictors(parts.repository)
         parts.repository.close()
         parts.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server without its own signal handlers: ``Drain`` decides when it stops
+    (uvicorn's handler would stop at once and re-raise the signal, exiting non-zero)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Drain:
+    """Graceful shutdown on SIGTERM/SIGINT.
+
+    1. At once: the dataplane turns not-ready (``/v2/health/ready`` 503, gRPC health
+       NOT_SERVING) while requests are still accepted and served.
+    2. After ``drain_delay_seconds`` (time for the endpoint to leave the Service): the REST
+       listener closes, idle connections close, and requests in flight finish (uvicorn waits
+       up to ``drain_grace_seconds``, then cancels); gRPC stops with the same grace.
+    A second signal skips the wait and exits at once.
+    """
+
+    def __init__(
+        self, settings: Settings, dataplane: DataPlane, server: uvicorn.Server, grpc_server: Any
+    ) -> None:
+        self._delay = settings.drain_delay_seconds
+        self._grace = settings.drain_grace_seconds
+        self._dataplane = dataplane
+        self._server = server
+        self._grpc = grpc_server
+        self._grpc_stopping: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread gets signals (tests may serve from another thread)
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.begin, sig)
+
+    def uninstall(self) -> None:
+        if self._loop is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.remove_signal_handler(sig)
+            self._loop = None
+
+    def begin(self, sig: int = signal.SIGTERM) -> None:
+        if self._task is not None:
+            log.warning("second %s: stopping now", signal.Signals(sig).name)
+            self._server.force_exit = True
+            self._server.should_exit = True
+            self._grace = 0
+            return
+        log.info(
+            "%s: draining; not ready now, closing listeners in %.1f s",
+            signal.Signals(sig).name,
+            self._delay,
+        )
+        self._dataplane.draining = True
+        self._task = asyncio.get_running_loop().create_task(self._stop_later())
+
+    async def _stop_later(self) -> None:
+        await asyncio.sleep(self._delay)
+        log.info("drain delay over: closing listeners, finishing requests in flight")
+        self._server.should_exit = True
+        await self.stop_grpc()
+
+    async def stop_grpc(self) -> None:
+        """Stop gRPC (once): no new RPCs, those in flight get up to the grace period."""
+        if self._grpc is None:
+            return
+        if self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.get_running_loop().create_task(self._grpc.stop(grace=self._grace))
+        await asyncio.shield(self._grpc_stopping)
 
 
 def run_worker(settings: Settings) -> None:

@@ -63,6 +63,33 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     """Largest number of elements in one input tensor (400 above it)."""
 
+    max_inflight: int = Field(64, ge=0)
+    """Requests per model version waiting for or running a predict call on the unbatched
+    path; past it the server answers 503 + Retry-After / RESOURCE_EXHAUSTED at once.
+    0 = unbounded. Batched versions are bounded by ``batching.max_queue_size`` instead."""
+
+    request_timeout_ms: int = Field(0, ge=0)
+    """Default deadline for requests whose caller sets none (REST ``x-request-timeout-ms``,
+    gRPC deadline). Past it a request is not computed: 504 / DEADLINE_EXCEEDED. 0 = none."""
+
+    drain_delay_seconds: float = Field(5.0, ge=0.0, le=600.0)
+    """On SIGTERM the server turns not-ready at once but keeps accepting for this long, so
+    load balancers remove the endpoint first; then it stops accepting."""
+
+    drain_grace_seconds: float = Field(30.0, ge=0.0, le=3600.0)
+    """After it stops accepting, how long the server waits for requests in flight to finish
+    before it cancels them and exits."""
+
+    http_header_timeout_seconds: float = Field(10.0, gt=0.0)
+    """A client must send a request's complete headers within this time of connecting (or of
+    starting the request); slower connections are closed (slowloris)."""
+
+    http_body_timeout_seconds: float = Field(60.0, gt=0.0)
+    """A client must send the whole request body within this time of its headers."""
+
+    http_keep_alive_seconds: int = Field(30, ge=1)
+    """Idle keep-alive connections are closed after this long."""
+
     log_level: str = "info"
     """Python log level for the server's own logs."""
 

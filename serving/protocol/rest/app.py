@@ -11,6 +11,7 @@ one table in serving.errors.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.dataplane import DataPlane
 from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
+from serving.limits import TIMEOUT_HEADER, deadline_from_header
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.rest import binary, codec
 from serving.settings import Settings
@@ -127,6 +129,7 @@ class InferenceApp:
     async def _infer(
         self, scope: Scope, receive: Receive, model: str, version: str | None, kind: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        arrived = time.monotonic()
         check_model_name(model)
         if version is not None:
             check_version_name(version)
@@ -146,6 +149,9 @@ class InferenceApp:
         key = headers.get(b"x-routing-key")
         if key is not None:
             request.routing_key = key.decode(errors="replace")
+        timeout = headers.get(TIMEOUT_HEADER)
+        if timeout is not None:
+            request.deadline = deadline_from_header(timeout, arrived)
         response = await self._dataplane.infer(request)
         if kind == "v2" and (raw_outputs := binary.binary_outputs(request)):
             out, length = binary.encode_response(response, raw_outputs)
