@@ -1,7 +1,8 @@
 """``serving rollout``: start, status, promote, rollback, analyze and auto.
 
 Exit codes (every subcommand): 0 promote / success, 1 rollback (the canary was judged or
-rolled back), 2 hold (not enough evidence yet, or ``auto`` gave up holding), 3 error.
+rolled back), 2 hold (not enough evidence yet, or ``auto`` gave up holding), 3 error,
+130 interrupted (Ctrl-C; ``auto`` resumes from the live traffic split when run again).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from serving.rollout.prometheus import PrometheusClient, PrometheusError, parse_
 from serving.rollout.state import RolloutError, TrafficState, TrafficTarget
 
 DEFAULT_WINDOW_S = 300.0
+EXIT_INTERRUPTED = 130
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -367,3 +369,7 @@ def main_rollout(args: argparse.Namespace) -> int:
     except (RolloutError, PrometheusError) as exc:
         out.emit("error", f"error: {exc}", error=str(exc))
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        # Nothing is half-done: each change is one request. The live state is the checkpoint.
+        out.emit("interrupted", "interrupted; traffic left as it is; run the command again to resume")
+        return EXIT_INTERRUPTED

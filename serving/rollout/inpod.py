@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from serving.modelconfig import TrafficConfig
 from serving.rollout.prometheus import inpod_sides
 from serving.rollout.state import Revision, RolloutError, TrafficState
 
@@ -60,13 +61,19 @@ class InPodTarget:
         return payload
 
     # -- policy ----------------------------------------------------------------------------
-    def policy(self) -> dict[str, Any]:
+    def read(self) -> dict[str, Any]:
+        """``GET /v2/models/{m}/traffic``: ``{"policy": {...}, "effective": {...}, "versions": {...}}``."""
         payload = self._ok("GET", f"{self._path}/traffic")
-        if isinstance(payload, dict) and isinstance(payload.get("traffic"), dict):
-            payload = payload["traffic"]  # tolerate a wrapped answer
         if not isinstance(payload, dict):
             raise RolloutError(f"unexpected traffic policy answer: {payload!r}")
         return payload
+
+    def policy(self) -> dict[str, Any]:
+        payload = self.read()
+        policy = payload.get("policy", payload)
+        if not isinstance(policy, dict):
+            raise RolloutError(f"unexpected traffic policy answer: {payload!r}")
+        return policy
 
     def versions(self) -> list[str]:
         meta = self._ok("GET", self._path)
@@ -77,7 +84,9 @@ class InPodTarget:
         return status == 200
 
     def _put(self, policy: dict[str, Any], weights: dict[str, float], stable: str) -> None:
-        body = {**policy, "weights": weights, "stable_version": stable}
+        # Send back only the policy's own fields (the answer may carry more, e.g. shares).
+        kept = {k: v for k, v in policy.items() if k in TrafficConfig.model_fields}
+        body = {**kept, "weights": weights, "stable_version": stable}
         self._ok("PUT", f"{self._path}/traffic", body)
 
     def _roles(self, policy: dict[str, Any]) -> tuple[str | None, list[str]]:
@@ -94,21 +103,28 @@ class InPodTarget:
         return (str(stable) if stable is not None else None), canaries
 
     def state(self) -> TrafficState:
-        policy = self.policy()
+        payload = self.read()
+        policy = payload.get("policy", payload)
         weights = {str(k): float(v) for k, v in (policy.get("weights") or {}).items()}
         stable, canaries = self._roles(policy)
+        states = payload.get("versions")
         total = sum(weights.values())
-        revisions: list[Revision] = []
+
+        def ready(version: str) -> bool:
+            if isinstance(states, dict):
+                return states.get(version) == "READY"
+            return self.version_ready(version)
 
         def percent(version: str) -> int:
             if not weights:
                 return 100 if version == stable else 0
             return round(100 * weights.get(version, 0.0) / total) if total > 0 else 0
 
+        revisions: list[Revision] = []
         if stable is not None:
-            revisions.append(Revision(stable, percent(stable), self.version_ready(stable), "stable"))
+            revisions.append(Revision(stable, percent(stable), ready(stable), "stable"))
         for version in canaries:
-            revisions.append(Revision(version, percent(version), self.version_ready(version), "canary"))
+            revisions.append(Revision(version, percent(version), ready(version), "canary"))
         notes = ("several canary versions; analysis pools them",) if len(canaries) > 1 else ()
         return TrafficState(
             "inpod", f"{self.server} model {self.model}", tuple(revisions), inpod_sides(self.model), notes
