@@ -95,7 +95,10 @@ def knative_state(isvc: Obj) -> TrafficState:
     for entry in component.get("traffic") or []:
         rev = entry.get("revisionName", "?")
         role = "canary" if entry.get("latestRevision") else "stable"
-        revisions.append(Revision(rev, int(entry.get("percent") or 0), rev == latest_ready, role))
+        # Only the latest revision can still be coming up; Knative routes to the tagged
+        # previous revision only while it is ready.
+        ready = rev == latest_ready or role == "stable"
+        revisions.append(Revision(rev, int(entry.get("percent") or 0), ready, role))
     spec_percent = isvc["spec"]["predictor"].get("canaryTrafficPercent")
     notes: list[str] = []
     if len(revisions) < 2:

@@ -176,7 +176,8 @@ def test_knative_state_and_rollback(
         and state.canary.name == "iris-predictor-00002"
         and state.canary_percent == 25
     )
-    assert state.stable is not None and state.stable.percent == 75
+    assert state.stable is not None and state.stable.percent == 75 and state.stable.ready
+    assert state.canary.ready
     stable_side, canary_side = state.sides
     assert (
         canary_side.matchers
