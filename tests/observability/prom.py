@@ -1,0 +1,108 @@
+"""A real Prometheus (Debian's ``prometheus`` binary) on a free loopback port, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.server_process import free_port
+
+
+@dataclass
+class Prometheus:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query; the result vector (raises on a PromQL error)."""
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        doc = response.json()
+        assert response.status_code == 200 and doc["status"] == "success", f"{expr}: {doc}"
+        assert doc["data"]["resultType"] == "vector", f"{expr}: {doc['data']['resultType']}"
+        result: list[dict[str, Any]] = doc["data"]["result"]
+        return result
+
+    def finite(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """The series of an instant query whose value is a finite number."""
+        out = []
+        for series in self.query(expr):
+            value = float(series["value"][1])
+            if math.isfinite(value):
+                out.append((series["metric"], value))
+        return out
+
+    def value(self, expr: str) -> float:
+        (series,) = self.query(expr)
+        return float(series["value"][1])
+
+    def wait_for(self, expr: str, predicate: Any, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        result = self.query(expr)
+        while not predicate(result):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expr}: still {result} after {timeout}s\n{self.log()[-2000:]}")
+            time.sleep(0.25)
+            result = self.query(expr)
+        return result
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    binary: str, workdir: Path, targets: list[str], rule_files: list[Path], interval: str = "1s"
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (job "serving") every ``interval``, evaluating ``rule_files``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": targets}]}],
+    }
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    prom = Prometheus(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{prom.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prometheus not ready after 30s:\n{prom.log()}")
+            time.sleep(0.1)
+        yield prom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
