@@ -72,7 +72,8 @@ def start_server(
         "--model-repo", str(repo), "--host", "127.0.0.1",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), *args,
     ]  # fmt: skip
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # No drain delay on SIGTERM unless a test asks for one (the default 5 s is for Kubernetes).
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SERVING_DRAIN_DELAY_SECONDS": "0", **(env or {})}
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     server = ServerProcess(proc, http_port, grpc_port, log_path)
