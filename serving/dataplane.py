@@ -22,6 +22,7 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
+from serving.shadow import ShadowRunner
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
 
@@ -39,8 +40,10 @@ class DataPlane:
         access_log: AccessLog | None = None,
         faults: FaultInjector | None = None,
         limits: RequestLimits | None = None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.repository = repository
+        self.shadow = shadow if shadow is not None else ShadowRunner(metrics)
         self.router = router
         self.metrics = metrics
         self.access_log = access_log
@@ -97,6 +100,10 @@ class DataPlane:
             meta["parameters"] = {"version_states": states}
         return meta
 
+    def routing_header(self, name: str) -> str:
+        """The request header that carries the model's sticky-routing key."""
+        return self.router.routing_header(self.repository.models.get(name))
+
     def repository_index(self) -> list[dict[str, str]]:
         return self.repository.index()
 
@@ -116,8 +123,14 @@ class DataPlane:
             if model is None:
                 self.repository.get(request.model)  # raises ModelNotFound with the message
                 raise AssertionError("unreachable")
-            entry = self.router.route(model, request.version, request.routing_key)
-            version_name = entry.version
+            key = request.routing_key
+            if key is None and request.parameters and isinstance(request.parameters.get("routing_key"), str):
+                key = request.parameters["routing_key"]
+            route = self.router.select(model, request.version, key)
+            entry = route.entry
+            version_name, variant = entry.version, route.variant
+            # No await between routing and ``entry.inflight += 1`` below: an unload that
+            # starts after the route sees this request in flight and waits for it.
             try:
                 inputs = validate_inputs(entry.config, request)
             except InvalidInput:
@@ -150,6 +163,10 @@ class DataPlane:
                 ) from None
             finally:
                 entry.inflight -= 1
+            if route.shadow is not None:  # a non-blocking put; never delays this answer
+                self.shadow.submit(
+                    route.shadow, entry.version, inputs, results, route.tolerance, request.protocol
+                )
             wanted = [o.name for o in request.outputs] if request.outputs else None
             outputs = []
             for spec in entry.config.outputs:
@@ -160,7 +177,7 @@ class DataPlane:
                 if array.dtype != dtype and spec.datatype != "BYTES":
                     array = array.astype(dtype)
                 outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
-            return InferenceResponse(request.model, entry.version, outputs, request.id)
+            return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
         except ServingError as exc:
             outcome_error = exc
             raise

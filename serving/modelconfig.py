@@ -6,9 +6,10 @@ field (``model_repo/iris/config.yaml: inputs.0.datatype: ...``).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -108,14 +109,89 @@ class BatchingConfig(_Strict):
         return value
 
 
+HEADER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
 class TrafficConfig(_Strict):
-    """How requests that name no version are spread over versions (see serving/router)."""
+    """How requests that name no version are spread over versions (see serving/router).
+
+    Changeable at run time through ``PUT /v2/models/{m}/traffic`` (serving/admin)."""
 
     weights: dict[str, float] = Field(default_factory=dict)
-    """version -> weight; empty means 'all traffic to the latest ready version'."""
+    """version -> weight (any non-negative numbers; shares are weight / sum over the READY
+    versions). Empty means 'all traffic to the latest ready version'. Versions not listed
+    get no routed traffic (a request may still name them)."""
+    stable_version: str | None = None
+    """Which version the metrics call ``stable``; the others are ``canary``. Default: the
+    oldest READY version with a positive weight (the incumbent), else the latest READY."""
     shadow_version: str | None = None
+    """Also send a copy of ``shadow_fraction`` of the requests to this version, off the
+    caller's path, and compare its outputs with the answer the caller got."""
     shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    shadow_tolerance: float = Field(1e-6, ge=0.0)
+    """Largest absolute output difference that still counts as a match."""
     sticky_header: str = "x-routing-key"
+    """Request header whose value pins a caller to one version (consistent hashing); the
+    request parameter ``routing_key`` works too."""
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _version_keys(cls, value: object) -> object:
+        # YAML reads `1: 90` with an int key; versions are strings everywhere else.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("stable_version", "shadow_version", mode="before")
+    @classmethod
+    def _version_str(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("weights")
+    @classmethod
+    def _valid_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for version, weight in value.items():
+            if not VERSION_RE.match(version):
+                raise ValueError(f"'{version[:64]}' is not a version (positive integer)")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of version {version} must be a finite number >= 0")
+        if value and sum(value.values()) <= 0:
+            raise ValueError("at least one weight must be positive")
+        return value
+
+    @field_validator("stable_version", "shadow_version")
+    @classmethod
+    def _valid_version(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_RE.match(value):
+            raise ValueError(f"'{value[:64]}' is not a version (positive integer)")
+        return value
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _valid_header(cls, value: str) -> str:
+        value = value.lower()
+        if not HEADER_RE.match(value):
+            raise ValueError("a header name: lower-case letters, digits and '-'")
+        return value
+
+
+class WarmupConfig(_Strict):
+    """Requests each version runs at load, before it is READY (first-call costs move here)."""
+
+    enabled: bool = True
+    batch_sizes: tuple[int, ...] = (1,)
+    """Rows per warmup request; each size runs ``repeat`` times."""
+    repeat: int = Field(1, ge=1, le=1000)
+    inputs: dict[str, list[Any]] | None = None
+    """Sample rows per input name (nested lists, batch first), tiled to each batch size.
+    Without it, inputs are generated from the signature (zeros; -1 dims become 1)."""
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 1 or size > 65536 for size in value):
+            raise ValueError("batch sizes are row counts between 1 and 65536")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -126,6 +202,7 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     batching: BatchingConfig = BatchingConfig()
     traffic: TrafficConfig = TrafficConfig()
+    warmup: WarmupConfig = WarmupConfig()
     description: str = ""
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from serving.modelconfig import ModelConfig, check_model_name, check_version_nam
 from serving.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime
 from serving.settings import Settings
+from serving.warmup import run_warmup
 
 log = logging.getLogger("serving.repository")
 
@@ -48,6 +49,8 @@ class ModelVersion:
     runtime: Runtime | None = None
     predictor: Predictor | None = None
     load_seconds: float = 0.0
+    """Load plus warmup time."""
+    warmup_seconds: float = 0.0
     inflight: int = 0
 
     @property
@@ -115,16 +118,32 @@ class ModelRepository:
             raise ModelNotFound(f"model '{name}' has no version '{version[:64]}'")
         return found
 
+    @property
+    def single_model(self) -> str | None:
+        """The model name when the root is one model's folder (KServe's /mnt/models), else None."""
+        if (self.root / "config.yaml").is_file():
+            return self._settings.model_name or self.root.resolve().name
+        return None
+
+    def model_dir(self, name: str) -> Path:
+        return self.root if name == self.single_model else self.root / name
+
     def load_all(self) -> None:
         """Discover every model folder and load the versions its policy selects."""
         if not self.root.is_dir():
             raise ModelLoadError(f"model repository {self.root} is not a directory")
+        wanted = self.single_model or self._settings.model_name
+        if wanted is not None:
+            if not self.model_dir(check_model_name(wanted)).is_dir():
+                raise ModelLoadError(f"model '{wanted}' has no folder in {self.root}")
+            self.load_model(wanted)
+            return
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self.load_model(model_dir.name)
 
     def load_model(self, name: str) -> Model:
         check_model_name(name)
-        model_dir = self.root / name
+        model_dir = self.model_dir(name)
         if not model_dir.is_dir():
             raise ModelNotFound(f"model '{name}' has no folder in {self.root}")
         model = Model(name=name, path=model_dir)
@@ -150,29 +169,53 @@ class ModelRepository:
         assert model.config is not None
         entry = ModelVersion(model.name, version, model.config, model.path / version)
         model.versions[version] = entry
-        start = time.perf_counter()
         try:
-            runtime = load_runtime(model.config, entry.path, self._settings)
+            runtime, load_s, warmup_s = self.open_runtime(entry)
         except ModelLoadError as exc:
             entry.state, entry.reason = VersionState.FAILED, exc.message
-            log.error("model %s version %s failed to load: %s", model.name, version, exc.message)
             return entry
+        self.activate(entry, runtime, load_s, warmup_s)
+        return entry
+
+    def open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
+        """Load a version's runtime and run its warmup requests (serving/warmup); returns the
+        runtime, load seconds and warmup seconds. Blocking and free of shared state, so the
+        model control API runs it on a worker thread while the old versions keep serving.
+        Raises ModelLoadError with the reason."""
+        start = time.perf_counter()
+        try:
+            runtime = load_runtime(entry.config, entry.path, self._settings)
+        except ModelLoadError as exc:
+            log.error("model %s version %s failed to load: %s", entry.model, entry.version, exc.message)
+            raise
         except Exception as exc:  # a runtime library fault must not take the server down
-            entry.state, entry.reason = VersionState.FAILED, f"{entry.path}: {type(exc).__name__}: {exc}"
-            log.exception("model %s version %s failed to load", model.name, version)
-            return entry
+            log.exception("model %s version %s failed to load", entry.model, entry.version)
+            raise ModelLoadError(f"{entry.path}: {type(exc).__name__}: {exc}") from None
+        loaded = time.perf_counter()
+        try:
+            run_warmup(runtime, entry.config)
+        except Exception as exc:
+            runtime.close()
+            message = f"{entry.path}: warmup failed: {type(exc).__name__}: {exc}"
+            log.error("model %s version %s %s", entry.model, entry.version, message)
+            raise ModelLoadError(message) from None
+        return runtime, loaded - start, time.perf_counter() - loaded
+
+    def activate(self, entry: ModelVersion, runtime: Runtime, load_s: float, warmup_s: float) -> None:
+        """Give a loaded, warmed-up version its predict stage and mark it READY."""
         entry.runtime = runtime
         entry.predictor = self._predictor_factory(entry, runtime)
-        entry.load_seconds = time.perf_counter() - start
+        entry.load_seconds = load_s + warmup_s
+        entry.warmup_seconds = warmup_s
         entry.state = VersionState.READY
         log.info(
-            "model %s version %s ready (%s, %.1f ms)",
-            model.name,
-            version,
-            model.config.platform,
-            entry.load_seconds * 1e3,
+            "model %s version %s ready (%s, load %.1f ms, warmup %.1f ms)",
+            entry.model,
+            entry.version,
+            entry.config.platform,
+            load_s * 1e3,
+            warmup_s * 1e3,
         )
-        return entry
 
     def index(self) -> list[dict[str, str]]:
         rows: list[dict[str, str]] = []
@@ -202,6 +245,8 @@ def validate_repository(root: Path, settings: Settings | None = None) -> list[st
         return [f"{root}: not a directory"]
     problems: list[str] = []
     model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if (root / "config.yaml").is_file():  # one model's folder (KServe's /mnt/models layout)
+        model_dirs = [root.resolve()]
     if not model_dirs:
         problems.append(f"{root}: no model folders")
     for model_dir in model_dirs:

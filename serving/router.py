@@ -1,17 +1,154 @@
-"""Picks the model version that serves a request.
+"""Picks the model version that serves a request: pins, weighted canaries, sticky keys, shadow.
 
-An explicit version always wins. Otherwise the model's traffic policy decides; with no
-weights configured, the latest READY version serves. Pure code: no I/O, no server.
+Pure code: no I/O, no server, no clock. ``choose`` is a function of (weights, READY
+versions, request key, random number); ``Router`` adds the run-time policy table and a
+random source you can seed, and is what the dataplane calls.
+
+Rules, in order:
+
+1. An explicit version (``/v2/models/m/versions/{v}/infer``) always wins; it must be READY.
+2. With no weights, the latest READY version serves everything.
+3. Otherwise each READY version with a positive weight gets weight / (sum of READY weights):
+   versions that are loading, failed or unloading get nothing and the rest renormalise.
+   If no READY version has a positive weight, the latest READY version serves, so removing
+   a version never turns into errors.
+4. A request with a routing key (header ``x-routing-key`` or parameter ``routing_key``) is
+   placed by weighted rendezvous hashing: each version scores ``-w / ln(u)`` with ``u`` a
+   hash of (key, version) in (0, 1), the highest score wins. That picks each version with
+   probability proportional to its weight, the same key always lands on the same version
+   while the weights and READY set are unchanged, and when weights change only the keys
+   that must move do (raising a canary's weight only pulls keys onto it).
+5. Without a key, one uniform draw from the random source picks by cumulative weight.
+
+The ``variant`` label: the ``stable`` version is ``traffic.stable_version`` when set and
+READY, else the oldest READY version with a positive weight (the incumbent of a canary),
+else the latest READY version. Every other version is ``canary``. Pinned requests get the
+label of the version they name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
 from serving.errors import ModelNotFound, ModelNotReady
+from serving.modelconfig import TrafficConfig
 from serving.repository import Model, ModelVersion
+
+STABLE = "stable"
+CANARY = "canary"
+SHADOW = "shadow"
+
+_DEFAULT_POLICY = TrafficConfig()
+_TWO_64 = float(2**64)
+
+
+def key_unit(key: str, version: str) -> float:
+    """A stable hash of (key, version) mapped into the open interval (0, 1)."""
+    digest = hashlib.blake2b(f"{version}\x00{key}".encode(errors="replace"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / _TWO_64
+
+
+def shares(weights: Mapping[str, float], ready: Sequence[str]) -> dict[str, float]:
+    """The fraction of routed traffic each READY version gets (sums to 1 unless nothing is
+    READY). ``ready`` is ordered oldest first."""
+    if not ready:
+        return {}
+    positive = {v: weights[v] for v in ready if weights.get(v, 0.0) > 0.0}
+    if not positive:
+        return {ready[-1]: 1.0}
+    total = sum(positive.values())
+    return {v: w / total for v, w in positive.items()}
+
+
+def stable_of(traffic: TrafficConfig, ready: Sequence[str]) -> str | None:
+    """The version labelled ``stable`` (see the module docstring)."""
+    if traffic.stable_version is not None and traffic.stable_version in ready:
+        return traffic.stable_version
+    for version in ready:
+        if traffic.weights.get(version, 0.0) > 0.0:
+            return version
+    return ready[-1] if ready else None
+
+
+def choose(
+    weights: Mapping[str, float], ready: Sequence[str], key: str | None, draw: Callable[[], float]
+) -> str:
+    """The version a request without an explicit version goes to. ``ready`` is the READY
+    versions oldest first (non-empty); ``draw`` returns uniform numbers in [0, 1)."""
+    candidates = [(v, weights[v]) for v in ready if weights.get(v, 0.0) > 0.0]
+    if not candidates:
+        return ready[-1]
+    if len(candidates) == 1:
+        return candidates[0][0]
+    if key is not None:
+        best, best_score = candidates[0][0], -math.inf
+        for version, weight in candidates:
+            score = -weight / math.log(key_unit(key, version))
+            if score > best_score:
+                best, best_score = version, score
+        return best
+    total = sum(w for _, w in candidates)
+    point = draw() * total
+    for version, weight in candidates:
+        point -= weight
+        if point < 0.0:
+            return version
+    return candidates[-1][0]  # float rounding at the very top of the range
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes: the version that answers, its metrics variant, and the
+    version that gets a shadow copy (None for most requests)."""
+
+    entry: ModelVersion
+    variant: str
+    shadow: ModelVersion | None = None
+    tolerance: float = 0.0
+    """Largest absolute output difference between shadow and primary that is a match."""
 
 
 class Router:
+    """Routes requests by each model's traffic policy: the config's ``traffic`` section
+    unless replaced at run time with ``set_policy`` (the model control API)."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._draw = self._rng.random
+        self._overrides: dict[str, TrafficConfig] = {}
+
+    # -- policy -----------------------------------------------------------------------------
+    def policy(self, model: Model) -> TrafficConfig:
+        override = self._overrides.get(model.name)
+        if override is not None:
+            return override
+        return model.config.traffic if model.config is not None else _DEFAULT_POLICY
+
+    def policy_source(self, name: str) -> str:
+        return "runtime" if name in self._overrides else "config"
+
+    def set_policy(self, name: str, traffic: TrafficConfig | None) -> None:
+        """Replace a model's policy at run time; ``None`` goes back to its config.yaml."""
+        if traffic is None:
+            self._overrides.pop(name, None)
+        else:
+            self._overrides[name] = traffic
+
+    def routing_header(self, model: Model | None) -> str:
+        return self.policy(model).sticky_header if model is not None else _DEFAULT_POLICY.sticky_header
+
+    # -- routing ----------------------------------------------------------------------------
     def route(self, model: Model, version: str | None, routing_key: str | None = None) -> ModelVersion:
+        return self.select(model, version, routing_key).entry
+
+    def select(self, model: Model, version: str | None, routing_key: str | None = None) -> Route:
+        traffic = self.policy(model)
+        ready = model.ready_versions()
+        names = [v.version for v in ready]
         if version is not None:
             entry = model.versions.get(version)
             if entry is None:
@@ -21,13 +158,25 @@ class Router:
                     f"model '{model.name}' version {version} is {entry.state.value}"
                     + (f": {entry.reason}" if entry.reason else "")
                 )
-            return entry
-        ready = model.ready_versions()
-        if not ready:
-            reason = model.error or "; ".join(
-                f"version {v.version} {v.state.value}: {v.reason}" for v in model.versions.values()
-            )
-            raise ModelNotReady(
-                f"model '{model.name}' has no ready version" + (f" ({reason})" if reason else "")
-            )
-        return ready[-1]
+        else:
+            if not ready:
+                reason = model.error or "; ".join(
+                    f"version {v.version} {v.state.value}: {v.reason}" for v in model.versions.values()
+                )
+                raise ModelNotReady(
+                    f"model '{model.name}' has no ready version" + (f" ({reason})" if reason else "")
+                )
+            picked = choose(traffic.weights, names, routing_key, self._draw)
+            entry = ready[names.index(picked)]
+        variant = STABLE if entry.version == stable_of(traffic, names) else CANARY
+        shadow = None
+        if traffic.shadow_version is not None and traffic.shadow_fraction > 0.0:
+            candidate = model.versions.get(traffic.shadow_version)
+            if (
+                candidate is not None
+                and candidate is not entry
+                and candidate.ready
+                and (traffic.shadow_fraction >= 1.0 or self._draw() < traffic.shadow_fraction)
+            ):
+                shadow = candidate
+        return Route(entry, variant, shadow, traffic.shadow_tolerance)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import signal
 import socket
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from serving.accesslog import AccessLog
+from serving.admin import ModelControl
 from serving.batching import predictor_factory
 from serving.dataplane import DataPlane
 from serving.errors import ModelLoadError
@@ -34,6 +36,7 @@ from serving.protocol.rest.timeouts import timed_protocol
 from serving.repository import ModelRepository
 from serving.router import Router
 from serving.settings import Settings
+from serving.shadow import ShadowRunner
 
 log = logging.getLogger("serving.server")
 
@@ -46,22 +49,32 @@ class Components:
     repository: ModelRepository
     dataplane: DataPlane
     rest_app: InferenceApp
+    control: ModelControl | None = None
 
 
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
     repository = ModelRepository(settings, executor, predictor_factory(executor, metrics))
+    rng = random.Random(settings.router_seed) if settings.router_seed is not None else None
     dataplane = DataPlane(
         repository,
-        Router(),
+        Router(rng),
         metrics,
         AccessLog.from_settings(settings),
         FaultInjector.from_settings(settings),
         RequestLimits.from_settings(settings),
+        shadow=ShadowRunner(metrics, settings.shadow_queue_size),
     )
+    control = ModelControl(settings, dataplane)
     return Components(
-        settings, executor, metrics, repository, dataplane, create_rest_app(settings, dataplane)
+        settings,
+        executor,
+        metrics,
+        repository,
+        dataplane,
+        create_rest_app(settings, dataplane, control),
+        control,
     )
 
 
@@ -105,7 +118,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     if settings.grpc_port >= 0:
         from serving.protocol.grpc.server import start_grpc_server
 
-        grpc_server = await start_grpc_server(settings, parts.dataplane)
+        grpc_server = await start_grpc_server(settings, parts.dataplane, parts.control)
     parts.dataplane.started = True
     config = uvicorn.Config(
         parts.rest_app,
@@ -125,11 +138,17 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
     drain = Drain(settings, parts.dataplane, server, grpc_server)
     drain.install()
+    poller = None
+    if settings.repository_poll_seconds > 0 and parts.control is not None:
+        poller = asyncio.get_running_loop().create_task(parts.control.poll(settings.repository_poll_seconds))
     try:
         await server.serve(sockets=[sock])
     finally:
+        if poller is not None:
+            poller.cancel()
         drain.uninstall()
         parts.dataplane.draining = True
+        await parts.dataplane.shadow.close()
         await drain.stop_grpc()
         await close_predictors(parts.repository)
         parts.repository.close()

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     """Bearer token for the admin endpoints (repository load/unload, traffic policy).
     Unset: admin endpoints answer 403."""
 
+    unload_grace_seconds: float = Field(30.0, ge=0.0, le=3600.0)
+    """Unloading a version waits up to this long for its in-flight requests before closing it."""
+
+    repository_poll_seconds: float = Field(0.0, ge=0.0, le=86400.0)
+    """Re-read the model repository every N seconds, so version folders added or removed
+    take effect without a restart. 0 = only on ``POST /v2/repository/reload``."""
+
+    shadow_queue_size: int = Field(64, ge=1, le=65536)
+    """Shadow copies waiting to run; past it copies are dropped (and counted)."""
+
+    router_seed: int | None = None
+    """Seed of the router's random source (reproducible weighted splits); unset: random."""
+
     fault_target: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[1-9][0-9]*$")
     """Fault injection for rollout drills (serving/faults.py): ``model:version`` whose requests
     get ``fault_error_rate`` and ``fault_latency_ms``. Unset (the default): no faults. Never

@@ -53,6 +53,9 @@ class InferenceResponse:
     outputs: list[Tensor]
     id: str | None = None
     parameters: Parameters | None = field(default=None)
+    variant: str = "stable"
+    """Which traffic variant answered (stable or canary, see serving/router): REST sends it
+    as the ``x-model-variant`` header."""
 
 
 def batch_rows(inputs: dict[str, Array]) -> int:

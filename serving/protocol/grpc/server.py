@@ -17,8 +17,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serving.admin import ModelControl
 from serving.dataplane import DataPlane
-from serving.errors import Forbidden, ModelNotFound, ServingError, Unauthorized
+from serving.errors import ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
@@ -62,9 +63,12 @@ def _model(name: str, version: str) -> str | None:
 class InferenceServicer:
     """One method per RPC of inference.GRPCInferenceService (names match the proto)."""
 
-    def __init__(self, settings: Settings, dataplane: DataPlane, stubs: Stubs) -> None:
+    def __init__(
+        self, settings: Settings, dataplane: DataPlane, stubs: Stubs, control: ModelControl | None = None
+    ) -> None:
         self._settings = settings
         self._dataplane = dataplane
+        self._control = control or ModelControl(settings, dataplane)
         self._pb = stubs
         self._max_elements = settings.max_tensor_elements
 
@@ -104,8 +108,9 @@ class InferenceServicer:
         remaining = context.time_remaining()
         if remaining is not None:
             infer_request.deadline = time.monotonic() + remaining
+        sticky = self._dataplane.routing_header(infer_request.model)
         for key, value in context.invocation_metadata() or ():
-            if key == "x-routing-key":
+            if key == sticky:
                 infer_request.routing_key = (
                     value if isinstance(value, str) else value.decode(errors="replace")
                 )
@@ -113,22 +118,22 @@ class InferenceServicer:
         return codec.encode_response(response, raw=bool(request.raw_input_contents))
 
     def _check_admin(self, context: grpc.aio.ServicerContext) -> None:
-        token = self._settings.admin_token
-        if token is None:
-            raise Forbidden("model control is disabled: set SERVING_ADMIN_TOKEN to enable it")
+        """``authorization: Bearer <token>`` metadata, checked by the model control API
+        (PERMISSION_DENIED when no token is configured, UNAUTHENTICATED when wrong)."""
         sent = dict(context.invocation_metadata() or ()).get("authorization")
-        if sent != f"Bearer {token}":
-            raise Unauthorized("model control needs 'authorization: Bearer <admin token>' metadata")
+        self._control.authorize(
+            sent if isinstance(sent, str) or sent is None else sent.decode(errors="replace")
+        )
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        check_model_name(request.model_name)
         self._check_admin(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model load over gRPC is not available yet")
+        await self._control.load(request.model_name)
+        return self._pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
 
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        check_model_name(request.model_name)
         self._check_admin(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "model unload over gRPC is not available yet")
+        await self._control.unload(request.model_name)
+        return self._pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
 
 
 class _Health(health.aio.HealthServicer):  # type: ignore[misc]
@@ -160,8 +165,11 @@ def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcH
     return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)
 
 
-async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
-    """Start a grpc.aio server on settings.host:settings.grpc_port; the caller stops it."""
+async def start_grpc_server(
+    settings: Settings, dataplane: DataPlane, control: ModelControl | None = None
+) -> grpc.aio.Server:
+    """Start a grpc.aio server on settings.host:settings.grpc_port; the caller stops it.
+    ``control`` (the model control API, shared with REST) serves the repository RPCs."""
     stubs = load()
     options = [
         # Several workers share the port (the kernel spreads connections); one worker must
@@ -171,7 +179,8 @@ async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.ai
         ("grpc.max_send_message_length", -1),
     ]
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((build_handler(InferenceServicer(settings, dataplane, stubs), stubs),))
+    servicer = InferenceServicer(settings, dataplane, stubs, control)
+    server.add_generic_rpc_handlers((build_handler(servicer, stubs),))
     health_pb2_grpc.add_HealthServicer_to_server(_Health(dataplane), server)
     reflection.enable_server_reflection(
         (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=stubs.pool

@@ -19,12 +19,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.dataplane import DataPlane
 from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 from serving.limits import TIMEOUT_HEADER, deadline_from_header
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.rest import binary, codec
 from serving.settings import Settings
@@ -261,7 +261,7 @@ def create_rest_app(settings: Settings, dataplane: DataPlane) -> InferenceApp:
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        return Response(dataplane.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(dataplane.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     # Unknown routes and methods answer {"error": ...} like every other error.
     api.add_api_route("/", lambda: ORJSONResponse({"name": "serving", "v2": "/v2"}), methods=["GET"])

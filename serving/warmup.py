@@ -1,0 +1,69 @@
+"""Warmup requests a version runs at load, before it is READY.
+
+First calls pay for lazy allocation, kernel selection and cold caches; running them at load
+keeps that cost off the first callers, and a version that cannot answer a well-formed
+request fails to load (with the reason) instead of failing its first callers.
+Inputs come from the config's ``warmup.inputs`` (sample rows, tiled to each batch size) or
+are generated from the signature (zeros; -1 dimensions after the batch become 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from serving.datatypes import numpy_dtype
+from serving.modelconfig import ModelConfig, TensorSpec
+from serving.runtimes.base import Runtime
+from serving.types import Array
+
+
+def _generated(spec: TensorSpec, rows: int) -> Array:
+    shape = (rows, *(1 if d == -1 else d for d in spec.shape[1:]))
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+
+
+def _from_sample(spec: TensorSpec, sample: list[object], rows: int) -> Array:
+    dtype = object if spec.datatype == "BYTES" else numpy_dtype(spec.datatype)
+    array = np.asarray(sample, dtype=dtype)
+    if array.ndim == len(spec.shape) - 1:
+        array = array[np.newaxis]
+    if array.ndim != len(spec.shape) or array.shape[0] == 0:
+        raise ValueError(f"warmup.inputs.{spec.name}: expected rows of shape {list(spec.shape[1:])}")
+    for got, want in zip(array.shape[1:], spec.shape[1:], strict=True):
+        if want != -1 and got != want:
+            raise ValueError(
+                f"warmup.inputs.{spec.name}: shape {list(array.shape)} does not fit {list(spec.shape)}"
+            )
+    repeats = -(-rows // array.shape[0])
+    return np.ascontiguousarray(np.concatenate([array] * repeats)[:rows])
+
+
+def warmup_inputs(config: ModelConfig, rows: int) -> dict[str, Array]:
+    samples = config.warmup.inputs or {}
+    unknown = set(samples) - {s.name for s in config.inputs}
+    if unknown:
+        raise ValueError(f"warmup.inputs: {sorted(unknown)} are not inputs of the model")
+    return {
+        spec.name: _from_sample(spec, samples[spec.name], rows)
+        if spec.name in samples
+        else _generated(spec, rows)
+        for spec in config.inputs
+    }
+
+
+def run_warmup(runtime: Runtime, config: ModelConfig) -> int:
+    """Run the configured warmup requests; returns how many ran. Raises on any failure."""
+    if not config.warmup.enabled:
+        return 0
+    count = 0
+    for rows in config.warmup.batch_sizes:
+        inputs = warmup_inputs(config, min(rows, config.max_batch_size))
+        for _ in range(config.warmup.repeat):
+            outputs = runtime.predict(inputs)
+            missing = [s.name for s in config.outputs if s.name not in outputs]
+            if missing:
+                raise ValueError(f"the runtime returned no {missing}")
+            count += 1
+    return count

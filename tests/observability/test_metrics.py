@@ -1,0 +1,180 @@
+"""Metrics on a real server: exposition passes ``promtool check metrics``; the unbatched path
+records the stage metrics; access logs are off by default and sampled when asked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.accesslog import AccessLog
+from serving.errors import InvalidInput
+from serving.metrics import LATENCY_BUCKETS, Metrics
+from tests.observability.bench_metrics import measure
+from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """Sum of a sample over every series whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, lbls), v in samples(text).items() if n == name and wanted <= lbls)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(DEMO_REPO / "iris-xgb", repo / "iris-xgb")
+    with running_server(repo, tmp_path_factory.mktemp("logs"), grpc=False) as proc:
+        yield proc
+
+
+def infer(url: str, rows: int, model: str = "iris-xgb") -> httpx.Response:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 4], "data": [ROW] * rows}]}
+    return httpx.post(f"{url}/v2/models/{model}/infer", json=body)
+
+
+def test_scrape_passes_promtool_and_counts_every_stage(server: ServerProcess, promtool: str) -> None:
+    before = httpx.get(f"{server.url}/metrics").text
+    rows = [1, 3, 7, 20]
+    for n in rows:
+        assert infer(server.url, n).status_code == 200
+    assert infer(server.url, 1, model="no-such-model").status_code == 404
+    bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [[1, 2, 3]]}]}
+    assert httpx.post(f"{server.url}/v2/models/iris-xgb/infer", json=bad).status_code == 400
+    response = httpx.get(f"{server.url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4; charset=utf-8")
+    text = response.text
+
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), (
+        check.stdout + check.stderr
+    )
+
+    def delta(name: str, **labels: str) -> float:
+        return total(text, name, **labels) - total(before, name, **labels)
+
+    labels = {"model": "iris-xgb", "version": "2"}
+    assert delta("serving_requests_total", **labels, variant="stable", protocol="rest", outcome="2xx") == 4
+    assert delta("serving_requests_total", **labels, outcome="4xx") == 1
+    assert delta("serving_rejections_total", model="iris-xgb", reason="invalid") == 1
+    assert delta("serving_request_duration_seconds_count", **labels) == 5
+    # the unbatched path records the stage metrics: one runtime call per valid request
+    assert delta("serving_compute_duration_seconds_count", **labels) == 4
+    assert delta("serving_queue_wait_seconds_count", **labels) == 4
+    assert delta("serving_batch_size_count", **labels) == 4
+    assert delta("serving_batch_size_sum", **labels) == sum(rows)
+    assert delta("serving_batch_size_bucket", **labels, le="4.0") == 2
+    assert total(text, "serving_queue_depth", **labels) == 0
+    assert total(text, "serving_inflight_requests", model="iris-xgb") == 0
+    # unknown model names never become label values
+    assert "no-such-model" not in text
+    # state and load time of every loaded version
+    for version in ("1", "2"):
+        assert total(text, "serving_model_state", model="iris-xgb", version=version, state="READY") == 1
+        assert total(text, "serving_model_state", model="iris-xgb", version=version, state="FAILED") == 0
+        assert total(text, "serving_model_load_duration_seconds", model="iris-xgb", version=version) > 0
+    # buckets resolve 50 µs to 10 s
+    bucket_bounds = {
+        dict(lbls)["le"] for (n, lbls) in samples(text) if n == "serving_request_duration_seconds_bucket"
+    }
+    assert {"5e-05", "10.0", "+Inf"} <= bucket_bounds
+    # per-request compute is inside the end-to-end time
+    assert delta("serving_compute_duration_seconds_sum", **labels) <= delta(
+        "serving_request_duration_seconds_sum", **labels
+    )
+
+
+def test_access_log_is_off_by_default(server: ServerProcess) -> None:
+    assert infer(server.url, 1).status_code == 200
+    assert '"log":"access"' not in server.log()
+
+
+def test_access_log_lines_and_sampling() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        draws = iter([0.05, 0.5, 0.2, 0.09])
+        log = AccessLog(0.1, fd=write_fd, rand=lambda: next(draws))
+        assert log.record("r1", "m", "2", "canary", "rest", "2xx", 0.0012345) is True
+        assert log.record("r2", "m", "2", "stable", "rest", "2xx", 0.001) is False
+        assert log.record("r3", "m", "2", "stable", "rest", "2xx", 0.001) is False
+        error = InvalidInput("input 'x' has shape [1, 3], model expects [-1, 4]")
+        assert log.record(None, "m", "none", "stable", "grpc", "INVALID_ARGUMENT", 0.0002, error) is True
+        os.close(write_fd)
+        write_fd = -1
+        with os.fdopen(read_fd, "rb") as pipe:
+            read_fd = -1
+            lines = pipe.read().splitlines()
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+    first, second = (orjson.loads(line) for line in lines)
+    assert first["request_id"] == "r1" and first["variant"] == "canary" and first["status"] == 200
+    assert first["duration_ms"] == 1.234 and first["model"] == "m" and first["version"] == "2"
+    assert first["protocol"] == "rest" and first["outcome"] == "2xx" and first["pid"] == os.getpid()
+    assert first["log"] == "access" and "error" not in first and first["ts"].endswith("+00:00")
+    assert second["status"] == 400 and second["outcome"] == "INVALID_ARGUMENT"
+    assert second["error"].startswith("input 'x' has shape") and len(second["request_id"]) == 32
+    with pytest.raises(ValueError):
+        AccessLog(1.5)
+
+
+def test_exposition_of_an_injected_registry() -> None:
+    metrics = Metrics(CollectorRegistry(), multiprocess_dir=None)
+    metrics.observe_request("m", "1", "stable", "grpc", "OK", 0.00007)
+    metrics.observe_request("m", "1", "stable", "grpc", "OK", 0.3)
+    metrics.set_model_state("m", "1", "LOADING")
+    text = metrics.exposition().decode()
+    assert total(text, "serving_requests_total", model="m", protocol="grpc", outcome="OK") == 2
+    assert total(text, "serving_request_duration_seconds_bucket", model="m", le="0.0001") == 1
+    assert total(text, "serving_request_duration_seconds_bucket", model="m", le="0.5") == 2
+    assert total(text, "serving_model_state", model="m", state="LOADING") == 1
+    assert total(text, "serving_model_state", model="m", state="READY") == 0
+    assert LATENCY_BUCKETS[0] == 0.00005 and LATENCY_BUCKETS[-1] == 10.0
+
+
+def test_recording_cost_is_small_next_to_a_request(tmp_path: Path) -> None:
+    """observe_request and the stage metrics against a no-op, in single-process and in
+    multiprocess (mmap) mode. A request costs hundreds of microseconds; the bounds are
+    generous for a busy CI box (the README has quiet-machine numbers)."""
+    single = measure(calls=5_000, repeats=5)
+    assert single["multiprocess"] == 0.0
+    assert single["observe_request_ns"] - single["noop_ns"] < 20_000, single
+    assert single["stage_metrics_ns"] < 40_000, single
+    code = (
+        "import json; from tests.observability.bench_metrics import measure; "
+        "print(json.dumps(measure(5000, 5)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    multi = orjson.loads(run.stdout.strip().splitlines()[-1])
+    assert multi["multiprocess"] == 1.0
+    assert any(name.endswith(".db") for name in os.listdir(tmp_path))
+    assert multi["observe_request_ns"] - multi["noop_ns"] < 60_000, multi
+    assert multi["stage_metrics_ns"] < 120_000, multi
