@@ -21,12 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.admin import ModelControl
 from serving.dataplane import DataPlane
 from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
 from serving.limits import TIMEOUT_HEADER, deadline_from_header
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.rest import binary, codec
+from serving.protocol.rest.admin import admin_routes
 from serving.settings import Settings
 
 log = logging.getLogger("serving.rest")
@@ -47,6 +49,8 @@ def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
     headers = [(b"content-type", b"application/json")]
     if exc.http_status == 503:
         headers.append((b"retry-after", b"1"))
+    elif exc.http_status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="serving-admin"'))
     return exc.http_status, orjson.dumps({"error": exc.message}), headers
 
 
@@ -146,7 +150,7 @@ class InferenceApp:
             request = binary.decode_request(body, length, model, version, self._max_elements)
         else:
             request = codec.decode_request(body, model, version, self._max_elements)
-        key = headers.get(b"x-routing-key")
+        key = headers.get(self._dataplane.routing_header(model).encode())
         if key is not None:
             request.routing_key = key.decode(errors="replace")
         timeout = headers.get(TIMEOUT_HEADER)
@@ -162,6 +166,7 @@ class InferenceApp:
                     (b"content-type", b"application/octet-stream"),
                     (binary.HEADER, str(length).encode()),
                     (b"x-model-version", response.version.encode()),
+                    (b"x-model-variant", response.variant.encode()),
                 ],
             )
         out = codec.encode_v1_response(response) if kind == "v1" else codec.encode_response(response)
@@ -171,12 +176,16 @@ class InferenceApp:
             [
                 (b"content-type", b"application/json"),
                 (b"x-model-version", response.version.encode()),
+                (b"x-model-variant", response.variant.encode()),
             ],
         )
 
 
-def create_rest_app(settings: Settings, dataplane: DataPlane) -> InferenceApp:
-    """The REST ASGI app for one dataplane. No globals: build as many as you like."""
+def create_rest_app(
+    settings: Settings, dataplane: DataPlane, control: ModelControl | None = None
+) -> InferenceApp:
+    """The REST ASGI app for one dataplane. No globals: build as many as you like.
+    ``control`` serves the model control API (a fresh one over ``dataplane`` if not given)."""
     api = FastAPI(
         title="serving",
         description="Open Inference Protocol (v2) and KServe v1 REST API",
@@ -245,9 +254,8 @@ def create_rest_app(settings: Settings, dataplane: DataPlane) -> InferenceApp:
             {"name": name, "version": version, "ready": is_ready}, status_code=200 if is_ready else 503
         )
 
-    @api.post("/v2/repository/index")
-    async def repository_index() -> list[dict[str, str]]:
-        return dataplane.repository_index()
+    # GET|POST /v2/repository/index, load/unload/reload, traffic policy (serving/admin.py)
+    api.include_router(admin_routes(control or ModelControl(settings, dataplane)))
 
     # KServe v1
     @api.get("/v1/models")
