@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.admin import ModelControl
 from serving.dataplane import DataPlane
-from serving.errors import ModelNotFound, ServingError
+from serving.errors import InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
@@ -154,12 +155,26 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
         return health_pb2.HealthCheckResponse(status=status)
 
 
+def _parsed(method: Handler, message: Any) -> Handler:
+    """Parse the request inside the handler: a malformed message is the client's fault
+    (INVALID_ARGUMENT), where a failing grpc deserializer would answer UNKNOWN and log a traceback."""
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = message.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidInput(f"request is not a valid {message.DESCRIPTOR.full_name}: {exc}") from None
+        return await method(request, context)
+
+    handler.__name__ = method.__name__
+    return handler
+
+
 def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcHandler:
     handlers = {}
     for method in stubs.service.methods:
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, method.name)),
-            request_deserializer=stubs.messages[method.input_type.name].FromString,
+            _guard(_parsed(getattr(servicer, method.name), stubs.messages[method.input_type.name])),
             response_serializer=stubs.messages[method.output_type.name].SerializeToString,
         )
     return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)
