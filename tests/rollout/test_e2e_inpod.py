@@ -1,0 +1,294 @@
+"""End to end, in-pod mode: real server, real Prometheus (1 s scrapes), locust load, and the
+``serving rollout`` CLI as a process.
+
+One server holds two copies of the iris model, each with versions 1 (stable) and 2 (canary).
+Version 2 of ``iris-bad`` has injected faults (``fault_target``: 25 % errors, +250 ms);
+version 2 of ``iris-good`` is healthy. ``analyze`` must say promote for the good canary and
+rollback for the bad one; ``auto`` must take the good one to 100 % (across an interrupted
+run that resumes) and the bad one to 0 %.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.observability.prom import running_prometheus
+from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "rollout-test-token"
+GOOD, BAD = "iris-good", "iris-bad"
+BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+# Seconds-scale windows so the whole file runs in well under a minute and a half.
+ANALYSIS = ["--min-requests", "40", "--max-error-increase", "0.05", "--latency-slack-ms", "100"]
+
+
+@dataclass
+class Stack:
+    server: ServerProcess
+    prometheus: str
+    tmp: Path
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "serving.cli", "rollout", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+
+    def target(self, model: str) -> list[str]:
+        return [model, "--mode", "inpod", "--server", self.server.url, "--token", TOKEN]
+
+    def traffic(self, model: str) -> dict[str, Any]:
+        r = httpx.get(
+            f"{self.server.url}/v2/models/{model}/traffic",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+        r.raise_for_status()
+        policy: dict[str, Any] = r.json()["policy"]
+        return policy
+
+    def canary_requests(self, model: str, window: str) -> float:
+        query = f'sum(increase(serving_requests_total{{model="{model}",variant="canary"}}[{window}]))'
+        r = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": query}, timeout=5)
+        result = r.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+
+def build_repo(root: Path) -> Path:
+    repo = root / "repo"
+    for name in (GOOD, BAD):
+        shutil.copytree(DEMO_REPO / "iris-xgb", repo / name)
+        config_path = repo / name / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["traffic"] = {"weights": {"1": 100}}  # version 1 is the incumbent
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return repo
+
+
+def start_load(tmp: Path, url: str) -> subprocess.Popen[bytes]:
+    locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or shutil.which("locust")
+    if locust is None:
+        pytest.fail("locust is not installed (test extras)")
+    env = {**os.environ, "ROLLOUT_MODELS": f"{GOOD},{BAD}", "ROLLOUT_RATE": "15"}
+    # 8 users (4 per model) x 15 requests/s: ~60 requests/s per model, bounded to 80 s.
+    with (tmp / "locust.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                locust,
+                "-f",
+                str(Path(__file__).with_name("locustfile.py")),
+                "--headless",
+                "-u",
+                "8",
+                "-r",
+                "8",
+                "-t",
+                "80s",
+                "--host",
+                url,
+                "--only-summary",
+                "--loglevel",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus_bin = shutil.which("prometheus")
+    if prometheus_bin is None:
+        pytest.fail("prometheus is not installed (scripts/test.sh installs Debian's package)")
+    tmp = tmp_path_factory.mktemp("rollout-e2e")
+    env = {
+        "SERVING_ADMIN_TOKEN": TOKEN,
+        "SERVING_FAULT_TARGET": f"{BAD}:2",
+        "SERVING_FAULT_ERROR_RATE": "0.25",
+        "SERVING_FAULT_LATENCY_MS": "250",
+    }
+    with contextlib.ExitStack() as cleanup:
+        server = cleanup.enter_context(running_server(build_repo(tmp), tmp, grpc=False, env=env))
+        prom = cleanup.enter_context(
+            running_prometheus(prometheus_bin, tmp / "prometheus", [f"127.0.0.1:{server.http_port}"], [])
+        )
+        stack = Stack(server, prom.url, tmp)
+        for model in (GOOD, BAD):
+            done = stack.cli(
+                "start", *stack.target(model), "--canary-version", "2", "--percent", "30", "-o", "json"
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert json.loads(done.stdout)["state"]["canary_percent"] == 30
+        load = start_load(tmp, server.url)
+        try:
+            yield stack
+        finally:
+            if load.poll() is None:
+                load.send_signal(signal.SIGTERM)
+                try:
+                    load.wait(15)
+                except subprocess.TimeoutExpired:
+                    load.kill()
+                    load.wait()
+
+
+def wait_for_canary_volume(stack: Stack, model: str, window: str, needed: float, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    seen = 0.0
+    while time.monotonic() < deadline:
+        seen = stack.canary_requests(model, window)
+        if seen >= needed:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{model}: only {seen:.0f} canary requests in {window} after {timeout}s")
+
+
+def test_analyze_promote_good_rollback_bad(stack: Stack) -> None:
+    for model in (GOOD, BAD):
+        wait_for_canary_volume(stack, model, "6s", 50)
+    good = stack.cli(
+        "analyze",
+        *stack.target(GOOD),
+        "--prometheus",
+        stack.prometheus,
+        "--window",
+        "6s",
+        *ANALYSIS,
+        "-o",
+        "json",
+    )
+    bad = stack.cli(
+        "analyze",
+        *stack.target(BAD),
+        "--prometheus",
+        stack.prometheus,
+        "--window",
+        "6s",
+        *ANALYSIS,
+        "-o",
+        "json",
+    )
+    good_out, bad_out = json.loads(good.stdout), json.loads(bad.stdout)
+    assert good.returncode == 0, good_out
+    assert good_out["analysis"]["verdict"] == "promote"
+    assert good_out["analysis"]["canary"]["requests"] >= 40
+    assert good_out["analysis"]["canary"]["errors"] == 0
+    assert bad.returncode == 1, bad_out
+    analysis = bad_out["analysis"]
+    assert analysis["verdict"] == "rollback"
+    assert analysis["checks"]["errors"] == "fail" and analysis["checks"]["latency"] == "fail"
+    assert 0.1 < analysis["errors"]["canary_ratio"] < 0.45  # 25 % injected
+    assert analysis["stable"]["errors"] == 0
+    assert analysis["canary"]["p99_s"] > 0.2  # +250 ms injected
+    # the human-readable form says the same
+    text = stack.cli(
+        "analyze", *stack.target(BAD), "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS
+    )
+    assert text.returncode == 1
+    assert "verdict: ROLLBACK" in text.stdout and "error ratio" in text.stdout
+    status = stack.cli(
+        "status", *stack.target(GOOD), "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "stable  1" in status.stdout and "canary  2" in status.stdout and "30%" in status.stdout
+    assert "verdict: PROMOTE" in status.stdout
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_auto_inpod_good_to_100_bad_to_0(stack: Stack) -> None:
+    auto = [
+        "--prometheus",
+        stack.prometheus,
+        "--steps",
+        "30,60,100",
+        "--interval",
+        "5s",
+        "--max-holds",
+        "3",
+        *ANALYSIS,
+        "-o",
+        "json",
+    ]
+    bad = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "rollout", "auto", *stack.target(BAD), *auto],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    # The good canary's run is interrupted right after its first step up, then resumed.
+    first = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "rollout", "auto", *stack.target(GOOD), *auto],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert first.stdout is not None
+        seen = []
+        for line in first.stdout:
+            seen.append(json.loads(line))
+            if seen[-1]["event"] in ("stepped", "rolled_back", "promoted", "error", "gave_up"):
+                break
+        assert seen[-1]["event"] == "stepped" and seen[-1]["percent"] == 60, seen
+        first.send_signal(signal.SIGINT)
+        rest, _ = first.communicate(timeout=20)
+        assert first.returncode == 130
+        assert events(rest)[-1]["event"] == "interrupted"
+        assert stack.traffic(GOOD)["weights"] == {"1": 40.0, "2": 60.0}
+
+        resumed = stack.cli("auto", *stack.target(GOOD), *auto, timeout=60)
+        resumed_events = events(resumed.stdout)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert resumed_events[0]["event"] == "wait" and resumed_events[0]["percent"] == 60  # resumed at 60 %
+        assert resumed_events[-1]["event"] == "promoted"
+
+        bad_out, _ = bad.communicate(timeout=60)
+        bad_events = events(bad_out)
+        assert bad.returncode == 1, bad_out
+        assert [e["event"] for e in bad_events][-2:] == ["analysis", "rolled_back"]
+        assert bad_events[-2]["analysis"]["verdict"] == "rollback"
+    finally:
+        for proc in (bad, first):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+    # The policies say so, and so does the traffic itself.
+    good_policy, bad_policy = stack.traffic(GOOD), stack.traffic(BAD)
+    assert good_policy["weights"] == {"2": 100.0} and good_policy["stable_version"] == "2"
+    assert bad_policy["weights"] == {"1": 100.0, "2": 0.0} and bad_policy["stable_version"] == "1"
+    with httpx.Client(base_url=stack.server.url, timeout=5) as client:
+        for model, version in ((GOOD, "2"), (BAD, "1")):
+            served = {
+                client.post(f"/v2/models/{model}/infer", json=BODY).json()["model_version"] for _ in range(30)
+            }
+            assert served == {version}, (model, served)
+
+    status = stack.cli("status", *stack.target(BAD))
+    assert status.returncode == 0
+    assert "canary" in status.stdout and "0%" in status.stdout
