@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -123,15 +124,38 @@ def test_error_codes(client: OipClient, mutate: Any, code: str, details: str) ->
     assert "Traceback" not in (err.value.details() or "")
 
 
-def test_deadline_is_honoured(client: OipClient) -> None:
-    rows = np.random.default_rng(1).random((256, 4), dtype=np.float32)
-    with pytest.raises(grpc.RpcError) as err:
-        client.call("ModelInfer", _iris_request(client.pb, rows), timeout=0.0005)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # the server is unharmed and answers the next call within a sane deadline
-    start = time.monotonic()
-    reply = client.call("ModelInfer", _iris_request(client.pb), timeout=10)
-    assert reply.outputs[0].name == "probabilities" and time.monotonic() - start < 10
+def _batches(server: ServerProcess) -> float:
+    """Runtime predict calls so far for iris-xgb (count of the batch-size histogram)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("serving_batch_size_count{") and 'model="iris-xgb"' in line
+    )
+
+
+def test_deadline_is_honoured(tmp_path: Path) -> None:
+    """A request whose gRPC deadline passes while it waits for a batch is never computed."""
+    repo = tmp_path / "repo"
+    shutil.copytree(DEMO_REPO / "iris-xgb", repo / "iris-xgb")
+    config = repo / "iris-xgb" / "config.yaml"
+    config.write_text(config.read_text() + "batching:\n  enabled: true\n  max_queue_delay_us: 1000000\n")
+    with running_server(repo, tmp_path / "logs") as server:
+        client = OipClient(server.grpc_target)
+        try:
+            assert _batches(server) == 0
+            start = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                client.call("ModelInfer", _iris_request(client.pb), timeout=0.2)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - start < 0.9  # did not wait out the 1 s batching delay
+            time.sleep(1.5)  # past the batch's dispatch time
+            assert _batches(server) == 0  # the expired request was dropped, not computed
+            reply = client.call("ModelInfer", _iris_request(client.pb), timeout=10)
+            assert reply.outputs[0].name == "probabilities"
+            assert _batches(server) == 1  # and the metric does count computed batches
+        finally:
+            client.close()
 
 
 def test_model_control_needs_admin(client: OipClient) -> None:
