@@ -28,7 +28,9 @@ label of the version they name.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -74,30 +76,71 @@ def stable_of(traffic: TrafficConfig, ready: Sequence[str]) -> str | None:
     return ready[-1] if ready else None
 
 
+def _pick(
+    candidates: Sequence[tuple[str, float]], cumulative: Sequence[float], key: str | None, u: float
+) -> int:
+    """Index of the chosen candidate: rendezvous hashing on ``key``, else the cumulative
+    weight interval that ``u`` (uniform in [0, 1)) falls into."""
+    if len(candidates) == 1:
+        return 0
+    if key is not None:
+        best, best_score = 0, -math.inf
+        for i, (version, weight) in enumerate(candidates):
+            score = -weight / math.log(key_unit(key, version))
+            if score > best_score:
+                best, best_score = i, score
+        return best
+    # first interval whose upper end is above the point (min(): float rounding at the top)
+    return min(bisect.bisect_right(cumulative, u * cumulative[-1]), len(candidates) - 1)
+
+
+def _candidates(
+    weights: Mapping[str, float], ready: Sequence[str]
+) -> tuple[list[tuple[str, float]], list[float]]:
+    candidates = [(v, weights[v]) for v in ready if weights.get(v, 0.0) > 0.0]
+    return candidates, list(itertools.accumulate(w for _, w in candidates))
+
+
 def choose(
     weights: Mapping[str, float], ready: Sequence[str], key: str | None, draw: Callable[[], float]
 ) -> str:
     """The version a request without an explicit version goes to. ``ready`` is the READY
     versions oldest first (non-empty); ``draw`` returns uniform numbers in [0, 1)."""
-    candidates = [(v, weights[v]) for v in ready if weights.get(v, 0.0) > 0.0]
+    candidates, cumulative = _candidates(weights, ready)
     if not candidates:
         return ready[-1]
-    if len(candidates) == 1:
-        return candidates[0][0]
-    if key is not None:
-        best, best_score = candidates[0][0], -math.inf
-        for version, weight in candidates:
-            score = -weight / math.log(key_unit(key, version))
-            if score > best_score:
-                best, best_score = version, score
-        return best
-    total = sum(w for _, w in candidates)
-    point = draw() * total
-    for version, weight in candidates:
-        point -= weight
-        if point < 0.0:
-            return version
-    return candidates[-1][0]  # float rounding at the very top of the range
+    return candidates[_pick(candidates, cumulative, key, draw() if key is None else 0.0)][0]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a model's policy means for its current versions; rebuilt when the policy, the
+    set of version objects or any state changes, so routing a request is a lookup and a draw."""
+
+    key: tuple[object, ...]
+    ready: list[ModelVersion]
+    candidates: list[tuple[str, float]]
+    cumulative: list[float]
+    entries: list[ModelVersion]
+    """The entry of each candidate (or the latest READY when nothing is weighted)."""
+    stable: str | None
+
+
+def _plan_key(traffic: TrafficConfig, model: Model) -> tuple[object, ...]:
+    return (traffic, *[(e, e.state) for e in model.versions.values()])
+
+
+def _make_plan(traffic: TrafficConfig, model: Model) -> _Plan:
+    ready = model.ready_versions()
+    names = [v.version for v in ready]
+    candidates, cumulative = _candidates(traffic.weights, names)
+    if candidates:
+        by_name = {v.version: v for v in ready}
+        entries = [by_name[v] for v, _ in candidates]
+    else:
+        entries = ready[-1:]
+        candidates, cumulative = [(v.version, 1.0) for v in entries], [1.0] * len(entries)
+    return _Plan(_plan_key(traffic, model), ready, candidates, cumulative, entries, stable_of(traffic, names))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +163,7 @@ class Router:
         self._rng = rng or random.Random()
         self._draw = self._rng.random
         self._overrides: dict[str, TrafficConfig] = {}
+        self._plans: dict[str, _Plan] = {}
 
     # -- policy -----------------------------------------------------------------------------
     def policy(self, model: Model) -> TrafficConfig:
@@ -147,8 +191,9 @@ class Router:
 
     def select(self, model: Model, version: str | None, routing_key: str | None = None) -> Route:
         traffic = self.policy(model)
-        ready = model.ready_versions()
-        names = [v.version for v in ready]
+        plan = self._plans.get(model.name)
+        if plan is None or plan.key != _plan_key(traffic, model):
+            plan = self._plans[model.name] = _make_plan(traffic, model)
         if version is not None:
             entry = model.versions.get(version)
             if entry is None:
@@ -159,16 +204,16 @@ class Router:
                     + (f": {entry.reason}" if entry.reason else "")
                 )
         else:
-            if not ready:
+            if not plan.entries:
                 reason = model.error or "; ".join(
                     f"version {v.version} {v.state.value}: {v.reason}" for v in model.versions.values()
                 )
                 raise ModelNotReady(
                     f"model '{model.name}' has no ready version" + (f" ({reason})" if reason else "")
                 )
-            picked = choose(traffic.weights, names, routing_key, self._draw)
-            entry = ready[names.index(picked)]
-        variant = STABLE if entry.version == stable_of(traffic, names) else CANARY
+            u = self._draw() if routing_key is None and len(plan.entries) > 1 else 0.0
+            entry = plan.entries[_pick(plan.candidates, plan.cumulative, routing_key, u)]
+        variant = STABLE if entry.version == plan.stable else CANARY
         shadow = None
         if traffic.shadow_version is not None and traffic.shadow_fraction > 0.0:
             candidate = model.versions.get(traffic.shadow_version)
