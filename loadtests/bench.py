@@ -1,0 +1,780 @@
+"""Side-by-side benchmark: our server against the Python floors, KServe and MLServer.
+
+One command runs everything on the same generated models with the same load generators,
+the server pinned to one core and the load generator to another:
+
+    .venv/bin/python loadtests/bench.py                          # full run, ~12 minutes
+    .venv/bin/python loadtests/bench.py --smoke --out /tmp/smoke # < 60 s, ours + floors only
+
+Targets (each started fresh, checked for a correct answer, warmed up, then loaded):
+
+- ``in-process``: ``Runtime.predict`` for one row called in a loop (no HTTP at all).
+- ``raw-asgi``: uvicorn + httptools + uvloop app that returns a fixed body (the HTTP floor).
+- ``grpc-floor``: grpc.aio server that returns a fixed response (the gRPC floor).
+- ``kserve``: KServe's stock ModelServer with an xgbserver-style booster Model (own venv).
+- ``mlserver`` / ``mlserver-batch``: MLServer 1.7.1 + mlserver-xgboost, without and with
+  adaptive batching (32 rows, 2 ms) (own venv).
+- ``ours``: ``serving serve`` over REST JSON, REST binary (OIP binary tensor extension) and
+  gRPC; plus a 1,000-row payload and a 1,000-tree booster unbatched, batched (2 ms) and
+  adaptive.
+
+HTTP load: wrk (Debian package) with ``wrk_post.lua``; gRPC load: ``grpc_load.py`` (Python
+grpc.aio). Each row records the client's and the server's CPU use (cores busy during the
+run): a client near 1.0 is saturated and the row measures the client, not the server.
+
+Outputs in ``--out``: ``results.csv``, ``results.md`` (table with ratios to the floor and to
+each peer) and ``results.png`` (chart; needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FEATURES = 32
+PEER_PINS = {
+    "kserve": ["kserve==0.21.0", "xgboost==3.2.0"],
+    "mlserver": ["mlserver==1.7.1", "mlserver-xgboost==1.7.1"],
+}
+
+
+# -- results ----------------------------------------------------------------------------
+@dataclass
+class Row:
+    target: str
+    protocol: str
+    model: str
+    rows: int
+    connections: int
+    rps: float = 0.0
+    p50_us: float = 0.0
+    p90_us: float = 0.0
+    p99_us: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    server_cpu_us_per_req: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Point:
+    protocol: str  # json | binary | grpc
+    model: str
+    rows: int
+    connections: int
+
+
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    http_port: int
+    grpc_port: int = -1
+    ready_path: str = "/v2/health/ready"
+    infer_path: str = "/v2/models/{model}/infer"
+    input_name: str = "input"
+    points: list[Point] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    check_value: bool = True
+    """False for the floors, which answer a fixed body."""
+
+
+# -- helpers ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pinned(cpu: int | None, command: list[str]) -> list[str]:
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and every live descendant (MLServer predicts in a child)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    total, frontier = 0.0, [pid]
+    while frontier:
+        current = frontier.pop()
+        if current in stats:
+            total += stats[current][1]
+        frontier.extend(child for child, (ppid, _) in stats.items() if ppid == current)
+    return total
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("installing wrk with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], check=True, env=env
+        )
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    return found
+
+
+def ensure_venv(venv_dir: Path, name: str) -> Path:
+    """The peer's own virtualenv, created once with pinned versions; returns its python."""
+    venv = venv_dir / f"venv-{name}"
+    python = venv / "bin" / "python"
+    marker = venv / ".bench-installed"
+    if not marker.exists():
+        log(f"creating {venv} ({' '.join(PEER_PINS[name])})")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PINS[name]], check=True)
+        marker.write_text(" ".join(PEER_PINS[name]))
+    return python
+
+
+# -- models and payloads ----------------------------------------------------------------
+def train_booster(path: Path, trees: int, seed: int, rows: int = 20_000) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, FEATURES)).astype(np.float32)
+    logits = x[:, :8] @ rng.normal(size=8) + np.sin(3 * x[:, 8]) + x[:, 9] * x[:, 10]
+    y = (logits + rng.normal(scale=0.5, size=len(x)) > 0).astype(np.float32)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.05, "nthread": 2, "seed": seed},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=trees,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(path))
+
+
+def write_repo(work: Path, heavy: bool, train_rows: int = 20_000) -> dict[str, Path]:
+    """Our model repository plus the booster files the peers load; name -> model.json."""
+    import yaml
+
+    repo = work / "repo"
+    files = {"bench-xgb": work / "boosters" / "bench-xgb.json"}
+    train_booster(files["bench-xgb"], trees=200, seed=1, rows=train_rows)
+    models: dict[str, tuple[Path, dict[str, Any] | None]] = {"bench-xgb": (files["bench-xgb"], None)}
+    if heavy:
+        files["bench-heavy"] = work / "boosters" / "bench-heavy.json"
+        train_booster(files["bench-heavy"], trees=1000, seed=2)
+        models["bench-heavy"] = (files["bench-heavy"], None)
+        models["bench-heavy-batched"] = (
+            files["bench-heavy"],
+            {"enabled": True, "max_batch_size": 64, "max_queue_delay_us": 2000},
+        )
+        models["bench-heavy-adaptive"] = (
+            files["bench-heavy"],
+            {"enabled": True, "max_batch_size": 64, "max_queue_delay_us": 0},
+        )
+    from serving.export import export_booster
+
+    report = export_booster(files["bench-xgb"], repo, "bench-onnx", version=1)
+    if not report.ok:
+        raise SystemExit(report.describe())
+    for name, (source, batching) in models.items():
+        (repo / name / "1").mkdir(parents=True)
+        shutil.copy(source, repo / name / "1" / "model.json")
+        config: dict[str, Any] = {
+            "platform": "xgboost",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, FEATURES]}],
+            "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}],
+        }
+        if batching:
+            config["batching"] = batching
+        (repo / name / "config.yaml").write_text(yaml.safe_dump(config))
+    return files
+
+
+def sample_rows(rows: int) -> np.ndarray:
+    return np.random.default_rng(7).normal(size=(rows, FEATURES)).astype(np.float32)
+
+
+def json_body(rows: int, input_name: str = "input") -> bytes:
+    x = sample_rows(rows)
+    doc = {
+        "inputs": [
+            {"name": input_name, "datatype": "FP32", "shape": [rows, FEATURES], "data": x.ravel().tolist()}
+        ]
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def binary_body(rows: int, output: str = "probability") -> tuple[bytes, int]:
+    x = sample_rows(rows)
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [rows, FEATURES],
+                "parameters": {"binary_data_size": x.nbytes},
+            }
+        ],
+        "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return head + x.tobytes(), len(head)
+
+
+# -- processes --------------------------------------------------------------------------
+@contextlib.contextmanager
+def started(
+    target: Target, cpu: int | None, logs: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    log_path = logs / f"{target.name}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            pinned(cpu, target.command),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=target.cwd,
+            env={**os.environ, **target.env},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{target.name} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{target.name} not ready after {timeout}s:\n{log_path.read_text()[-3000:]}"
+                )
+            if target.http_port > 0:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (
+                        httpx.get(
+                            f"http://127.0.0.1:{target.http_port}{target.ready_path}", timeout=1
+                        ).status_code
+                        == 200
+                    ):
+                        break
+            else:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", target.grpc_port), 1),
+                ):
+                    break
+            time.sleep(0.2)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_client(
+    command: list[str], cpu: int | None, marker: str, timeout: float
+) -> tuple[dict[str, Any], float]:
+    """Run a load generator; returns its JSON summary and the client's CPU seconds."""
+    proc = subprocess.Popen(pinned(cpu, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    # the child is reaped by communicate(); its CPU time is in RUSAGE_CHILDREN deltas
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :]), 0.0
+    raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: Path = args.out
+        self.logs = self.out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+        self.bodies = self.work / "bodies"
+        self.bodies.mkdir()
+        ncpu = len(os.sched_getaffinity(0))
+        self.server_cpu: int | None = args.server_cpu if ncpu >= 2 else None
+        self.client_cpu: int | None = args.client_cpu if ncpu >= 2 else None
+        self.wrk = ensure_wrk()
+        self.rows: list[Row] = []
+
+    # -- measurement -------------------------------------------------------------------
+    def body_file(self, name: str, content: bytes) -> Path:
+        path = self.bodies / name
+        path.write_bytes(content)
+        return path
+
+    def wrk_point(
+        self, url: str, body: Path, content_type: str, header_len: int | None, conns: int, duration: float
+    ) -> tuple[dict[str, Any], float]:
+        command = [
+            self.wrk, "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+            "-s", str(HERE / "wrk_post.lua"), url, "--", str(body), content_type,
+            str(header_len) if header_len is not None else "",
+        ]  # fmt: skip
+        return self._client(command, "WRKJSON ", duration)
+
+    def grpc_point(
+        self, port: int, model: str, rows: int, conns: int, duration: float, input_name: str = "input"
+    ) -> tuple[dict[str, Any], float]:
+        command = [
+            sys.executable, str(HERE / "grpc_load.py"), f"127.0.0.1:{port}", model,
+            "--input", input_name, "--rows", str(rows), "--features", str(FEATURES),
+            "-c", str(conns), "-d", str(duration),
+        ]  # fmt: skip
+        return self._client(command, "GRPCJSON ", duration)
+
+    def _client(self, command: list[str], marker: str, duration: float) -> tuple[dict[str, Any], float]:
+        before = os.times()
+        summary, _ = run_client(command, self.client_cpu, marker, timeout=duration * 3 + 60)
+        after = os.times()
+        client_cpu = (after.children_user - before.children_user) + (
+            after.children_system - before.children_system
+        )
+        return summary, client_cpu
+
+    def measure(self, target: Target, proc: subprocess.Popen[bytes], point: Point, duration: float) -> Row:
+        row = Row(target.name, point.protocol, point.model, point.rows, point.connections)
+        cpu_before = cpu_seconds(proc.pid)
+        wall = time.perf_counter()
+        if point.protocol == "grpc":
+            summary, client_cpu = self.grpc_point(
+                target.grpc_port, point.model, point.rows, point.connections, duration, target.input_name
+            )
+            row.errors = int(summary["errors"])
+        else:
+            url = f"http://127.0.0.1:{target.http_port}{target.infer_path.format(model=point.model)}"
+            if point.protocol == "binary":
+                output = "probabilities" if "onnx" in point.model else "probability"
+                content, header_len = binary_body(point.rows, output)
+                body = self.body_file(f"bin-{output}-{point.rows}", content)
+                summary, client_cpu = self.wrk_point(
+                    url, body, "application/octet-stream", header_len, point.connections, duration
+                )
+            else:
+                body = self.body_file(
+                    f"json-{target.input_name}-{point.rows}", json_body(point.rows, target.input_name)
+                )
+                summary, client_cpu = self.wrk_point(
+                    url, body, "application/json", None, point.connections, duration
+                )
+            row.errors = int(summary["socket_errors"]) + int(summary["non2xx"])
+        wall = time.perf_counter() - wall
+        row.server_cpu = round((cpu_seconds(proc.pid) - cpu_before) / wall, 2)
+        row.client_cpu = round(client_cpu / wall, 2)
+        row.requests = int(summary["requests"])
+        row.rps = round(row.requests / (summary["duration_us"] / 1e6), 1)
+        if row.requests:
+            row.server_cpu_us_per_req = round(row.server_cpu * wall / row.requests * 1e6, 1)
+        row.p50_us, row.p90_us, row.p99_us = (
+            round(float(summary[k]), 1) for k in ("p50_us", "p90_us", "p99_us")
+        )
+        return row
+
+    def check_answer(self, target: Target, point: Point, expected: float | None) -> None:
+        """One request before the load: the server must answer 200 with the right number."""
+        if point.protocol == "grpc":
+            return  # grpc_load counts every non-OK status as an error
+        url = f"http://127.0.0.1:{target.http_port}{target.infer_path.format(model=point.model)}"
+        if point.protocol == "binary":
+            content, header_len = binary_body(
+                point.rows, "probabilities" if "onnx" in point.model else "probability"
+            )
+            response = httpx.post(
+                url, content=content,
+                headers={"content-type": "application/octet-stream", "inference-header-content-length": str(header_len)},
+            )  # fmt: skip
+        else:
+            response = httpx.post(
+                url,
+                content=json_body(point.rows, target.input_name),
+                headers={"content-type": "application/json"},
+            )
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.name} {point}: HTTP {response.status_code}: {response.text[:500]}")
+        if expected is None or point.protocol == "binary" or point.rows != 1:
+            return
+        outputs = response.json()["outputs"]
+        wanted = next((o for o in outputs if o["name"] in ("probability", "probabilities")), outputs[-1])
+        value = float(np.ravel(wanted["data"])[-1])
+        if abs(value - expected) > 1e-5:
+            raise RuntimeError(f"{target.name} answered {value}, expected {expected}")
+
+    def run_target(self, target: Target, expected: dict[str, float]) -> None:
+        args = self.args
+        log(f"starting {target.name}")
+        try:
+            with started(target, self.server_cpu, self.logs) as proc:
+                usable: list[Point] = []
+                for point in target.points:
+                    try:
+                        self.check_answer(
+                            target, point, expected.get(point.model) if target.check_value else None
+                        )
+                        usable.append(point)
+                    except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
+                        log(f"  skip {target.name} {point.protocol} {point.model}: {exc}")
+                        self.rows.append(
+                            Row(
+                                target.name,
+                                point.protocol,
+                                point.model,
+                                point.rows,
+                                point.connections,
+                                note=f"skipped: {str(exc)[:120]}",
+                            )
+                        )
+                warmed: set[tuple[str, str, int]] = set()
+                for point in usable:
+                    key = (point.protocol, point.model, point.rows)
+                    if key not in warmed:
+                        self.measure(
+                            target, proc, Point(point.protocol, point.model, point.rows, 8), args.warmup
+                        )
+                        warmed.add(key)
+                    row = self.measure(target, proc, point, args.duration)
+                    self.rows.append(row)
+                    log(
+                        f"  {target.name:14} {point.protocol:6} {point.model:20} rows={point.rows:<4} c={point.connections:<3} "
+                        f"{row.rps:9.0f} req/s  p50 {row.p50_us:8.0f} µs  p99 {row.p99_us:8.0f} µs  "
+                        f"err {row.errors}  cpu server {row.server_cpu} client {row.client_cpu}"
+                    )
+        except RuntimeError as exc:
+            log(f"  {target.name} failed: {exc}")
+            for point in target.points:
+                self.rows.append(
+                    Row(
+                        target.name,
+                        point.protocol,
+                        point.model,
+                        point.rows,
+                        point.connections,
+                        note=f"failed: {str(exc)[:120]}",
+                    )
+                )
+
+    def in_process_floor(self, model: str, seconds: float) -> tuple[Row, float]:
+        """``Runtime.predict`` for one row in a loop, on the server core; returns P(class 1)."""
+        sys.path.insert(0, str(ROOT))
+        from serving.modelconfig import load_config
+        from serving.runtimes.base import load_runtime
+        from serving.settings import Settings
+
+        model_dir = self.work / "repo" / model
+        runtime = load_runtime(load_config(model_dir / "config.yaml"), model_dir / "1", Settings())
+        inputs = {"input": sample_rows(1)}
+        previous = os.sched_getaffinity(0)
+        if self.server_cpu is not None:
+            os.sched_setaffinity(0, {self.server_cpu})
+        try:
+            for _ in range(200):
+                runtime.predict(inputs)
+            times: list[float] = []
+            cpu = time.process_time()
+            stop = time.perf_counter() + seconds
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                result = runtime.predict(inputs)
+                times.append(time.perf_counter() - start)
+            cpu = time.process_time() - cpu
+        finally:
+            os.sched_setaffinity(0, previous)
+            runtime.close()
+        us = np.array(times) * 1e6
+        row = Row("in-process", "call", model, 1, 1, rps=round(len(us) / us.sum() * 1e6, 1),
+                  p50_us=round(float(np.percentile(us, 50)), 1), p90_us=round(float(np.percentile(us, 90)), 1),
+                  p99_us=round(float(np.percentile(us, 99)), 1), requests=len(us), server_cpu=1.0,
+                  server_cpu_us_per_req=round(cpu / len(us) * 1e6, 1))  # fmt: skip
+        probability = result.get("probability", result.get("probabilities"))
+        return row, float(np.ravel(probability)[-1])
+
+    # -- the plan ----------------------------------------------------------------------
+    def run(self) -> list[Row]:
+        args = self.args
+        smoke = args.smoke
+        conns = args.connections
+        log(
+            f"work dir {self.work}; server cpu {self.server_cpu}, client cpu {self.client_cpu}; load {os.getloadavg()}"
+        )
+        files = write_repo(self.work, heavy=not smoke, train_rows=3000 if smoke else 20_000)
+        expected: dict[str, float] = {}
+        for model in ("bench-xgb", "bench-onnx"):
+            floor_row, expected[model] = self.in_process_floor(model, 0.5 if smoke else 3.0)
+            self.rows.append(floor_row)
+            log(
+                f"  in-process {model}: p50 {floor_row.p50_us} µs, {floor_row.server_cpu_us_per_req} CPU µs/call"
+            )
+        py = sys.executable
+
+        def points(
+            protocols: list[str], model: str = "bench-xgb", rows: int = 1, at: list[int] | None = None
+        ) -> list[Point]:
+            return [Point(p, model, rows, c) for p in protocols for c in (at or conns)]
+
+        port = free_port()
+        raw = Target(
+            "raw-asgi",
+            [py, str(HERE / "raw_asgi.py"), str(port)],
+            port,
+            ready_path="/",
+            points=points(["json"]),
+            check_value=False,
+        )
+        self.run_target(raw, expected)
+
+        http, grpc_port = free_port(), free_port()
+        protocols = ["json", "grpc"] if smoke else ["json", "binary", "grpc"]
+        ours_points = points(protocols, "bench-onnx") + points(protocols, "bench-xgb")
+        if not smoke:
+            ours_points += [Point(p, "bench-onnx", 1000, 8) for p in ("json", "binary", "grpc")]
+            for model in ("bench-heavy", "bench-heavy-batched", "bench-heavy-adaptive"):
+                ours_points += points(["json"], model=model)
+        ours = Target(
+            "ours",
+            [py, "-m", "serving.cli", "serve", "--model-repo", str(self.work / "repo"), "--host", "127.0.0.1",
+             "--http-port", str(http), "--grpc-port", str(grpc_port), "--log-level", "warning"],
+            http, grpc_port, points=ours_points, env={"SERVING_WORKERS": "1"},
+        )  # fmt: skip
+        self.run_target(ours, expected)
+
+        if not smoke:
+            gport = free_port()
+            floor = Target(
+                "grpc-floor",
+                [py, str(HERE / "grpc_floor.py"), str(gport)],
+                -1,
+                gport,
+                points=points(["grpc"]),
+            )
+            self.run_target(floor, expected)
+            if not args.no_peers:
+                self.run_peers(files, expected, points)
+        return self.rows
+
+    def run_peers(self, files: dict[str, Path], expected: dict[str, float], points: Any) -> None:
+        venv_dir: Path = self.args.venv_dir
+        try:
+            kserve_py = ensure_venv(venv_dir, "kserve")
+        except subprocess.CalledProcessError as exc:
+            log(f"kserve venv failed: {exc}")
+        else:
+            http, grpc_port = free_port(), free_port()
+            kserve = Target(
+                "kserve",
+                [str(kserve_py), str(HERE / "peers" / "kserve_xgb.py"), "--model_name", "bench-xgb",
+                 "--model_file", str(files["bench-xgb"]), "--http_port", str(http), "--grpc_port", str(grpc_port)],
+                http, grpc_port, points=points(["json"]),
+            )  # fmt: skip
+            self.run_target(kserve, expected)
+        try:
+            mlserver_py = ensure_venv(venv_dir, "mlserver")
+        except subprocess.CalledProcessError as exc:
+            log(f"mlserver venv failed: {exc}")
+            return
+        http, grpc_port, metrics_port = free_port(), free_port(), free_port()
+        ml_dir = self.work / "mlserver"
+        for name, batching in (("bench-xgb", None), ("bench-xgb-batched", (32, 0.002))):
+            (ml_dir / name).mkdir(parents=True)
+            shutil.copy(files["bench-xgb"], ml_dir / name / "model.json")
+            settings: dict[str, Any] = {
+                "name": name,
+                "implementation": "mlserver_xgboost.XGBoostModel",
+                "parameters": {"uri": "./model.json", "version": "1"},
+            }
+            if batching:
+                settings["max_batch_size"], settings["max_batch_time"] = batching
+            (ml_dir / name / "model-settings.json").write_text(json.dumps(settings))
+        (ml_dir / "settings.json").write_text(
+            json.dumps(
+                {"http_port": http, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1"}
+            )
+        )
+        mlserver = Target(
+            "mlserver",
+            [str(mlserver_py.parent / "mlserver"), "start", str(ml_dir)],
+            http, grpc_port, cwd=ml_dir,
+            points=points(["json"]) + [Point("json", "bench-xgb-batched", 1, c) for c in self.args.connections if c > 1],
+        )  # fmt: skip
+        expected = {**expected, "bench-xgb-batched": expected["bench-xgb"]}
+        self.run_target(mlserver, expected)
+
+
+# -- report -----------------------------------------------------------------------------
+def write_csv(rows: list[Row], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+
+
+def _find(rows: list[Row], target: str, protocol: str, model: str, conns: int, nrows: int = 1) -> Row | None:
+    for row in rows:
+        if (row.target, row.protocol, row.model, row.connections, row.rows) == (
+            target,
+            protocol,
+            model,
+            conns,
+            nrows,
+        ) and row.rps:
+            return row
+    return None
+
+
+def table(rows: list[Row], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| target | protocol | model | rows | conns | req/s | p50 µs | p99 µs | errors | cores srv/cli | srv CPU µs/req | x raw-asgi | x kserve | x mlserver |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row.rps:
+            lines.append(
+                f"| {row.target} | {row.protocol} | {row.model} | {row.rows} | {row.connections} | - | - | - | - | - | - | - | - | {row.note} |"
+            )
+            continue
+        ratios = []
+        for peer in ("raw-asgi", "kserve", "mlserver"):
+            ref = (
+                _find(rows, peer, "json", "bench-xgb", row.connections)
+                if row.model in ("bench-xgb", "bench-onnx") and row.rows == 1 and row.target != "in-process"
+                else None
+            )
+            ratios.append(f"{row.rps / ref.rps:.2f}" if ref and row.target != peer else "")
+        lines.append(
+            f"| {row.target} | {row.protocol} | {row.model} | {row.rows} | {row.connections} | {row.rps:,.0f} | "
+            f"{row.p50_us:,.0f} | {row.p99_us:,.0f} | {row.errors} | {row.server_cpu}/{row.client_cpu} | "
+            f"{row.server_cpu_us_per_req:,.0f} | " + " | ".join(ratios) + " |"
+        )
+    heavy = _find(rows, "ours", "json", "bench-heavy", 64)
+    if heavy:
+        lines.append("")
+        for model in ("bench-heavy-batched", "bench-heavy-adaptive"):
+            batched = _find(rows, "ours", "json", model, 64)
+            if batched:
+                lines.append(
+                    f"Batching lift at 64 connections ({model} vs bench-heavy unbatched): "
+                    f"{batched.rps / heavy.rps:.2f}x throughput, p99 {batched.p99_us:,.0f} µs vs {heavy.p99_us:,.0f} µs."
+                )
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[Row], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no chart")
+        return False
+    series = sorted(
+        {(r.target, r.protocol, r.model) for r in rows if r.rps and r.rows == 1 and r.target != "in-process"}
+    )
+    conns = sorted({r.connections for r in rows if r.rps and r.target != "in-process"})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 9))
+    width = 0.8 / max(len(series), 1)
+    for i, (target, protocol, model) in enumerate(series):
+        found = [_find(rows, target, protocol, model, c) for c in conns]
+        xs = [j + i * width for j in range(len(conns))]
+        label = f"{target} {protocol} {model}"
+        top.bar(xs, [r.rps if r else 0 for r in found], width, label=label)
+        bottom.bar(xs, [r.p99_us / 1000 if r else 0 for r in found], width, label=label)
+    for ax, title in (
+        (top, "throughput, req/s (higher is better)"),
+        (bottom, "p99 latency, ms (log; lower is better)"),
+    ):
+        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(conns))])
+        ax.set_xticklabels([f"{c} connection{'s' if c > 1 else ''}" for c in conns])
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    bottom.set_yscale("log")
+    top.legend(fontsize=7, ncol=3)
+    fig.suptitle("One server core (taskset), one-row OIP v2 requests, 200-tree booster unless named")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny durations, ours and the floors only (< 60 s)"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per payload")
+    parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 64])
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--no-peers", action="store_true", help="skip KServe and MLServer")
+    parser.add_argument("--venv-dir", type=Path, default=Path.home() / ".cache" / "serving-bench")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.warmup, args.connections = min(args.duration, 1.0), 0.3, [1, 8]
+    command = " ".join(["python", "loadtests/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    started_at = time.time()
+    bench = Bench(args)
+    try:
+        rows = bench.run()
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "results.csv")
+    report = table(rows, command)
+    load = os.getloadavg()
+    report += f"\nRun {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started_at))}, {time.time() - started_at:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores.\n"
+    (args.out / "results.md").write_text(report)
+    chart(rows, args.out / "results.png")
+    print(report)
+    failed = [r for r in rows if r.target == "ours" and not r.rps]
+    return 1 if failed or not any(r.target == "ours" and r.rps for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Where a REST infer request's time goes inside our process, without a socket.
+
+Builds the real server parts (``serving.server.build``) on the benchmark's 200-tree booster,
+then drives the ASGI app directly with an in-memory receive/send, one request at a time, and
+times each stage separately:
+
+- ``runtime``: ``Runtime.predict`` called inline (the model alone);
+- ``predictor``: ``Predictor.predict`` (adds the hop to the predict thread pool and back);
+- ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
+- ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send.
+
+Wall and CPU time per call (process CPU, every thread), so the figures hold on a busy
+machine better than throughput does. Run with py-spy for a per-function picture:
+
+    .venv/bin/python loadtests/hotpath.py -n 20000
+    .venv/bin/py-spy record -r 1000 -f raw -o prof.txt -- .venv/bin/python loadtests/hotpath.py -n 20000 --only asgi
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import bench  # noqa: E402
+
+from serving.protocol.rest import codec  # noqa: E402
+from serving.server import build, load_models  # noqa: E402
+from serving.settings import Settings  # noqa: E402
+
+
+async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple[str, float, float]:
+    for _ in range(min(n // 10, 500)):
+        await call()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await call()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return label, wall / n * 1e6, cpu / n * 1e6
+
+
+async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    work = Path(tempfile.mkdtemp(prefix="hotpath-"))
+    bench.write_repo(work, heavy=False)
+    settings = Settings(model_repo=work / "repo", grpc_port=-1, log_level="warning")
+    parts = build(settings)
+    load_models(parts)
+    parts.dataplane.started = True
+    entry = parts.repository.models["bench-xgb"].versions["1"]
+    assert entry.runtime is not None and entry.predictor is not None
+    runtime, predictor = entry.runtime, entry.predictor
+    body = bench.json_body(1)
+    inputs = {"input": bench.sample_rows(1)}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/models/bench-xgb/infer",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "query_string": b"",
+    }
+    message = {"type": "http.request", "body": body, "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(event: dict[str, Any]) -> None:
+        if event["type"] == "http.response.start":
+            statuses.append(event["status"])
+
+    async def call_runtime() -> None:
+        runtime.predict(inputs)
+
+    async def call_predictor() -> None:
+        await predictor.predict(inputs, None)
+
+    async def call_dataplane() -> None:
+        await parts.dataplane.infer(codec.decode_request(body, "bench-xgb", None, 1 << 20))
+
+    async def call_asgi() -> None:
+        await parts.rest_app(scope, receive, send)
+
+    stages = {
+        "runtime": call_runtime,
+        "predictor": call_predictor,
+        "dataplane": call_dataplane,
+        "asgi": call_asgi,
+    }
+    results = []
+    for name, call in stages.items():
+        if args.only and name != args.only:
+            continue
+        results.append(await timed(name, args.n, call))
+    if statuses and set(statuses) != {200}:
+        raise SystemExit(f"the app answered {sorted(set(statuses))}")
+    parts.executor.shutdown()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20_000, help="calls per stage")
+    parser.add_argument("--only", choices=["runtime", "predictor", "dataplane", "asgi"])
+    args = parser.parse_args()
+    import uvloop
+
+    results = uvloop.run(main_async(args))
+    print(f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster)")
+    for label, wall, cpu in results:
+        print(f"{label:10} {wall:9.1f} {cpu:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
