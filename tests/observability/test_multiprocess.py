@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -61,7 +62,7 @@ def send(server: ServerProcess, n: int) -> None:
 def test_two_workers_count_each_request_once(tmp_path: Path, promtool: str) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(DEMO_REPO / "iris-xgb", repo / "iris-xgb")
-    before_dirs = set(glob.glob("/tmp/serving-metrics-*"))
+    before_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "serving-metrics-*")))
     with running_server(
         repo,
         tmp_path / "logs",
@@ -74,7 +75,7 @@ def test_two_workers_count_each_request_once(tmp_path: Path, promtool: str) -> N
         while len(access_pids(server)) < 2:
             assert time.monotonic() < deadline, f"second worker never answered:\n{server.log()[-3000:]}"
             send(server, 5)
-        metrics_dirs = set(glob.glob("/tmp/serving-metrics-*")) - before_dirs
+        metrics_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "serving-metrics-*"))) - before_dirs
         pids = set(access_pids(server))
         (metrics_dir,) = [
             d for d in metrics_dirs if any(f"_{pid}.db" in n for n in os.listdir(d) for pid in pids)
