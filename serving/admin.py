@@ -49,6 +49,7 @@ class ModelControl:
     def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
         self._token = (settings.admin_token or "").encode()
         self._grace = settings.unload_grace_seconds
+        self._workers = settings.workers
         self.dataplane = dataplane
         self.repository = dataplane.repository
         self.router = dataplane.router
@@ -87,10 +88,24 @@ class ModelControl:
         self.metrics.set_model_state(entry.model, entry.version, entry.state.value)
 
     # -- load -------------------------------------------------------------------------------
+    def _one_process(self, what: str) -> None:
+        # Workers share the port and the kernel picks one per connection: a run-time change
+        # would reach that worker only and leave the pod split-brained. Refuse it loudly.
+        if self._workers > 1:
+            raise Forbidden(
+                f"{what} at run time is not available with {self._workers} worker processes (it would "
+                "reach only the one that answers); change config.yaml or the model folders and set "
+                "SERVING_REPOSITORY_POLL_SECONDS, or run one worker per pod"
+            )
+
     async def load(self, name: str, version: str | None = None) -> list[dict[str, str]]:
         """(Re)load a model's policy-selected versions, or one version; returns its index
         rows once every requested version is READY. Versions the policy no longer selects
         are unloaded after the new ones are READY. Raises ModelLoadError with the reasons."""
+        self._one_process("loading models")
+        return await self._load_model(name, version)
+
+    async def _load_model(self, name: str, version: str | None = None) -> list[dict[str, str]]:
         check_model_name(name)
         if version is not None:
             check_version_name(version)
@@ -171,6 +186,7 @@ class ModelControl:
     async def unload(self, name: str, version: str | None = None) -> list[dict[str, str]]:
         """Stop routing to the model's versions (or one), wait for their in-flight requests,
         then release them. They stay listed as UNAVAILABLE."""
+        self._one_process("unloading models")
         check_model_name(name)
         if version is not None:
             check_version_name(version)
@@ -218,6 +234,11 @@ class ModelControl:
         )
 
     # -- repository re-read -----------------------------------------------------------------
+    async def reload(self) -> dict[str, list[str]]:
+        """``rescan`` on request (the poller calls ``rescan`` itself, in every worker)."""
+        self._one_process("re-reading the repository on request")
+        return await self.rescan()
+
     async def rescan(self) -> dict[str, list[str]]:
         """Pick up model and version folders added or removed since the last look."""
         root = self.repository.root
@@ -238,7 +259,7 @@ class ModelControl:
         for name in names:
             if name not in self.repository.models:
                 try:
-                    await self.load(name)
+                    await self._load_model(name)
                     changes["loaded"].append(name)
                 except ServingError as exc:
                     changes["failed"].append(f"{name}: {exc.message}")
@@ -319,6 +340,7 @@ class ModelControl:
 
     def set_traffic(self, name: str, doc: Any) -> dict[str, Any]:
         """Replace the model's policy (validated); ``None`` goes back to config.yaml's."""
+        self._one_process("changing the traffic policy")
         check_model_name(name)
         model = self.repository.get(name)
         if doc is None:

@@ -81,7 +81,7 @@ def admin_routes(control: ModelControl) -> APIRouter:
 
     @routes.post("/v2/repository/reload", dependencies=admin)
     async def reload() -> Any:
-        return await control.rescan()
+        return await control.reload()
 
     @routes.get("/v2/models/{name}/traffic", dependencies=admin)
     async def get_traffic(name: str) -> Any:
