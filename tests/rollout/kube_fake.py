@@ -134,3 +134,48 @@ def validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
     # Kubernetes' structural schemas are OpenAPI v3 subsets; Draft 7 checks every keyword
     # they use (type, properties, required, enum, pattern, minimum/maximum, items, anyOf).
     return jsonschema.Draft7Validator(schema, format_checker=None)
+
+
+NS = "models"
+
+
+def base_isvc(name: str, mode: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "generation": 1,
+            "annotations": {"serving.kserve.io/deploymentMode": mode},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": 2,
+                "model": {
+                    "modelFormat": {"name": "xgboost"},
+                    "runtime": "serving-oip",
+                    "protocolVersion": "v2",
+                    "storageUri": "s3://models/iris/v1",
+                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}},
+                },
+            }
+        },
+    }
+
+
+def knative_status(latest: str, prev: str | None, percent: int | None) -> dict[str, Any]:
+    traffic: list[dict[str, Any]] = [
+        {"revisionName": latest, "latestRevision": True, "percent": percent if prev else 100}
+    ]
+    if prev:
+        traffic.append(
+            {"revisionName": prev, "latestRevision": False, "percent": 100 - (percent or 0), "tag": "prev"}
+        )
+    return {
+        "deploymentMode": "Serverless",
+        "components": {
+            "predictor": {"latestReadyRevision": latest, "latestCreatedRevision": latest, "traffic": traffic}
+        },
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }

@@ -5,7 +5,8 @@ One server holds two copies of the iris model, each with versions 1 (stable) and
 Version 2 of ``iris-bad`` has injected faults (``fault_target``: 25 % errors, +250 ms);
 version 2 of ``iris-good`` is healthy. ``analyze`` must say promote for the good canary and
 rollback for the bad one; ``auto`` must take the good one to 100 % (across an interrupted
-run that resumes) and the bad one to 0 %.
+run that resumes) and the bad one to 0 %. The Knative and Standard selectors (by pod) are
+checked on the same data, scraped a second time under pod labels (POD_JOBS).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.observability.prom import running_prometheus
-from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+from tests.rollout.kube_fake import NS, base_isvc, fake_api_client, isvc_path, knative_status
+from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +86,75 @@ def build_repo(root: Path) -> Path:
     return repo
 
 
+# KServe modes tell stable from canary by pod (each revision or Deployment is its own pod).
+# To give those selectors real data, Prometheus also scrapes the one server as four "pods",
+# each job keeping one (model, variant) slice and labelled as Kubernetes discovery would.
+POD_JOBS = {
+    # Knative InferenceService "iris" on iris-bad: revision 00001 stable, 00002 canary
+    "iris-predictor-00001-deployment-7d9f8c-x2x4q": (BAD, "stable"),
+    "iris-predictor-00002-deployment-5b6c7d-p9z8k": (BAD, "canary"),
+    # Standard InferenceService "iris-std" on iris-good: Deployments iris-std-predictor / iris-std-v2-predictor
+    "iris-std-predictor-6f7d8b9c4-hq2zt": (GOOD, "stable"),
+    "iris-std-v2-predictor-58c9d7f6b-4kw7m": (GOOD, "canary"),
+}
+
+
+@contextlib.contextmanager
+def running_prometheus(binary: str, workdir: Path, target: str) -> Iterator[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    jobs: list[dict[str, Any]] = [{"job_name": "serving", "static_configs": [{"targets": [target]}]}]
+    for pod, (model, variant) in POD_JOBS.items():
+        jobs.append(
+            {
+                "job_name": f"pod-{pod}",
+                "static_configs": [{"targets": [target], "labels": {"namespace": NS, "pod": pod}}],
+                "metric_relabel_configs": [
+                    {"source_labels": ["model", "variant"], "regex": f"{model};{variant}", "action": "keep"},
+                    # a revision's pod knows no variant; and in-pod selectors must not count it twice
+                    {"regex": "variant", "action": "labeldrop"},
+                ],
+            }
+        )
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": jobs,
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with (workdir / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("prometheus not ready after 30 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def start_load(tmp: Path, url: str) -> subprocess.Popen[bytes]:
     locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or shutil.which("locust")
     if locust is None:
@@ -131,10 +201,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     with contextlib.ExitStack() as cleanup:
         server = cleanup.enter_context(running_server(build_repo(tmp), tmp, grpc=False, env=env))
-        prom = cleanup.enter_context(
-            running_prometheus(prometheus_bin, tmp / "prometheus", [f"127.0.0.1:{server.http_port}"], [])
+        prom_url = cleanup.enter_context(
+            running_prometheus(prometheus_bin, tmp / "prometheus", f"127.0.0.1:{server.http_port}")
         )
-        stack = Stack(server, prom.url, tmp)
+        stack = Stack(server, prom_url, tmp)
         for model in (GOOD, BAD):
             done = stack.cli(
                 "start", *stack.target(model), "--canary-version", "2", "--percent", "30", "-o", "json"
@@ -214,6 +284,71 @@ def test_analyze_promote_good_rollback_bad(stack: Stack) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     assert "stable  1" in status.stdout and "canary  2" in status.stdout and "30%" in status.stdout
     assert "verdict: PROMOTE" in status.stdout
+
+
+def test_kserve_modes_analyze_on_pod_series(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Knative and Standard mode: the CLI reads the InferenceService through the real
+    kubernetes client (recording transport), derives pod selectors from it, and judges on
+    real Prometheus data: the Knative canary revision (faulty) -> rollback, the Standard
+    spec.canary[] entry (healthy) -> promote."""
+    from serving.cli import main
+    from serving.rollout import kserve
+
+    api_client, fake = fake_api_client()
+    knative = base_isvc("iris", "Serverless")
+    knative["spec"]["predictor"]["canaryTrafficPercent"] = 30
+    knative["status"] = knative_status("iris-predictor-00002", "iris-predictor-00001", 30)
+    standard = base_isvc("iris-std", "Standard")
+    canary_model = {
+        **standard["spec"]["predictor"]["model"],
+        "name": "kserve-container",
+        "storageUri": "s3://m/v2",
+    }
+    standard["spec"]["canary"] = [{"trafficPercent": 30, "predictor": {"name": "v2", "model": canary_model}}]
+    standard["status"] = {
+        "deploymentMode": "Standard",
+        "canaryStatuses": [{"name": "v2", "ready": True, "trafficPercent": 30}],
+    }
+    fake.objects[isvc_path(NS, "iris")] = knative
+    fake.objects[isvc_path(NS, "iris-std")] = standard
+    monkeypatch.setattr(kserve, "load_api_client", lambda context=None: api_client)
+    wait_for_canary_volume(stack, BAD, "6s", 50)
+
+    flags = ["-n", NS, "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS, "-o", "json"]
+    assert main(["rollout", "analyze", "iris", *flags]) == 1
+    knative_out = json.loads(capsys.readouterr().out)
+    assert knative_out["state"]["mode"] == "knative"
+    assert knative_out["analysis"]["verdict"] == "rollback"
+    assert knative_out["analysis"]["canary"]["requests"] >= 40
+    assert (
+        knative_out["analysis"]["canary"]["errors"] > 0 and knative_out["analysis"]["stable"]["errors"] == 0
+    )
+
+    assert main(["rollout", "analyze", "iris-std", *flags]) == 0
+    standard_out = json.loads(capsys.readouterr().out)
+    assert standard_out["state"]["mode"] == "standard"
+    assert standard_out["analysis"]["verdict"] == "promote"
+    assert standard_out["analysis"]["canary"]["errors"] == 0
+    assert standard_out["state"]["selectors"]["canary"].endswith(
+        'pod=~"iris-std-v2-predictor-[a-z0-9]+-[a-z0-9]+"'
+    )
+    assert [r.method for r in fake.requests] == ["GET", "GET"]  # analysis only reads
+    # the pod series carry no variant label, so the in-pod selectors did not count them twice
+    inpod = stack.cli(
+        "analyze",
+        *stack.target(GOOD),
+        "--prometheus",
+        stack.prometheus,
+        "--window",
+        "6s",
+        *ANALYSIS,
+        "-o",
+        "json",
+    )
+    pooled = json.loads(inpod.stdout)["analysis"]["canary"]["requests"]
+    assert abs(pooled - standard_out["analysis"]["canary"]["requests"]) <= 0.25 * pooled + 10
 
 
 def events(stdout: str) -> list[dict[str, Any]]:

@@ -19,16 +19,18 @@ from serving.rollout import kserve
 from serving.rollout.state import RolloutError
 from tests.rollout.kube_fake import (
     CRD_PATH,
+    NS,
     FakePoolManager,
+    base_isvc,
     fake_api_client,
     isvc_path,
     isvc_schema,
+    knative_status,
     strip_nulls,
     validator,
     without_required,
 )
 
-NS = "models"
 CRD_URL = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/inferenceservices.serving.kserve.io"
 
 
@@ -48,48 +50,6 @@ def full(crd: dict[str, Any]) -> jsonschema.Draft7Validator:
 @pytest.fixture(scope="module")
 def partial(crd: dict[str, Any]) -> jsonschema.Draft7Validator:
     return validator(without_required(isvc_schema(crd)))
-
-
-def base_isvc(name: str, mode: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "generation": 1,
-            "annotations": {kserve.MODE_ANNOTATION: mode},
-        },
-        "spec": {
-            "predictor": {
-                "minReplicas": 2,
-                "model": {
-                    "modelFormat": {"name": "xgboost"},
-                    "runtime": "serving-oip",
-                    "protocolVersion": "v2",
-                    "storageUri": "s3://models/iris/v1",
-                    "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}},
-                },
-            }
-        },
-    }
-
-
-def knative_status(latest: str, prev: str | None, percent: int | None) -> dict[str, Any]:
-    traffic: list[dict[str, Any]] = [
-        {"revisionName": latest, "latestRevision": True, "percent": percent if prev else 100}
-    ]
-    if prev:
-        traffic.append(
-            {"revisionName": prev, "latestRevision": False, "percent": 100 - (percent or 0), "tag": "prev"}
-        )
-    return {
-        "deploymentMode": "Serverless",
-        "components": {
-            "predictor": {"latestReadyRevision": latest, "latestCreatedRevision": latest, "traffic": traffic}
-        },
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }
 
 
 def check_requests(
