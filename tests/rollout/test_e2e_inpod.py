@@ -364,7 +364,7 @@ def test_auto_inpod_good_to_100_bad_to_0(stack: Stack) -> None:
         "--interval",
         "5s",
         "--max-holds",
-        "3",
+        "5",
         *ANALYSIS,
         "-o",
         "json",
