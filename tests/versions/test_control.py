@@ -94,3 +94,41 @@ def test_several_workers_refuse_run_time_changes(tmp_path: Path) -> None:
         assert asyncio.run(control.rescan()) == {"loaded": [], "unloaded": [], "failed": []}
     finally:
         stop(parts)
+
+
+def test_reloading_a_serving_version_swaps_it_without_a_failed_request(tmp_path: Path) -> None:
+    repo = iris_repo(tmp_path, traffic={"weights": {1: 50, 2: 50}})
+    parts = start(repo)
+    control = parts.control
+    assert control is not None
+    old = parts.repository.version("iris-xgb", "1")
+    doc = yaml.safe_load((repo / "iris-xgb/config.yaml").read_text())
+    doc["description"] = "changed: every version reloads"
+    (repo / "iris-xgb/config.yaml").write_text(yaml.safe_dump(doc))
+
+    async def scenario() -> tuple[list[str], list[dict[str, str]]]:
+        stop_load = asyncio.Event()
+        served: list[str] = []
+
+        async def client() -> None:
+            while not stop_load.is_set() and len(served) < 50_000:
+                served.append((await parts.dataplane.infer(request())).version)
+
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        rows = await control.load("iris-xgb")
+        await asyncio.sleep(0.05)
+        stop_load.set()
+        await asyncio.gather(*clients)  # any failed request would raise here
+        return served, rows
+
+    try:
+        served, rows = asyncio.run(scenario())
+        assert {r["version"]: r["state"] for r in rows} == {"1": "READY", "2": "READY"}
+        assert set(served) == {"1", "2"} and len(served) > 20
+        new = parts.repository.version("iris-xgb", "1")
+        assert new is not old and new.config.description.startswith("changed")
+        assert old.state.value == "UNAVAILABLE" and old.reason == "replaced by a new load"
+        assert old.runtime is None and old.inflight == 0
+    finally:
+        stop(parts)
