@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -113,6 +114,7 @@ class DataPlane:
         version_name = "none"
         variant = "stable"
         outcome_error: ServingError | None = None
+        succeeded = cancelled = False
         model = self.repository.models.get(request.model)
         inflight = self.metrics.inflight_for(request.model) if model is not None else None
         if request.deadline is None and self.limits.default_timeout is not None:
@@ -158,8 +160,10 @@ class DataPlane:
                 raise
             except Exception as exc:
                 log.exception("model %s version %s failed at predict", request.model, entry.version)
+                # First line only, bounded: runtimes (XGBoost) append C++ backtraces to messages.
+                detail = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise RuntimeFault(
-                    f"model '{request.model}' version {entry.version} failed: {type(exc).__name__}: {exc}"
+                    f"model '{request.model}' version {entry.version} failed: {type(exc).__name__}: {detail}"
                 ) from None
             finally:
                 entry.inflight -= 1
@@ -177,15 +181,24 @@ class DataPlane:
                 if array.dtype != dtype and spec.datatype != "BYTES":
                     array = array.astype(dtype)
                 outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
-            return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+            response = InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+            succeeded = True
+            return response
         except ServingError as exc:
             outcome_error = exc
+            raise
+        except asyncio.CancelledError:
+            cancelled = True  # the client went away (disconnect, gRPC deadline or cancel)
             raise
         finally:
             if inflight is not None:
                 inflight.dec()
-            if outcome_error is None:
+            if succeeded:
                 outcome = "2xx" if request.protocol == "rest" else "OK"
+            elif cancelled:
+                outcome = "4xx" if request.protocol == "rest" else "CANCELLED"
+            elif outcome_error is None:  # an unexpected fault the adapter turns into a 500
+                outcome = "5xx" if request.protocol == "rest" else "INTERNAL"
             elif request.protocol == "rest":
                 outcome = f"{outcome_error.http_status // 100}xx"
             else:
