@@ -97,7 +97,8 @@ def to_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Arr
                     raise InvalidInput(f"input '{name}': values out of range for {datatype}")
             array = raw.astype(dtype, copy=False)
         else:
-            array = np.array(data, dtype=dtype)
+            with np.errstate(over="ignore"):  # values beyond the type become inf: refused below
+                array = np.array(data, dtype=dtype)
             if array.dtype.kind == "f" and datatype != "FP64" and array.size and not np.isfinite(array).all():
                 raise InvalidInput(f"input '{name}': null or value out of range for {datatype}")
     except (ValueError, TypeError, OverflowError) as exc:
