@@ -31,6 +31,7 @@ from serving.errors import ModelLoadError
 from serving.faults import FaultInjector
 from serving.limits import RequestLimits
 from serving.metrics import Metrics, setup_multiprocess_dir, worker_exited
+from serving.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.protocol.rest.timeouts import timed_protocol
 from serving.repository import ModelRepository
@@ -141,9 +142,15 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     poller = None
     if settings.repository_poll_seconds > 0 and parts.control is not None:
         poller = asyncio.get_running_loop().create_task(parts.control.poll(settings.repository_poll_seconds))
+    metrics_server = None
+    if settings.metrics_port >= 0:
+        metrics_sock = bind_socket(settings.host, settings.metrics_port, reuse_port=settings.workers > 1)
+        metrics_server = await start_metrics_server(metrics_sock, parts.metrics)
     try:
         await server.serve(sockets=[sock])
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         if poller is not None:
             poller.cancel()
         drain.uninstall()

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     """Share of inference requests written to stdout as JSON access-log lines
     (0 = off, the default; 1 = every request; 0.01 = one in a hundred, chosen at random)."""
 
+    metrics_port: int = Field(-1, ge=-1, le=65535)
+    """A second port that serves only ``GET /metrics`` (-1, the default: none; /metrics is
+    always on the REST port too)."""
+
     admin_token: str | None = None
     """Bearer token for the admin endpoints (repository load/unload, traffic policy).
     Unset: admin endpoints answer 403."""

@@ -20,7 +20,7 @@ from serving.accesslog import AccessLog
 from serving.errors import InvalidInput
 from serving.metrics import LATENCY_BUCKETS, Metrics
 from tests.observability.bench_metrics import measure
-from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, running_server
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -43,7 +43,10 @@ def total(text: str, name: str, **labels: str) -> float:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(DEMO_REPO / "iris-xgb", repo / "iris-xgb")
-    with running_server(repo, tmp_path_factory.mktemp("logs"), grpc=False) as proc:
+    metrics_port = free_port()
+    env = {"SERVING_METRICS_PORT": str(metrics_port)}
+    with running_server(repo, tmp_path_factory.mktemp("logs"), grpc=False, env=env) as proc:
+        proc.metrics_port = metrics_port  # type: ignore[attr-defined]
         yield proc
 
 
@@ -101,6 +104,32 @@ def test_scrape_passes_promtool_and_counts_every_stage(server: ServerProcess, pr
     assert delta("serving_compute_duration_seconds_sum", **labels) <= delta(
         "serving_request_duration_seconds_sum", **labels
     )
+
+
+def test_separate_metrics_port(server: ServerProcess, promtool: str) -> None:
+    port = server.metrics_port  # type: ignore[attr-defined]
+    assert infer(server.url, 2).status_code == 200
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    # same values as the REST port's /metrics (no request in between)
+    rest = httpx.get(f"{server.url}/metrics").text
+    assert (
+        total(response.text, "serving_requests_total", model="iris-xgb")
+        == total(rest, "serving_requests_total", model="iris-xgb")
+        > 0
+    )
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=response.text, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    head = httpx.head(f"http://127.0.0.1:{port}/metrics")
+    assert head.status_code == 200 and int(head.headers["content-length"]) > 0 and head.content == b""
+    assert httpx.get(f"http://127.0.0.1:{port}/v2/models/iris-xgb").status_code == 404
+    assert httpx.post(f"http://127.0.0.1:{port}/metrics", content=b"").status_code == 405
+    # inference is not served here
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [ROW]}]}
+    assert httpx.post(f"http://127.0.0.1:{port}/v2/models/iris-xgb/infer", json=body).status_code == 404
 
 
 def test_access_log_is_off_by_default(server: ServerProcess) -> None:
