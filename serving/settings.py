@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_tensor_elements: int = Field(16 * 1024 * 1024, ge=1)
     """Largest number of elements in one input tensor (400 above it)."""
 
-    max_inflight: int = Field(64, ge=0)
+    max_inflight: int = Field(128, ge=0)
     """Requests per model version waiting for or running a predict call on the unbatched
     path; past it the server answers 503 + Retry-After / RESOURCE_EXHAUSTED at once.
     0 = unbounded. Batched versions are bounded by ``batching.max_queue_size`` instead."""
