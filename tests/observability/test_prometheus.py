@@ -99,6 +99,9 @@ def build_repo(root: Path) -> Path:
         write_config(root / name, {**iris, "traffic": traffic})
         for version in ("1", "2"):
             shutil.copytree(DEMO_REPO / "iris-xgb" / version, root / name / version)
+    write_config(root / "broken", iris)  # its only version fails to load: FAILED
+    (root / "broken" / "1").mkdir()
+    (root / "broken" / "1" / "model.json").write_text('{"not": "a booster"}')
     return root
 
 
@@ -253,8 +256,13 @@ def test_real_prometheus_scrapes_server_rules_and_dashboard(prometheus_bin: str,
         groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         for rule in (rule for group in groups for rule in group["rules"]):
             assert rule["health"] == "ok", rule
-        firing = {a["labels"]["alertname"] for a in prom.query("ALERTS")}
-        assert not firing & {"ServingTargetDown", "ServingTargetsAbsent"}, firing
+        alerts = {(a["metric"]["alertname"], a["metric"].get("model")) for a in prom.query("ALERTS")}
+        assert not {name for name, _ in alerts} & {"ServingTargetDown", "ServingTargetsAbsent"}, alerts
+        # the real series drive the alerts: the failed version is pending (fires after 5m)
+        pending = prom.query('ALERTS{alertname="ServingModelNotReady", alertstate="pending"}')
+        assert [(a["metric"]["model"], a["metric"]["version"], a["metric"]["state"]) for a in pending] == [
+            ("broken", "1", "FAILED")
+        ]
 
         missing = []
         for rule in (rule for group in groups for rule in group["rules"]):
