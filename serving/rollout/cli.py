@@ -89,17 +89,19 @@ def _percent(text: str) -> int:
 @dataclass
 class Out:
     json_mode: bool
-    stream: TextIO = sys.stdout
+    stream: TextIO | None = None
+    """Where to write; None means the current ``sys.stdout`` at each event."""
 
     def emit(self, event: str, text: str, **data: Any) -> None:
+        stream = self.stream or sys.stdout
         if self.json_mode:
             print(
                 json.dumps({"event": event, "time": time.time(), **data}, default=str),
-                file=self.stream,
+                file=stream,
                 flush=True,
             )
         else:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream, flush=True)
 
 
 def state_table(state: TrafficState) -> str:

@@ -120,7 +120,9 @@ def isvc_path(namespace: str, name: str) -> str:
 
 
 def load_crd() -> dict[str, Any]:
-    crd: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    crd: dict[str, Any] = yaml.load(
+        CRD_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    )
     return crd
 
 

@@ -28,7 +28,18 @@ import httpx
 import pytest
 import yaml
 
-from tests.rollout.kube_fake import NS, base_isvc, fake_api_client, isvc_path, knative_status
+from tests.rollout.kube_fake import (
+    NS,
+    base_isvc,
+    fake_api_client,
+    isvc_path,
+    isvc_schema,
+    knative_status,
+    load_crd,
+    strip_nulls,
+    validator,
+    without_required,
+)
 from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, running_server
 
 pytestmark = pytest.mark.slow
@@ -350,6 +361,25 @@ def test_kserve_modes_analyze_on_pod_series(
     pooled = json.loads(inpod.stdout)["analysis"]["canary"]["requests"]
     assert abs(pooled - standard_out["analysis"]["canary"]["requests"]) <= 0.25 * pooled + 10
 
+    # `auto` in Standard mode: steps the spec.canary[] entry 30 -> 60, then promotes it; every
+    # PATCH it sent is valid against the CRD, and the object ends with the canary as stable.
+    steps = ["--steps", "30,60,100", "--interval", "4s", "--max-holds", "5"]
+    assert main(["rollout", "auto", "iris-std", *flags[:-2], *steps, "-o", "json"]) == 0
+    auto_events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in auto_events if e["event"] in ("stepped", "promoted")] == [
+        "stepped",
+        "promoted",
+    ]
+    crd = load_crd()
+    full, partial = validator(isvc_schema(crd)), validator(without_required(isvc_schema(crd)))
+    patches = [r.body for r in fake.requests if r.method == "PATCH"]
+    for body in patches:
+        partial.validate(strip_nulls(body))
+    final = fake.objects[isvc_path(NS, "iris-std")]
+    full.validate(final)
+    assert patches[0]["spec"]["canary"][0]["trafficPercent"] == 60
+    assert final["spec"]["canary"] == [] and final["spec"]["predictor"]["name"] == "v2"
+
 
 def events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
@@ -362,7 +392,7 @@ def test_auto_inpod_good_to_100_bad_to_0(stack: Stack) -> None:
         "--steps",
         "30,60,100",
         "--interval",
-        "5s",
+        "4s",
         "--max-holds",
         "5",
         *ANALYSIS,

@@ -13,12 +13,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from serving.rollout import kserve
 from serving.rollout.state import RolloutError
 from tests.rollout.kube_fake import (
-    CRD_PATH,
     NS,
     FakePoolManager,
     base_isvc,
@@ -26,6 +24,7 @@ from tests.rollout.kube_fake import (
     isvc_path,
     isvc_schema,
     knative_status,
+    load_crd,
     strip_nulls,
     validator,
     without_required,
@@ -36,10 +35,7 @@ CRD_URL = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/inferenceserv
 
 @pytest.fixture(scope="module")
 def crd() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(
-        CRD_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    )
-    return loaded
+    return load_crd()
 
 
 @pytest.fixture(scope="module")
