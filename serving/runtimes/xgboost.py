@@ -1,11 +1,17 @@
 """Native XGBoost runtime.
 
-``Booster.inplace_predict`` costs ~200 µs for one row of a 200-tree model, of which about
-half is Python (a ctypes class built per call, which also triggers the GC, JSON config
-encoding, type sniffing for pandas/arrow/cudf) and half is the C call. We call the same
-C entry point, ``XGBoosterPredictFromDense``, with the arguments prepared once at load,
-and use one thread for small batches (OpenMP start-up costs more than it saves below a
-few hundred rows) and all cores for large ones. Measured by ``loadtests/native_predict.py``.
+Where ``Booster.inplace_predict``'s time goes for one row of a 200-tree, depth-6 booster
+(perf, XGBoost 3.2): OpenMP with all cores (the default) costs more than the trees below a
+few hundred rows; the Python wrapper builds ctypes objects and JSON per call and sniffs
+for pandas/arrow/cudf; in C, the proxy DMatrix built per call re-reads the cgroup CPU quota
+(five file system calls), the device string is parsed with a std::regex, and the predictor
+walks every node of every tree to find each tree's depth (``WalkTreeMixIn::MaxDepth``, for
+its array layout; no predictor or booster parameter avoids that or the regex in XGBoost
+3.2: ``predictor`` is no longer a parameter). So we call the same C
+entry point, ``XGBoosterPredictFromDense``, with arguments prepared once at load, a proxy
+DMatrix and out-parameters kept per thread (see ``_CallState``), one thread for small
+batches and ``xgboost_large_batch_nthread`` for large ones. Figures: README, "Native
+XGBoost predict"; measured by ``loadtests/native_predict.py``.
 
 Outputs: ``binary:logistic`` gives P(class 1) per row, shape [N]; ``multi:softprob`` gives
 a [N, K] matrix of class probabilities; regression gives the prediction, shape [N].
@@ -16,8 +22,8 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xgboost as xgb
@@ -36,6 +42,32 @@ except ImportError:  # pragma: no cover - depends on the installed XGBoost
 
 _XGB_PREFIX = re.compile(r"^\[[0-9:]+\] [^ ]+:[0-9]+: ")
 _TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float64): "<f8"}
+
+
+class _CallState:
+    """What one thread reuses across predict calls.
+
+    ``proxy``: XGBoost builds a proxy DMatrix per call when none is given, and its Context
+    re-reads the cgroup CPU quota (three stats, two open/read/close per call; strace). Passing
+    our own proxy skips that: ~38 µs instead of ~62 µs for the C call on one row of a
+    200-tree booster. A proxy holds the last input's array interface, so each thread has its
+    own. The out-parameters are allocated once so a call creates no ctypes
+    objects (fewer allocations, fewer GC passes)."""
+
+    def __init__(self) -> None:
+        self.proxy = ctypes.c_void_p()
+        _check_call(_LIB.XGProxyDMatrixCreate(ctypes.byref(self.proxy)))
+        self.shape = ctypes.POINTER(c_bst_ulong)()
+        self.dims = c_bst_ulong()
+        self.preds = ctypes.POINTER(ctypes.c_float)()
+        self.shape_ref = ctypes.byref(self.shape)
+        self.dims_ref = ctypes.byref(self.dims)
+        self.preds_ref = ctypes.byref(self.preds)
+
+    def free(self) -> None:
+        if self.proxy:
+            _check_call(_LIB.XGDMatrixFree(self.proxy))
+            self.proxy = ctypes.c_void_p()
 
 
 class XGBoostRuntime:
@@ -72,6 +104,9 @@ class XGBoostRuntime:
                 "cache_id": 0,
             }
         ).encode()
+        self._local = threading.local()
+        self._states: list[_CallState] = []
+        self._states_lock = threading.Lock()
         output_rank = len(config.outputs[0].shape)
         probe = self._run(np.zeros((1, n_features), dtype=np.float32))
         if probe.ndim != output_rank:
@@ -79,6 +114,15 @@ class XGBoostRuntime:
                 f"{path}: the booster's output has shape {list(probe.shape)} per row batch, "
                 f"but config.yaml declares output rank {output_rank} ({list(config.outputs[0].shape)})"
             )
+
+    def _thread_state(self) -> _CallState:
+        state: _CallState | None = getattr(self._local, "state", None)
+        if state is None:
+            state = _CallState()
+            with self._states_lock:
+                self._states.append(state)
+            self._local.state = state
+        return state
 
     def _run(self, x: Array) -> Array:
         booster = self._small if x.shape[0] < self._large_rows else self._large
@@ -90,27 +134,30 @@ class XGBoostRuntime:
             f'{{"data":[{x.ctypes.data},true],"shape":[{x.shape[0]},{x.shape[1]}],'
             f'"typestr":"{typestr}","version":3}}'
         ).encode()
-        shape = ctypes.POINTER(c_bst_ulong)()
-        dims = c_bst_ulong()
-        preds = ctypes.POINTER(ctypes.c_float)()
+        state = self._thread_state()
         _check_call(
             _LIB.XGBoosterPredictFromDense(
                 booster.handle,
                 interface,
                 self._args,
-                None,
-                ctypes.byref(shape),
-                ctypes.byref(dims),
-                ctypes.byref(preds),
+                state.proxy,
+                state.shape_ref,
+                state.dims_ref,
+                state.preds_ref,
             )
         )
-        out_shape = tuple(int(shape[i]) for i in range(dims.value))
+        dims = state.dims.value
+        shape = state.shape
+        if dims == 1:
+            out_shape: tuple[int, ...] = (int(shape[0]),)
+        else:
+            out_shape = tuple(int(shape[i]) for i in range(dims))
         count = 1
         for d in out_shape:
             count *= d
         # The buffer belongs to XGBoost (thread-local, reused by the next call): copy it out.
-        flat: Any = np.ctypeslib.as_array(preds, shape=(count,)).copy()
-        result: Array = flat.reshape(out_shape)
+        result: Array = np.empty(out_shape, dtype=np.float32)
+        ctypes.memmove(result.ctypes.data, state.preds, count * 4)
         if result.ndim == 2 and result.shape[1] == 1:
             result = result[:, 0]
         return result
@@ -119,4 +166,8 @@ class XGBoostRuntime:
         return {self._output: self._run(inputs[self._input])}
 
     def close(self) -> None:
+        with self._states_lock:
+            for state in self._states:
+                state.free()
+            self._states.clear()
         del self._small, self._large

@@ -145,3 +145,19 @@ def test_corrupt_file_is_a_clean_load_error(tmp_path: Path) -> None:
         XGBoostRuntime(path, config, Settings())
     assert info.value.message.startswith(f"{path}: XGBoost cannot load it: ")
     assert "xgboost/src" not in info.value.message
+
+
+def test_reused_per_thread_proxy_gives_each_call_its_own_answer(tmp_path: Path) -> None:
+    """The runtime keeps one proxy DMatrix per thread across calls (see _CallState): every
+    call, whatever its batch size, dtype or output shape, must still see only its own input."""
+    binary = train_booster(n_features=N_FEATURES, rounds=30, depth=6)
+    multi = train_booster(n_features=N_FEATURES, rounds=10, objective="multi:softprob", num_class=4)
+    runtimes = [(binary, runtime_for(binary, tmp_path, [-1])), (multi, runtime_for(multi, tmp_path, [-1, 4]))]
+    for step, n in enumerate([1, 600, 3, 1, 64, 2, 513, 1]):
+        x = rows(n, seed=step, dtype=np.float64 if step % 3 == 0 else np.float32)
+        for booster, runtime in runtimes:
+            np.testing.assert_array_equal(runtime.predict({"input": x})["output"], booster.inplace_predict(x))
+    for _, runtime in runtimes:
+        assert runtime._states  # a proxy was created for this thread ...
+        runtime.close()
+        assert not runtime._states  # ... and freed on close
