@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# The real Helm v4 engine for tests/deploy; the wheel declares Python 3.12 but runs on 3.11.
+.venv/bin/pip install -q --ignore-requires-python helm-sdkpy
 # wrk: the HTTP load generator of loadtests/bench.py (its smoke test runs in the suite)
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

@@ -19,6 +19,13 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-repo", type=Path, help="model repository (default ./model_repo, env SERVING_MODEL_REPO)"
     )
+    parser.add_argument(
+        "--model-name",
+        "--model_name",
+        dest="model_name",
+        help="serve a single-model folder (KServe /mnt/models) under this name, or only this model "
+        "of a repository (env SERVING_MODEL_NAME)",
+    )
     parser.add_argument("--host", help="address to bind (default 0.0.0.0, env SERVING_HOST)")
     parser.add_argument("--http-port", type=int, help="REST port (default 8080, env SERVING_HTTP_PORT)")
     parser.add_argument(
@@ -33,7 +40,16 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for field in ("model_repo", "host", "http_port", "grpc_port", "workers", "strict", "log_level"):
+    for field in (
+        "model_repo",
+        "model_name",
+        "host",
+        "http_port",
+        "grpc_port",
+        "workers",
+        "strict",
+        "log_level",
+    ):
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value

@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# Image for the serving runtime (KServe ServingRuntime container `kserve-container`).
+#   docker build -t serving:0.1.0 .
+# Stage 1 installs dependencies into a virtualenv (cached until pyproject.toml changes), then the
+# package; stage 2 copies only the virtualenv onto a clean slim base: no pip cache, no build tools.
+# tests/deploy/test_image.py runs these RUN steps and the ENTRYPOINT in a fresh virtualenv.
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+# uv installs wheels in parallel and compiles bytecode (the read-only root filesystem cannot cache
+# .pyc files at run time); its download cache is a BuildKit cache mount, so it never enters a layer.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    UV_CACHE_DIR=/root/.cache/uv \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    VIRTUAL_ENV=/opt/venv
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install uv==0.13.9 \
+    && python -m venv --without-pip /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first: the package's own requirements read from pyproject.toml (no code yet), so
+# this layer is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && /opt/uv/bin/uv pip install -r requirements.txt
+# Then the code: a change here rebuilds only this layer.
+COPY README.md ./
+COPY serving ./serving
+RUN --mount=type=cache,target=/root/.cache/uv \
+    /opt/uv/bin/uv pip install --no-deps . \
+    && /opt/uv/bin/uv pip check
+
+FROM python:${PYTHON_VERSION}-slim-bookworm
+# Fixed non-root UID; group 0 so OpenShift's arbitrary UIDs can read the files too.
+ARG UID=10001
+RUN useradd --uid "${UID}" --gid 0 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin serving
+COPY --from=build /opt/venv /opt/venv
+# Read-only root filesystem: the only writable place is the /tmp volume (emptyDir in the pod).
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER ${UID}:0
+WORKDIR /tmp
+EXPOSE 8080 8081
+# KServe's storage initializer puts the model files in /mnt/models; the ServingRuntime's args add
+# --model-name={{.Name}}, --http-port and --grpc-port.
+ENTRYPOINT ["serving", "serve", "--model-repo", "/mnt/models"]
+CMD ["--http-port", "8080", "--grpc-port", "8081"]

@@ -1,0 +1,159 @@
+"""manifests/: every object valid against the Kubernetes schemas and KServe's own CRDs, and the
+pieces consistent with each other (runtimes, InferenceServices, autoscalers, monitoring)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.k8s_schemas import load_kustomization, validate_object
+from tests.deploy.render_manifests import PROMETHEUS_RULE, RULES, prometheus_rule_yaml
+from tests.server_process import ROOT
+
+MANIFESTS = ROOT / "manifests"
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    return load_kustomization(MANIFESTS)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def test_every_yaml_file_is_in_the_kustomization(objects: list[dict[str, Any]]) -> None:
+    listed = set()
+    for kustomization in MANIFESTS.rglob("kustomization.yaml"):
+        doc = yaml.safe_load(kustomization.read_text())
+        listed |= {(kustomization.parent / r).resolve() for r in doc.get("resources", [])}
+    plain = {"kustomization.yaml", "kustomizeconfig.yaml", "prometheus-rules.yaml"}
+    files = {p.resolve() for p in MANIFESTS.rglob("*.yaml") if p.name not in plain}
+    assert files - listed == set(), "manifests not listed in any kustomization.yaml"
+
+
+def test_every_object_is_valid(objects: list[dict[str, Any]]) -> None:
+    kinds = {o["kind"] for o in objects}
+    assert {"ServingRuntime", "ClusterServingRuntime", "InferenceService", "PodDisruptionBudget"} <= kinds
+    assert {"ScaledObject", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    problems = [p for o in objects for p in validate_object(o)]
+    assert problems == []
+
+
+def test_validation_catches_a_misspelt_field(objects: list[dict[str, Any]]) -> None:
+    isvc = copy.deepcopy(next(iter(by_kind(objects, "InferenceService").values())))
+    isvc["spec"]["predictor"]["scaleTarget"] = "eight"
+    isvc["spec"]["predictor"]["model"]["storageUrl"] = "pvc://x"
+    problems = validate_object(isvc)
+    assert any("scaleTarget" in p and "not of type 'integer'" in p for p in problems), problems
+    assert any("'storageUrl' was unexpected" in p for p in problems), problems
+    pdb = copy.deepcopy(next(iter(by_kind(objects, "PodDisruptionBudget").values())))
+    pdb["spec"]["maxUnavailble"] = 1
+    assert any("maxUnavailble" in p for p in validate_object(pdb))
+
+
+def test_runtime_spec(objects: list[dict[str, Any]]) -> None:
+    runtime = by_kind(objects, "ServingRuntime")["serving-runtime"]["spec"]
+    (container,) = runtime["containers"]
+    assert container["name"] == "kserve-container"
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
+    assert set(runtime["protocolVersions"]) == {"v1", "v2", "grpc-v2"}
+    formats = {f["name"]: f for f in runtime["supportedModelFormats"]}
+    assert set(formats) == {"onnx", "xgboost"}
+    assert all(f["autoSelect"] and f["priority"] >= 1 for f in formats.values())
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == 8080
+    assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
+
+
+def test_runtime_variants_match(objects: list[dict[str, Any]]) -> None:
+    main = by_kind(objects, "ServingRuntime")["serving-runtime"]["spec"]
+    assert by_kind(objects, "ClusterServingRuntime")["serving-runtime"]["spec"] == main
+    knative = copy.deepcopy(by_kind(objects, "ServingRuntime")["serving-runtime-knative"]["spec"])
+    # Knative routes one port: the variant lists HTTP only, no grpc-v2, and is chosen by name.
+    assert [p["containerPort"] for p in knative["containers"][0]["ports"]] == [8080]
+    assert "grpc-v2" not in knative["protocolVersions"]
+    assert not any(f["autoSelect"] for f in knative["supportedModelFormats"])
+    expected = copy.deepcopy(main)
+    expected["containers"][0]["ports"] = expected["containers"][0]["ports"][:1]
+    expected["protocolVersions"] = [v for v in expected["protocolVersions"] if v != "grpc-v2"]
+    for f in expected["supportedModelFormats"]:
+        f["autoSelect"] = False
+    assert knative == expected
+
+
+def test_inference_services_use_the_right_runtime_and_autoscaler(objects: list[dict[str, Any]]) -> None:
+    runtimes = by_kind(objects, "ServingRuntime")
+    isvcs = by_kind(objects, "InferenceService")
+    assert set(isvcs) == {"iris-xgb", "cancer-onnx", "cancer-xgb", "digits-mlp"}
+    for name, isvc in isvcs.items():
+        mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        predictor = isvc["spec"]["predictor"]
+        runtime = predictor["model"]["runtime"]
+        assert runtime in runtimes, name
+        assert predictor["model"]["modelFormat"]["name"] in {
+            f["name"] for f in runtimes[runtime]["spec"]["supportedModelFormats"]
+        }
+        if mode == "Serverless":
+            assert runtime == "serving-runtime-knative", name
+            assert predictor["scaleMetric"] == "concurrency"
+            assert 0 < predictor["scaleTarget"] <= predictor["containerConcurrency"]
+        else:
+            assert mode == "RawDeployment" and runtime == "serving-runtime", name
+    assert isvcs["iris-xgb"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    hpa = isvcs["cancer-xgb"]
+    assert hpa["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+    assert hpa["spec"]["predictor"]["scaleMetric"] == "cpu"
+    keda = isvcs["digits-mlp"]
+    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    scaled = by_kind(objects, "ScaledObject")["digits-mlp-predictor"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "digits-mlp-predictor"
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert 'serving_inflight_requests{model="digits-mlp"}' in trigger["metadata"]["query"]
+    assert scaled["minReplicaCount"] == keda["spec"]["predictor"]["minReplicas"]
+
+
+def test_disruption_budgets_cover_standard_models_with_spare_pods(objects: list[dict[str, Any]]) -> None:
+    isvcs = by_kind(objects, "InferenceService")
+    pdbs = by_kind(objects, "PodDisruptionBudget")
+    covered = {
+        p["spec"]["selector"]["matchLabels"]["serving.kserve.io/inferenceservice"] for p in pdbs.values()
+    }
+    expected = {
+        name
+        for name, isvc in isvcs.items()
+        if isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+        and isvc["spec"]["predictor"]["minReplicas"] >= 2
+    }
+    assert covered == expected == {"cancer-xgb", "digits-mlp"}
+
+
+def test_monitoring_objects_carry_the_observability_files(objects: list[dict[str, Any]]) -> None:
+    assert PROMETHEUS_RULE.read_text() == prometheus_rule_yaml(), (
+        "manifests/monitoring/prometheusrule.yaml is stale: run python -m tests.deploy.render_manifests"
+    )
+    rule = by_kind(objects, "PrometheusRule")["serving"]
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    dashboard = by_kind(objects, "ConfigMap")["serving-grafana-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    chart_dashboard = ROOT / "charts" / "serving" / "files" / "grafana-dashboard.json"
+    assert dashboard["data"]["grafana-dashboard.json"] == chart_dashboard.read_text()
+    monitor = by_kind(objects, "PodMonitor")["serving"]["spec"]
+    assert {e["port"] for e in monitor["podMetricsEndpoints"]} == {"http1", "user-port"}
+    assert all(e["path"] == "/metrics" for e in monitor["podMetricsEndpoints"])
+
+
+def test_every_object_has_the_standard_labels(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "serving", obj["metadata"]["name"]
+        assert labels.get("app.kubernetes.io/part-of") == "serving"
+        assert labels.get("app.kubernetes.io/component")
