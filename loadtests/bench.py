@@ -53,7 +53,8 @@ ROOT = HERE.parent
 FEATURES = 32
 PEER_PINS = {
     "kserve": ["kserve==0.21.0", "xgboost==3.2.0"],
-    "mlserver": ["mlserver==1.7.1", "mlserver-xgboost==1.7.1"],
+    # MLServer 1.7.1's worker processes call asyncio.get_event_loop(), which uvloop 0.22+ refuses
+    "mlserver": ["mlserver==1.7.1", "mlserver-xgboost==1.7.1", "uvloop==0.21.0"],
 }
 
 
@@ -160,17 +161,19 @@ def ensure_venv(venv_dir: Path, name: str) -> Path:
     venv = venv_dir / f"venv-{name}"
     python = venv / "bin" / "python"
     marker = venv / ".bench-installed"
-    if not marker.exists():
-        log(f"creating {venv} ({' '.join(PEER_PINS[name])})")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    pins = " ".join(PEER_PINS[name])
+    if not marker.exists() or marker.read_text() != pins:
+        log(f"installing into {venv}: {pins}")
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PINS[name]], check=True)
-        marker.write_text(" ".join(PEER_PINS[name]))
+        marker.write_text(pins)
     return python
 
 
 # -- models and payloads ----------------------------------------------------------------
-def train_booster(path: Path, trees: int, seed: int, rows: int = 20_000) -> None:
+def train_booster(path: Path, trees: int, seed: int, rows: int = 5_000) -> None:
     import xgboost as xgb
 
     rng = np.random.default_rng(seed)
@@ -186,7 +189,7 @@ def train_booster(path: Path, trees: int, seed: int, rows: int = 20_000) -> None
     booster.save_model(str(path))
 
 
-def write_repo(work: Path, heavy: bool, train_rows: int = 20_000) -> dict[str, Path]:
+def write_repo(work: Path, heavy: bool, train_rows: int = 5_000) -> dict[str, Path]:
     """Our model repository plus the booster files the peers load; name -> model.json."""
     import yaml
 
@@ -196,7 +199,7 @@ def write_repo(work: Path, heavy: bool, train_rows: int = 20_000) -> dict[str, P
     models: dict[str, tuple[Path, dict[str, Any] | None]] = {"bench-xgb": (files["bench-xgb"], None)}
     if heavy:
         files["bench-heavy"] = work / "boosters" / "bench-heavy.json"
-        train_booster(files["bench-heavy"], trees=1000, seed=2)
+        train_booster(files["bench-heavy"], trees=1000, seed=2, rows=train_rows)
         models["bench-heavy"] = (files["bench-heavy"], None)
         models["bench-heavy-batched"] = (
             files["bench-heavy"],
@@ -446,6 +449,8 @@ class Bench:
 
     def run_target(self, target: Target, expected: dict[str, float]) -> None:
         args = self.args
+        if args.only and target.name not in args.only:
+            return
         log(f"starting {target.name}")
         try:
             with started(target, self.server_cpu, self.logs) as proc:
@@ -540,7 +545,7 @@ class Bench:
         log(
             f"work dir {self.work}; server cpu {self.server_cpu}, client cpu {self.client_cpu}; load {os.getloadavg()}"
         )
-        files = write_repo(self.work, heavy=not smoke, train_rows=3000 if smoke else 20_000)
+        files = write_repo(self.work, heavy=not smoke, train_rows=2_000 if smoke else 5_000)
         expected: dict[str, float] = {}
         for model in ("bench-xgb", "bench-onnx"):
             floor_row, expected[model] = self.in_process_floor(model, 0.5 if smoke else 3.0)
@@ -753,6 +758,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="skip KServe and MLServer")
+    parser.add_argument(
+        "--only",
+        type=lambda s: s.split(","),
+        default=[],
+        help="run only these targets (raw-asgi, ours, grpc-floor, kserve, mlserver)",
+    )
     parser.add_argument("--venv-dir", type=Path, default=Path.home() / ".cache" / "serving-bench")
     args = parser.parse_args(argv)
     if args.smoke:
