@@ -229,3 +229,14 @@ def test_helm_itself_enforces_the_schema_and_the_template_checks(tmp_path: Path)
                                "maxReplicas": 2}]}  # fmt: skip
     with pytest.raises(helm_sdkpy.InstallError, match=r"minReplicas \(5\) is greater than maxReplicas \(2\)"):
         render(CHART, upside_down, tmp_path)
+
+
+def test_chart_runtime_matches_the_manifest(rendered: dict[str, dict[str, Any]]) -> None:
+    """The chart and manifests/ install the same container (args, env, ports, probes, security)."""
+    manifest = yaml.safe_load((ROOT / "manifests" / "runtime" / "servingruntime.yaml").read_text())["spec"]
+    chart = objects_of(rendered["defaults"], "ServingRuntime")["demo-serving"]["spec"]
+    assert chart == manifest
+    knative = yaml.safe_load((ROOT / "manifests" / "runtime" / "servingruntime-knative.yaml").read_text())
+    assert (
+        objects_of(rendered["defaults"], "ServingRuntime")["demo-serving-knative"]["spec"] == knative["spec"]
+    )

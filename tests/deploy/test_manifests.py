@@ -4,6 +4,8 @@ pieces consistent with each other (runtimes, InferenceServices, autoscalers, mon
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -157,3 +159,20 @@ def test_every_object_has_the_standard_labels(objects: list[dict[str, Any]]) -> 
         assert labels.get("app.kubernetes.io/name") == "serving", obj["metadata"]["name"]
         assert labels.get("app.kubernetes.io/part-of") == "serving"
         assert labels.get("app.kubernetes.io/component")
+
+
+def test_kustomize_builds_the_same_objects(objects: list[dict[str, Any]]) -> None:
+    """The real kustomize (kubectl's) renders what the loader above reads, and it is all valid."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: kustomize build not checked (the loader above still is)")
+    built = subprocess.run(
+        [kubectl, "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (o["kind"], o["metadata"]["name"]) for o in objects
+    )
+    assert [p for d in docs for p in validate_object(d)] == []
+    images = {c["image"] for d in docs if "Runtime" in d["kind"] for c in d["spec"]["containers"]}
+    assert images == {"serving:0.1.0"}
