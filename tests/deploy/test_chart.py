@@ -218,7 +218,10 @@ def test_schema_accepts_the_values_used_above() -> None:
 def test_helm_itself_enforces_the_schema_and_the_template_checks(tmp_path: Path) -> None:
     with pytest.raises(helm_sdkpy.InstallError) as exc:
         render(CHART, BROKEN[2][0], tmp_path)
-    assert "canaryTrafficPercent" in str(exc.value) and "100" in str(exc.value)
+    assert "at '/models/0/canaryTrafficPercent': maximum: got 150, want 100" in str(exc.value)
+    with pytest.raises(helm_sdkpy.InstallError) as exc:
+        render(CHART, BROKEN[0][0], tmp_path)
+    assert "at '/models/0/format': value must be one of 'onnx', 'xgboost'" in str(exc.value)
     canary_on_hpa = {"models": [{"name": "m", "format": "onnx", "storageUri": "pvc://m",
                                  "autoscaler": {"class": "hpa"}, "canaryTrafficPercent": 10}]}  # fmt: skip
     with pytest.raises(
