@@ -54,7 +54,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     parts = build(settings)
     load_models(parts)
     parts.dataplane.started = True
-    entry = parts.repository.models["bench-xgb"].versions["1"]
+    entry = parts.repository.models[args.model].versions["1"]
     assert entry.runtime is not None and entry.predictor is not None
     runtime, predictor = entry.runtime, entry.predictor
     body = bench.json_body(1)
@@ -62,7 +62,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/v2/models/bench-xgb/infer",
+        "path": f"/v2/models/{args.model}/infer",
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         "query_string": b"",
     }
@@ -83,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         await predictor.predict(inputs, None)
 
     async def call_dataplane() -> None:
-        await parts.dataplane.infer(codec.decode_request(body, "bench-xgb", None, 1 << 20))
+        await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
 
     async def call_asgi() -> None:
         await parts.rest_app(scope, receive, send)
@@ -109,11 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="calls per stage")
     parser.add_argument("--only", choices=["runtime", "predictor", "dataplane", "asgi"])
+    parser.add_argument("--model", default="bench-onnx", choices=["bench-onnx", "bench-xgb"])
     args = parser.parse_args()
     import uvloop
 
     results = uvloop.run(main_async(args))
-    print(f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster)")
+    print(f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster as {args.model})")
     for label, wall, cpu in results:
         print(f"{label:10} {wall:9.1f} {cpu:9.1f}")
 

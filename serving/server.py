@@ -250,12 +250,23 @@ def run_worker(settings: Settings) -> None:
         uvloop.run(serve(settings))
 
 
+def share_threads(settings: Settings, cores: int | None = None) -> Settings:
+    """Thread settings left at 0 ("all cores") become each worker's share of the cores, so
+    N workers never run N x cores threads (oversubscription costs more than it gives)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    share = max(1, cores // settings.workers)
+    fields = ("onnx_intra_op_threads", "xgboost_nthread", "xgboost_large_batch_nthread")
+    update = {name: share for name in fields if getattr(settings, name) == 0}
+    return settings.model_copy(update=update) if update else settings
+
+
 def run(settings: Settings) -> None:
     """Serve in this process, or supervise ``settings.workers`` processes on shared ports.
 
     Workers bind with SO_REUSEPORT, so the kernel spreads connections across them; a worker
     that dies is replaced; SIGTERM/SIGINT are passed on to every worker, which drain.
     """
+    settings = share_threads(settings)
     if settings.workers == 1:
         run_worker(settings)
         return
