@@ -4,7 +4,7 @@ Where ``Booster.inplace_predict``'s time goes for one row of a 200-tree, depth-6
 (perf, XGBoost 3.2): OpenMP with all cores (the default) costs more than the trees below a
 few hundred rows; the Python wrapper builds ctypes objects and JSON per call and sniffs
 for pandas/arrow/cudf; in C, the proxy DMatrix built per call re-reads the cgroup CPU quota
-(five file system calls), the device string is parsed with a std::regex, and the predictor
+(five file system calls), a std::regex is constructed, and the predictor
 walks every node of every tree to find each tree's depth (``WalkTreeMixIn::MaxDepth``, for
 its array layout; no predictor or booster parameter avoids that or the regex in XGBoost
 3.2: ``predictor`` is no longer a parameter). So we call the same C
