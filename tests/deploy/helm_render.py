@@ -2,16 +2,15 @@
 
 helm-sdkpy exposes lint but no ``helm template``; its install action is the real Helm v4
 engine. It is pointed at a tiny in-process Kubernetes API stand-in on 127.0.0.1 that answers
-discovery and records each object Helm creates (``HELM_DRIVER=memory`` keeps the release
-record in memory). What Helm sends is exactly what ``helm template`` would print, after Helm
-itself has checked the values against values.schema.json and rendered every template.
+discovery and records each object Helm creates (Helm's own release record, a protobuf Secret,
+is acknowledged and dropped). What Helm sends is exactly what ``helm template`` would print,
+after Helm itself has checked the values against values.schema.json and rendered every template.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -205,7 +204,6 @@ def render(
     YAML, ``info.notes`` = NOTES.txt) plus ``objects``: every object Helm created."""
     import helm_sdkpy
 
-    os.environ["HELM_DRIVER"] = "memory"
     with fake_api(tmp) as (kubeconfig, created):
         config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=str(kubeconfig))
         release: dict[str, Any] = asyncio.run(

@@ -82,6 +82,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
         "final stage may only add the user"
     )
     assert not any(step.args.startswith("--from") for step in build.all("COPY"))
+    # Everything the build copies passes .dockerignore ("*" then "!path" exceptions).
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore  # everything not listed stays out of the build context
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {src.rstrip("/") for step in build.all("COPY") for src in step.args.split()[:-1]}
+    assert copied <= allowed, f"COPY sources excluded by .dockerignore: {copied - allowed}"
     rootfs = Rootfs(tmp_path_factory.mktemp("rootfs"), ROOT)
     (rootfs.root / "tmp").mkdir()
     start = time.monotonic()
