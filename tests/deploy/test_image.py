@@ -22,6 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.deploy.dockerfile import Rootfs, parse
 from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, wait_until_ready
 
+# The first run on a machine downloads the image's packages (~700 MB) into the cache mount;
+# later runs install from it in ~30 s.
+pytestmark = pytest.mark.timeout(900)
+
 DOCKERFILE = ROOT / "Dockerfile"
 RUNTIME = ROOT / "manifests" / "runtime" / "servingruntime.yaml"
 IRIS_ROWS = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
