@@ -116,3 +116,25 @@ def write_xgb_model(
     (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
     booster.save_model(str(model_dir / str(version) / filename))
     return model_dir
+
+
+def write_fixed_reshape_model(root: Path, name: str) -> Path:
+    """Loads and answers one row, but onnxruntime fails at run time for more (a runtime fault):
+    ``y = Reshape(x, [1, 3])`` declared as [-1, 3]."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[helper.make_tensor("target", TensorProto.INT64, [2], [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    model_dir = root / name
+    write_config(
+        model_dir,
+        {"platform": "onnx", "inputs": [spec("x", "FP32", [-1, 3])], "outputs": [spec("y", "FP32", [-1, 3])]},
+    )
+    (model_dir / "1").mkdir(exist_ok=True)
+    (model_dir / "1" / "model.onnx").write_bytes(model.SerializeToString())
+    return model_dir

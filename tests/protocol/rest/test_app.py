@@ -19,7 +19,7 @@ import yaml
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 
 from tests.server_process import DEMO_REPO, ServerProcess, start_server
-from tests.tinymodels import write_config, write_identity_model
+from tests.tinymodels import write_config, write_fixed_reshape_model, write_identity_model
 
 CANCER_X = load_breast_cancer(return_X_y=True)[0].astype(np.float32)
 DIGITS_X = (load_digits(return_X_y=True)[0] / 16.0).astype(np.float32)
@@ -488,6 +488,8 @@ def test_a_broken_model_does_not_stop_the_others(tmp_path: Path) -> None:
     # valid config, corrupt model file
     write_identity_model(root, "corrupt", "FP32")
     (root / "corrupt" / "1" / "model.onnx").write_bytes(b"this is not a protobuf")
+    # loads, but fails at run time for more than one row
+    write_fixed_reshape_model(root, "faulty")
     server = start_server(root, tmp_path / "logs", grpc=False)
     try:
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
@@ -511,7 +513,13 @@ def test_a_broken_model_does_not_stop_the_others(tmp_path: Path) -> None:
         assert index["iris-xgb"]["state"] == "READY"
         assert index["corrupt"]["state"] == "FAILED" and "model.onnx" in index["corrupt"]["reason"]
         assert index["bad-config"]["state"] == "UNAVAILABLE" and "platform" in index["bad-config"]["reason"]
+        one = infer(server, "faulty", [tensor("x", np.ones((1, 3), np.float32))])
+        assert outputs_of(one)["y"].tolist() == [[1.0, 1.0, 1.0]]
+        fault = error_of(infer(server, "faulty", [tensor("x", np.ones((2, 3), np.float32))]), 500)
+        assert fault.startswith("model 'faulty' version 1 failed: ") and "\n" not in fault
+
         log = server.log()
         assert "model iris-xgb version 2 ready" in log and "model corrupt version 1 failed to load" in log
+        assert "model faulty version 1 failed at predict" in log and "Traceback" in log
     finally:
         server.stop()
