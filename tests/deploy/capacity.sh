@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Per-pod capacity, the input of the autoscaling defaults (docs/deploy.md, "Autoscaling").
 # One server process pinned to one core (a pod with cpu: 1), wrk on the other core, one-row
-# requests to MODEL at rising concurrency; prints throughput, latency and the server's CPU use.
+# requests to MODEL at rising concurrency; prints throughput, latency, the server's CPU use, and
+# throughput per full core (req/s / CPU share), which stays comparable when neighbours take CPU.
 #   bash tests/deploy/capacity.sh [MODEL] [SECONDS] [REPO]
 # Needs wrk (apt-get install wrk) and two cores; other load on the machine skews the numbers.
 set -euo pipefail
@@ -31,7 +32,7 @@ for _ in $(seq 300); do curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null &&
 URL="http://127.0.0.1:$PORT/v2/models/$MODEL/infer"
 taskset -c 0 wrk -t1 -c4 -d2s -s "$LUA" "$URL" >/dev/null  # warm-up
 TICK=$(getconf CLK_TCK)
-printf "%-12s %8s %8s %8s %7s %6s\n" concurrency req/s p50_ms p99_ms cpu_% errors
+printf "%-12s %8s %8s %8s %7s %9s %6s\n" concurrency req/s p50_ms p99_ms cpu_% per_core errors
 for C in 1 2 4 8 16 32 64; do
   CPU0=$(awk '{print $14 + $15}' /proc/$SERVER/stat)
   T0=$(date +%s.%N)
@@ -39,5 +40,6 @@ for C in 1 2 4 8 16 32 64; do
   CPU1=$(awk '{print $14 + $15}' /proc/$SERVER/stat)
   T1=$(date +%s.%N)
   UTIL=$(echo "scale=0; 100 * ($CPU1 - $CPU0) / $TICK / ($T1 - $T0)" | bc)
-  printf "%-12s %8s %8s %8s %7s %6s\n" "$C" "$RPS" "$P50" "$P99" "$UTIL" "$ERR"
+  PER_CORE=$(echo "scale=0; $RPS * 100 / ($UTIL + (${UTIL} == 0))" | bc)
+  printf "%-12s %8s %8s %8s %7s %9s %6s\n" "$C" "$RPS" "$P50" "$P99" "$UTIL" "$PER_CORE" "$ERR"
 done
