@@ -243,3 +243,24 @@ def test_chart_runtime_matches_the_manifest(rendered: dict[str, dict[str, Any]])
     assert (
         objects_of(rendered["defaults"], "ServingRuntime")["demo-serving-knative"]["spec"] == knative["spec"]
     )
+
+
+def test_docs_show_the_defaults_they_derive() -> None:
+    """docs/deploy.md's arithmetic ends in the numbers values.yaml and manifests/ use."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    knative, keda, hpa = (DEFAULTS["autoscaling"][k] for k in ("knative", "keda", "hpa"))
+    assert (
+        f"`scaleTarget: {knative['target']}`, `containerConcurrency: {knative['containerConcurrency']}`"
+        in docs
+    )
+    assert f"= **{knative['target']}** in-flight per pod" in docs
+    assert f"`N*` = **{knative['containerConcurrency']}**" in docs  # 2 x the knee
+    assert f"the same **{keda['target']}** average `serving_inflight_requests`" in docs
+    assert f"**HPA CPU target** = **{hpa['target']} %**" in docs
+    isvcs = [
+        d for d in yaml.safe_load_all((ROOT / "manifests" / "knative" / "inferenceservices.yaml").read_text())
+    ]
+    assert {i["spec"]["predictor"]["scaleTarget"] for i in isvcs} == {knative["target"]}
+    keda_file = (ROOT / "manifests" / "raw" / "digits-mlp-keda.yaml").read_text()
+    scaled = next(d for d in yaml.safe_load_all(keda_file) if d["kind"] == "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["threshold"] == str(keda["target"])
