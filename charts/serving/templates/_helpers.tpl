@@ -72,6 +72,12 @@ env:
     value: {{ $v.runtime.predictThreads | quote }}
   - name: SERVING_LOG_LEVEL
     value: {{ $v.runtime.logLevel | quote }}
+  # On SIGTERM: not-ready at once, keep serving 5 s while endpoints are removed, then up to
+  # 20 s for in-flight requests: 25 s stays inside Kubernetes' default 30 s termination grace.
+  - name: SERVING_DRAIN_DELAY_SECONDS
+    value: "5"
+  - name: SERVING_DRAIN_GRACE_SECONDS
+    value: "20"
   {{- with $v.runtime.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
