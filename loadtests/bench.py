@@ -718,31 +718,42 @@ def chart(rows: list[Row], path: Path) -> bool:
     except ImportError:
         log("matplotlib is not installed: no chart")
         return False
-    series = sorted(
-        {(r.target, r.protocol, r.model) for r in rows if r.rps and r.rows == 1 and r.target != "in-process"}
+    order = ["raw-asgi", "grpc-floor", "kserve", "mlserver", "ours"]
+    measured = [r for r in rows if r.rps and r.rows == 1 and r.target != "in-process"]
+    main = sorted(
+        {(r.target, r.protocol, r.model) for r in measured if "heavy" not in r.model},
+        key=lambda k: (order.index(k[0]) if k[0] in order else 9, k[2], k[1]),
     )
-    conns = sorted({r.connections for r in rows if r.rps and r.target != "in-process"})
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 9))
-    width = 0.8 / max(len(series), 1)
-    for i, (target, protocol, model) in enumerate(series):
-        found = [_find(rows, target, protocol, model, c) for c in conns]
-        xs = [j + i * width for j in range(len(conns))]
-        label = f"{target} {protocol} {model}"
-        top.bar(xs, [r.rps if r else 0 for r in found], width, label=label)
-        bottom.bar(xs, [r.p99_us / 1000 if r else 0 for r in found], width, label=label)
-    for ax, title in (
-        (top, "throughput, req/s (higher is better)"),
-        (bottom, "p99 latency, ms (log; lower is better)"),
-    ):
+    heavy = sorted(
+        {(r.target, r.protocol, r.model) for r in measured if "heavy" in r.model}, key=lambda k: k[2]
+    )
+    conns = sorted({r.connections for r in measured})
+    fig, axes = plt.subplots(3, 1, figsize=(12, 13), gridspec_kw={"height_ratios": [3, 3, 2]})
+    colors = plt.get_cmap("tab20")
+    panels = (
+        (axes[0], main, "rps", "200-tree booster: throughput, req/s (higher is better)"),
+        (axes[1], main, "p99", "200-tree booster: p99 latency, ms (log scale; lower is better)"),
+        (axes[2], heavy, "rps", "ours, 1,000-tree booster: unbatched vs batched (2 ms) vs adaptive, req/s"),
+    )
+    for ax, series, metric, title in panels:
+        width = 0.8 / max(len(series), 1)
+        for i, (target, protocol, model) in enumerate(series):
+            found = [_find(rows, target, protocol, model, c) for c in conns]
+            xs = [j + i * width for j in range(len(conns))]
+            values = [(r.rps if metric == "rps" else r.p99_us / 1000) if r else 0 for r in found]
+            ax.bar(xs, values, width, label=f"{target} {protocol} {model}", color=colors(i % 20))
         ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(conns))])
         ax.set_xticklabels([f"{c} connection{'s' if c > 1 else ''}" for c in conns])
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    bottom.set_yscale("log")
-    top.legend(fontsize=7, ncol=3)
-    fig.suptitle("One server core (taskset), one-row OIP v2 requests, 200-tree booster unless named")
+        if metric == "p99":
+            ax.set_yscale("log")
+        if series and metric == "rps":
+            ax.legend(fontsize=7, ncol=3)
+    fig.suptitle("Server pinned to one core (taskset), load generator on the other; one-row OIP v2 requests")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return True
 
 
