@@ -114,7 +114,9 @@ def main() -> None:
     import uvloop
 
     results = uvloop.run(main_async(args))
-    print(f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster as {args.model})")
+    print(
+        f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster as {args.model})"
+    )
     for label, wall, cpu in results:
         print(f"{label:10} {wall:9.1f} {cpu:9.1f}")
 
