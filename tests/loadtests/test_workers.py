@@ -59,7 +59,8 @@ def test_two_workers_share_the_port_and_both_serve(tmp_path: Path) -> None:
         workers: list[int] = []
         while time.monotonic() < deadline:  # both workers up (plus multiprocessing's helper)
             workers = [p for p in _children(server.proc.pid) if _is_worker(p)]
-            if len(workers) >= 2:
+            # both listening, not just started: a worker still loading models burns CPU too
+            if len(workers) >= 2 and server.log().count("REST listening on") >= 2:
                 break
             time.sleep(0.2)
         before = {pid: _cpu_ticks(pid) for pid in workers}

@@ -200,7 +200,9 @@ def test_workers_replace_a_killed_worker_and_exit_0_on_sigterm(repo: Path, tmp_p
     server = start_server(repo, tmp_path, args=["--workers", "2"], env=DRAIN_ENV)
     try:
         deadline = time.monotonic() + 60
-        while len(workers := _children(server.proc.pid)) < 2:
+        # Both processes exist before both listen: wait until each has bound its socket, or the
+        # victim may be the only listener and the next request is refused.
+        while len(workers := _children(server.proc.pid)) < 2 or server.log().count("REST listening on") < 2:
             assert time.monotonic() < deadline, "two workers never started"
             time.sleep(0.2)
         victim = min(workers)
