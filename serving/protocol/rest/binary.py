@@ -18,7 +18,7 @@ import orjson
 from serving.errors import InvalidInput
 from serving.protocol.rawtensor import from_raw, to_raw
 from serving.protocol.rest import codec
-from serving.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+from serving.types import InferenceRequest, InferenceResponse, Tensor
 
 HEADER = b"inference-header-content-length"
 
@@ -76,30 +76,7 @@ def decode_request(
             f"the body has {len(body) - offset} bytes after the last binary input; "
             "binary_data_size values and Inference-Header-Content-Length do not add up"
         )
-    return _finish(doc, model, version, inputs)
-
-
-def _finish(doc: dict[str, Any], model: str, version: str | None, inputs: list[Tensor]) -> InferenceRequest:
-    outputs = None
-    raw_outputs = doc.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise InvalidInput("'outputs' must be a list of {name} objects")
-        outputs = []
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                raise InvalidInput("each requested output needs a string 'name'")
-            params = raw.get("parameters")
-            if params is not None and not isinstance(params, dict):
-                raise InvalidInput(f"output '{raw['name']}': 'parameters' must be an object")
-            outputs.append(RequestedOutput(raw["name"], params))
-    request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInput("'id' must be a string")
-    parameters = doc.get("parameters")
-    if parameters is not None and not isinstance(parameters, dict):
-        raise InvalidInput("'parameters' must be an object")
-    return InferenceRequest(model, version, inputs, request_id, outputs, parameters)
+    return codec.finish_request(doc, model, version, inputs)
 
 
 def binary_outputs(request: InferenceRequest) -> set[str]:

@@ -131,6 +131,13 @@ def decode_request(body: bytes, model: str, version: str | None, max_elements: i
         shape = check_shape(name, raw.get("shape"), max_elements)
         parameters = raw.get("parameters")
         inputs.append(Tensor(name, datatype, shape, to_array(name, datatype, shape, raw["data"]), parameters))
+    return finish_request(doc, model, version, inputs)
+
+
+def finish_request(
+    doc: dict[str, Any], model: str, version: str | None, inputs: list[Tensor]
+) -> InferenceRequest:
+    """The request fields beside the inputs (outputs, id, parameters); shared with the binary codec."""
     outputs = None
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
@@ -140,7 +147,10 @@ def decode_request(body: bytes, model: str, version: str | None, max_elements: i
         for raw in raw_outputs:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise InvalidInput("each requested output needs a string 'name'")
-            outputs.append(RequestedOutput(raw["name"], raw.get("parameters")))
+            params = raw.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise InvalidInput(f"output '{raw['name']}': 'parameters' must be an object")
+            outputs.append(RequestedOutput(raw["name"], params))
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
