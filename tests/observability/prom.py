@@ -6,7 +6,7 @@ import contextlib
 import math
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,14 +61,23 @@ class Prometheus:
 
 @contextlib.contextmanager
 def running_prometheus(
-    binary: str, workdir: Path, targets: list[str], rule_files: list[Path], interval: str = "1s"
+    binary: str,
+    workdir: Path,
+    targets: list[str],
+    rule_files: list[Path],
+    interval: str = "1s",
+    extra_jobs: Sequence[dict[str, Any]] = (),
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (job "serving") every ``interval``, evaluating ``rule_files``."""
+    """Prometheus scraping ``targets`` (job "serving") and any ``extra_jobs`` (full scrape_config
+    entries) every ``interval``, evaluating ``rule_files``."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [
+            {"job_name": "serving", "static_configs": [{"targets": targets}]},
+            *extra_jobs,
+        ],
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.observability.prom import running_prometheus
 from tests.rollout.kube_fake import (
     NS,
     base_isvc,
@@ -40,7 +41,7 @@ from tests.rollout.kube_fake import (
     validator,
     without_required,
 )
-from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, running_server
+from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -110,10 +111,9 @@ POD_JOBS = {
 }
 
 
-@contextlib.contextmanager
-def running_prometheus(binary: str, workdir: Path, target: str) -> Iterator[str]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    jobs: list[dict[str, Any]] = [{"job_name": "serving", "static_configs": [{"targets": [target]}]}]
+def pod_jobs(target: str) -> list[dict[str, Any]]:
+    """Scrape jobs that relabel one server's series as if they came from KServe's pods."""
+    jobs: list[dict[str, Any]] = []
     for pod, (model, variant) in POD_JOBS.items():
         jobs.append(
             {
@@ -126,44 +126,7 @@ def running_prometheus(binary: str, workdir: Path, target: str) -> Iterator[str]
                 ],
             }
         )
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": jobs,
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    with (workdir / "prometheus.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(workdir / 'prometheus.log').read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("prometheus not ready after 30 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return jobs
 
 
 def start_load(tmp: Path, url: str) -> subprocess.Popen[bytes]:
@@ -212,9 +175,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     with contextlib.ExitStack() as cleanup:
         server = cleanup.enter_context(running_server(build_repo(tmp), tmp, grpc=False, env=env))
-        prom_url = cleanup.enter_context(
-            running_prometheus(prometheus_bin, tmp / "prometheus", f"127.0.0.1:{server.http_port}")
+        target = f"127.0.0.1:{server.http_port}"
+        prom = cleanup.enter_context(
+            running_prometheus(prometheus_bin, tmp / "prometheus", [target], [], extra_jobs=pod_jobs(target))
         )
+        prom_url = prom.url
         stack = Stack(server, prom_url, tmp)
         for model in (GOOD, BAD):
             done = stack.cli(
