@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     predict_threads: int = Field(2, ge=1)
     """Size of the thread pool that runs blocking predict calls off the event loop."""
 
+    inline_predict_us: float = Field(100.0, ge=0.0, le=10_000.0)
+    """Unbatched predict calls whose measured compute time (moving average per power-of-two
+    row count) is at most this many microseconds run on the event loop instead of the
+    thread pool: the hop to a pool thread costs 30-80 µs of CPU, more than such a call.
+    0 = always use the pool."""
+
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 above it)."""
 

@@ -292,15 +292,23 @@ def _split(outputs: dict[str, Array], batch: list[_Pending], rows: int) -> list[
     return results
 
 
-def predictor_factory(executor: Executor, metrics: Metrics | None) -> PredictorFactory:
+def predictor_factory(
+    executor: Executor, metrics: Metrics | None, inline_predict_us: float = 0.0
+) -> PredictorFactory:
     """The repository's ``predictor_factory``: a DynamicBatcher for versions whose config
-    enables batching, else a ThreadedPredictor; both on the shared ``executor``."""
+    enables batching, else a ThreadedPredictor (inline below ``inline_predict_us``); both on
+    the shared ``executor``."""
 
     def make(entry: ModelVersion, runtime: Runtime) -> Predictor:
         batching = entry.config.batching
         if not batching.enabled:
             return ThreadedPredictor(
-                runtime, executor, metrics=metrics, model=entry.model, version=entry.version
+                runtime,
+                executor,
+                metrics=metrics,
+                model=entry.model,
+                version=entry.version,
+                inline_budget_us=inline_predict_us,
             )
         return DynamicBatcher(
             runtime,
