@@ -57,7 +57,9 @@ class Components:
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
-    repository = ModelRepository(settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us))
+    repository = ModelRepository(
+        settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us)
+    )
     rng = random.Random(settings.router_seed) if settings.router_seed is not None else None
     dataplane = DataPlane(
         repository,

@@ -44,7 +44,9 @@ class Recording:
 @pytest.fixture
 def runtime(tmp_path: Path) -> Recording:
     model_dir = write_identity_model(tmp_path, "ident", "FP32", width=3)
-    real = load_runtime(load_config(model_dir / "config.yaml"), model_dir / "1", Settings(model_repo=tmp_path))
+    real = load_runtime(
+        load_config(model_dir / "config.yaml"), model_dir / "1", Settings(model_repo=tmp_path)
+    )
     return Recording(real)
 
 
