@@ -24,6 +24,18 @@ run): a client near 1.0 is saturated and the row measures the client, not the se
 
 Outputs in ``--out``: ``results.csv``, ``results.md`` (table with ratios to the floor and to
 each peer) and ``results.png`` (chart; needs matplotlib).
+
+Regression gate (``--baseline PATH``, default ``loadtests/latest/results.csv``; ``--tolerance
+0.10``; ``--no-gate``). Absolute req/s do not compare across runs on shared machines, ratios
+measured side by side in one run do: every ``ours`` row's req/s is divided by its floor's at the
+same connection count in the same file (REST rows by ``raw-asgi``, gRPC rows by ``grpc-floor``),
+in this run and in the baseline separately. A ratio more than the tolerance below the baseline's
+fails, and so does a batching lift (``bench-heavy-batched`` / ``-adaptive`` over ``bench-heavy``
+at 64 connections) more than the tolerance below. p99 ratios (ours / floor) are shown, and
+gated only with ``--p99-tolerance``. Rows or floors missing on either side are "not compared",
+not failed. The table and verdict are printed and appended to ``results.md``; a failed gate
+makes the exit code 1. ``--smoke`` runs skip the gate (points too short to mean anything).
+Pure part: ``regression_gate(rows, baseline_rows, tolerance)``.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -709,6 +721,204 @@ def table(rows: list[Row], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- regression gate --------------------------------------------------------------------
+DEFAULT_BASELINE = HERE / "latest" / "results.csv"
+FLOORS = {"json": "raw-asgi", "binary": "raw-asgi", "grpc": "grpc-floor"}
+LIFTS = (("bench-heavy-batched", "bench-heavy"), ("bench-heavy-adaptive", "bench-heavy"))
+LIFT_CONNECTIONS = 64
+
+
+def read_csv(path: Path) -> list[Row]:
+    """Rows of a ``results.csv`` written by :func:`write_csv` (columns it lacks keep defaults)."""
+    kinds = {f.name: f.type for f in fields(Row)}
+    convert: dict[str, Any] = {"str": str, "int": lambda v: int(float(v)), "float": float}
+    with path.open(newline="") as f:
+        return [
+            Row(
+                **{k: convert[str(kinds[k])](v) for k, v in raw.items() if k in kinds and v not in (None, "")}
+            )
+            for raw in csv.DictReader(f)
+        ]
+
+
+def _floor(rows: list[Row], row: Row) -> Row | None:
+    """The floor measured next to ``row`` in the same run: same protocol family, same connections."""
+    floor = FLOORS.get(row.protocol)
+    protocol = "grpc" if row.protocol == "grpc" else "json"
+    return _find(rows, floor, protocol, "bench-xgb", row.connections) if floor else None
+
+
+@dataclass
+class GateCheck:
+    """One compared figure: a row's req/s ratio to its floor, or a batching lift."""
+
+    name: str
+    baseline: float | None = None
+    current: float | None = None
+    failed: bool = False
+    note: str = ""
+    p99_baseline: float | None = None
+    p99_current: float | None = None
+
+    @property
+    def compared(self) -> bool:
+        return self.baseline is not None and self.current is not None
+
+    @property
+    def change(self) -> float | None:
+        if self.baseline and self.current is not None:
+            return self.current / self.baseline - 1
+        return None
+
+    @property
+    def p99_change(self) -> float | None:
+        if self.p99_baseline and self.p99_current is not None:
+            return self.p99_current / self.p99_baseline - 1
+        return None
+
+
+@dataclass
+class GateVerdict:
+    checks: list[GateCheck]
+    tolerance: float
+    p99_tolerance: float | None = None
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        return [c for c in self.checks if c.failed]
+
+    @property
+    def compared(self) -> list[GateCheck]:
+        return [c for c in self.checks if c.compared]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        if self.failures:
+            names = ", ".join(c.name for c in self.failures)
+            return f"FAIL: {len(self.failures)} of {len(self.compared)} compared figures out of tolerance ({names})"
+        if not self.compared:
+            return "NOT COMPARED: no figure matched the baseline (nothing was checked)"
+        return f"PASS: {len(self.compared)} figures within {self.tolerance:.0%} of the baseline"
+
+    def markdown(self, baseline: Path | str) -> str:
+        def pct(value: float | None) -> str:
+            return f"{value:+.1%}" if value is not None else "-"
+
+        def num(value: float | None, suffix: str = "") -> str:
+            return f"{value:.4g}{suffix}" if value is not None else "-"
+
+        p99_rule = (
+            f"fails above +{self.p99_tolerance:.0%}"
+            if self.p99_tolerance is not None
+            else "shown only (gate it with --p99-tolerance)"
+        )
+        lines = [
+            "",
+            "## Regression gate",
+            "",
+            f"Baseline `{baseline}`. Each figure is a ratio measured side by side in one run (req/s over the floor's "
+            f"at the same connection count: raw-asgi for REST, grpc-floor for gRPC; the lift is batched over unbatched "
+            f"req/s at {LIFT_CONNECTIONS} connections). A drop of more than {self.tolerance:.0%} fails; the p99 ratio "
+            f"(ours / floor) change is {p99_rule}.",
+            "",
+            "| row | baseline ratio | this run | change | p99 ratio change | result |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in self.checks:
+            suffix = "x" if c.name.startswith("lift") else ""
+            result = ("FAIL" if c.failed else "pass") if c.compared else "not compared"
+            if c.note:
+                result += f" ({c.note})"
+            lines.append(
+                f"| {c.name} | {num(c.baseline, suffix)} | {num(c.current, suffix)} | {pct(c.change)} | "
+                f"{pct(c.p99_change)} | {result} |"
+            )
+        lines += ["", f"Verdict: {self.summary()}", ""]
+        return "\n".join(lines)
+
+
+def regression_gate(
+    current: list[Row], baseline: list[Row], tolerance: float = 0.10, p99_tolerance: float | None = None
+) -> GateVerdict:
+    """Compare each ``ours`` row's ratio to its floor, and the batching lifts, with the baseline's.
+
+    Pure: rows in, verdict out. Ratios are computed within each list separately, so the two runs'
+    absolute speeds never meet. A figure fails when it is more than ``tolerance`` (a fraction)
+    below the baseline's; with ``p99_tolerance``, also when its p99 ratio is more than that above.
+    """
+
+    def key(row: Row) -> tuple[str, str, int, int]:
+        return (row.protocol, row.model, row.rows, row.connections)
+
+    def ratios(rows: list[Row], row: Row | None, side: str) -> tuple[float | None, float | None, str]:
+        """(req/s ratio, p99 ratio, why not) of ``row`` to its floor within ``rows``."""
+        if row is None:
+            return None, None, f"not in {side}"
+        if not row.rps:
+            return None, None, f"not measured in {side}"
+        floor = _floor(rows, row)
+        if floor is None:
+            return None, None, f"no {FLOORS.get(row.protocol, 'floor')} row in {side}"
+        p99 = row.p99_us / floor.p99_us if row.p99_us and floor.p99_us else None
+        return row.rps / floor.rps, p99, ""
+
+    def lift(rows: list[Row], batched: str, unbatched: str) -> float | None:
+        top = _find(rows, "ours", "json", batched, LIFT_CONNECTIONS)
+        bottom = _find(rows, "ours", "json", unbatched, LIFT_CONNECTIONS)
+        return top.rps / bottom.rps if top and bottom else None
+
+    ours_now = {key(r): r for r in current if r.target == "ours"}
+    ours_base = {key(r): r for r in baseline if r.target == "ours"}
+    checks: list[GateCheck] = []
+    for k in list(ours_base) + [k for k in ours_now if k not in ours_base]:
+        protocol, model, nrows, conns = k
+        check = GateCheck(f"ours {protocol} {model} rows={nrows} c={conns}")
+        check.baseline, check.p99_baseline, why_base = ratios(baseline, ours_base.get(k), "baseline")
+        check.current, check.p99_current, why_now = ratios(current, ours_now.get(k), "this run")
+        check.note = why_base or why_now
+        checks.append(check)
+    for batched, unbatched in LIFTS:
+        check = GateCheck(f"lift {batched} / {unbatched} c={LIFT_CONNECTIONS}")
+        check.baseline, check.current = lift(baseline, batched, unbatched), lift(current, batched, unbatched)
+        if check.baseline is None or check.current is None:
+            check.note = f"not measured in {'baseline' if check.baseline is None else 'this run'}"
+        checks.append(check)
+    for check in checks:
+        change, p99_change = check.change, check.p99_change
+        if change is not None and change < -tolerance:
+            check.failed = True
+        if p99_tolerance is not None and p99_change is not None and p99_change > p99_tolerance:
+            check.failed = True
+            check.note = f"p99 ratio {p99_change:+.1%}"
+    return GateVerdict(checks, tolerance, p99_tolerance)
+
+
+def resolve_baseline(args: argparse.Namespace) -> Path | None:
+    """The baseline CSV the gate compares with, or None when the gate does not run."""
+    if args.smoke or args.no_gate:
+        return None
+    if args.baseline is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE.exists() else None
+    if not args.baseline.is_file():
+        raise SystemExit(f"--baseline {args.baseline}: no such file")
+    return Path(args.baseline)
+
+
+def gate_section(
+    rows: list[Row],
+    baseline_rows: list[Row],
+    baseline: Path | str,
+    tolerance: float,
+    p99_tolerance: float | None,
+) -> tuple[str, bool]:
+    """The markdown section main appends to results.md, and whether the gate passed."""
+    verdict = regression_gate(rows, baseline_rows, tolerance, p99_tolerance)
+    return verdict.markdown(baseline), verdict.passed
+
+
 def chart(rows: list[Row], path: Path) -> bool:
     try:
         import matplotlib
@@ -776,9 +986,33 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these targets (raw-asgi, ours, grpc-floor, kserve, mlserver)",
     )
     parser.add_argument("--venv-dir", type=Path, default=Path.home() / ".cache" / "serving-bench")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="results.csv to gate against (default: loadtests/latest/results.csv if it exists; not with --smoke)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        help="largest allowed drop of a ratio to the floor (fraction)",
+    )
+    parser.add_argument(
+        "--p99-tolerance",
+        type=float,
+        default=None,
+        help="also fail when a p99 ratio (ours / floor) rises more than this (fraction); default: shown only",
+    )
+    parser.add_argument("--no-gate", action="store_true", help="do not compare with a baseline")
     args = parser.parse_args(argv)
+    if not 0 <= args.tolerance < 1 or (args.p99_tolerance is not None and args.p99_tolerance < 0):
+        parser.error("--tolerance must be in [0, 1) and --p99-tolerance >= 0")
     if args.smoke:
         args.duration, args.warmup, args.connections = min(args.duration, 1.0), 0.3, [1, 8]
+    baseline = resolve_baseline(args)
+    # read before the run: --out may be the baseline's own directory
+    baseline_rows = read_csv(baseline) if baseline else []
     command = " ".join(["python", "loadtests/bench.py", *(argv if argv is not None else sys.argv[1:])])
     started_at = time.time()
     bench = Bench(args)
@@ -791,11 +1025,26 @@ def main(argv: list[str] | None = None) -> int:
     report = table(rows, command)
     load = os.getloadavg()
     report += f"\nRun {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started_at))}, {time.time() - started_at:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores.\n"
+    gate_ok = True
+    if baseline:
+        shown = baseline.resolve()
+        shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+        section, gate_ok = gate_section(rows, baseline_rows, shown, args.tolerance, args.p99_tolerance)
+        report += section
+    else:
+        why = (
+            "--smoke (points too short to compare)"
+            if args.smoke
+            else "--no-gate"
+            if args.no_gate
+            else f"no baseline ({DEFAULT_BASELINE.relative_to(ROOT)} does not exist)"
+        )
+        report += f"\nRegression gate: not run, {why}.\n"
     (args.out / "results.md").write_text(report)
     chart(rows, args.out / "results.png")
     print(report)
     failed = [r for r in rows if r.target == "ours" and not r.rps]
-    return 1 if failed or not any(r.target == "ours" and r.rps for r in rows) else 0
+    return 1 if failed or not gate_ok or not any(r.target == "ours" and r.rps for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ one-second points, real wrk and gRPC load against real processes."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
+from loadtests import bench
 from tests.server_process import ROOT
 
 
@@ -41,3 +43,27 @@ def test_bench_smoke_writes_csv_table_and_chart(tmp_path: Path) -> None:
     assert "| ours | json | bench-onnx | 1 | 8 |" in table
     assert "python loadtests/bench.py --smoke" in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the regression gate does not judge one-second points ...
+    assert "Regression gate: not run, --smoke" in table and "## Regression gate" not in table
+    # ... but its code path runs on this real output: against itself it passes, against a
+    # baseline where ours was 25 % faster relative to the floor it fails that row
+    smoke_rows = bench.read_csv(out / "results.csv")
+    section, ok = bench.gate_section(smoke_rows, smoke_rows, out / "results.csv", 0.10, None)
+    assert ok, section
+    assert "| ours json bench-onnx rows=1 c=8 |" in section and "+0.0% | pass |" in section
+    assert (
+        "| ours grpc bench-onnx rows=1 c=8 | - | - | - | - | not compared (no grpc-floor row in baseline) |"
+        in section
+    )
+    faster = [
+        dataclasses.replace(r, rps=r.rps * 1.25)
+        if (r.target, r.model, r.connections) == ("ours", "bench-xgb", 8)
+        else r
+        for r in smoke_rows
+    ]
+    bench.write_csv(faster, tmp_path / "baseline.csv")
+    section, ok = bench.gate_section(
+        smoke_rows, bench.read_csv(tmp_path / "baseline.csv"), "b.csv", 0.10, None
+    )
+    assert not ok
+    assert "| ours json bench-xgb rows=1 c=8 |" in section and "-20.0% |" in section and "FAIL" in section
