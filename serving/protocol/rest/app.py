@@ -29,6 +29,7 @@ from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.rest import binary, codec
 from serving.protocol.rest.admin import admin_routes
+from serving.protocol.rest.onewrite import try_respond
 from serving.settings import Settings
 
 log = logging.getLogger("serving.rest")
@@ -97,6 +98,8 @@ class InferenceApp:
                 b'{"error":"internal server error"}',
                 [(b"content-type", b"application/json")],
             )
+        if try_respond(send, status, headers, body):
+            return
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,8 @@ protocol adds two absolute timers per request:
 - **body**: from the end of the headers to the end of the body; on expiry the connection is
   closed and the app sees ``http.disconnect`` (an inference request is then abandoned
   before compute).
+
+It also gives every request the one-write response cycle of serving.protocol.rest.onewrite.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import asyncio
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from serving.protocol.rest.onewrite import OneWriteCycle
 
 log = logging.getLogger("serving.rest")
 
@@ -62,6 +66,10 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        # The cycle uvicorn just made, given the one-write ``respond`` (same attributes, one
+        # more method; see serving/protocol/rest/onewrite.py).
+        if type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = OneWriteCycle
         self._arm(self.body_timeout, "body")
 
     def on_message_complete(self) -> None:
