@@ -5,7 +5,10 @@ then drives the ASGI app directly with an in-memory receive/send, one request at
 times each stage separately:
 
 - ``runtime``: ``Runtime.predict`` called inline (the model alone);
-- ``predictor``: ``Predictor.predict`` (adds the hop to the predict thread pool and back);
+- ``pool``: ``ThreadedPredictor.predict`` forced onto the predict thread pool
+  (``inline_budget_us=0``): the runtime plus the hop to a pool thread and back;
+- ``predictor``: the version's own predictor as the server builds it (inline on the event loop
+  for calls measured under ``Settings.inline_predict_us``);
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send.
 
@@ -32,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
 
+from serving.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
 from serving.server import build, load_models  # noqa: E402
 from serving.settings import Settings  # noqa: E402
@@ -79,6 +83,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_runtime() -> None:
         runtime.predict(inputs)
 
+    pooled = ThreadedPredictor(runtime, parts.executor)
+
+    async def call_pool() -> None:
+        await pooled.predict(inputs, None)
+
     async def call_predictor() -> None:
         await predictor.predict(inputs, None)
 
@@ -90,6 +99,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
 
     stages = {
         "runtime": call_runtime,
+        "pool": call_pool,
         "predictor": call_predictor,
         "dataplane": call_dataplane,
         "asgi": call_asgi,
@@ -108,7 +118,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="calls per stage")
-    parser.add_argument("--only", choices=["runtime", "predictor", "dataplane", "asgi"])
+    parser.add_argument("--only", choices=["runtime", "pool", "predictor", "dataplane", "asgi"])
     parser.add_argument("--model", default="bench-onnx", choices=["bench-onnx", "bench-xgb"])
     args = parser.parse_args()
     import uvloop
