@@ -23,6 +23,11 @@ _COST_WEIGHT = 0.125
 """Weight of the newest call in a bucket's moving average of compute time (about the last
 eight calls count), so a model that slows down under load leaves the event loop quickly."""
 
+_SPIKE_CAP = 4.0
+"""Samples count at most this many budgets: one call stretched by the OS scheduling other
+work, or by a GC pause, does not move a cheap model off the loop; a model that is really
+slower leaves within three calls."""
+
 
 class Predictor(Protocol):
     async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]: ...
@@ -45,7 +50,8 @@ class ThreadedPredictor:
     Inline calls are timed by the wall clock (how long the loop was blocked). Pool calls
     are timed by the pool thread's CPU time: their wall time includes waiting to take the
     GIL back from the busy event loop after the runtime released it, which measured 150-300
-    µs for a 7 µs call and would keep every model on the pool.
+    µs for a 7 µs call and would keep every model on the pool. Samples are capped at four
+    budgets (``_SPIKE_CAP``), so one preempted call does not move a model off the loop.
 
     With ``metrics`` it records the version's stage metrics as the batcher does (a batch of
     one request): queue wait is the time until a pool thread picks the call up (zero
@@ -68,6 +74,7 @@ class ThreadedPredictor:
         self._model = model
         self._lock = threading.Lock()
         self._budget = inline_budget_us * 1e-6
+        self._cap = self._budget * _SPIKE_CAP if self._budget else float("inf")
         # rows.bit_length() -> moving average of seconds per runtime call. Written by pool
         # threads and the loop; a dict item store is atomic under the GIL.
         self._cost: dict[int, float] = {}
@@ -100,6 +107,7 @@ class ThreadedPredictor:
                         stage.queue_depth.dec()
 
     def _record(self, bucket: int, seconds: float) -> None:
+        seconds = min(seconds, self._cap)
         previous = self._cost.get(bucket)
         self._cost[bucket] = seconds if previous is None else previous + _COST_WEIGHT * (seconds - previous)
 
