@@ -23,6 +23,9 @@ _COST_WEIGHT = 0.125
 """Weight of the newest call in a bucket's moving average of compute time (about the last
 eight calls count), so a model that slows down under load leaves the event loop quickly."""
 
+_RETRY_WEIGHT = 1 / 128
+"""How fast a bucket that left the loop drifts back toward its pool cost (see _record_pool)."""
+
 _SPIKE_CAP = 4.0
 """Samples count at most this many budgets: one call stretched by the OS scheduling other
 work, or by a GC pause, does not move a cheap model off the loop; a model that is really
@@ -47,10 +50,12 @@ class ThreadedPredictor:
     (whose calls keep the average current), so a heavy model or a large batch never blocks
     the loop. ``inline_budget_us=0`` always uses the pool.
 
-    Inline calls are timed by the wall clock (how long the loop was blocked). Pool calls
-    are timed by the pool thread's CPU time: their wall time includes waiting to take the
-    GIL back from the busy event loop after the runtime released it, which measured 150-300
-    µs for a 7 µs call and would keep every model on the pool. Samples are capped at four
+    Inline calls are timed by the wall clock (how long the loop was blocked), and that
+    average decides. Before a row count has run inline, the pool's measure is the guess:
+    the pool thread's CPU time, because the wall time of a pool call includes waiting to take
+    the GIL back from the busy event loop (150-300 µs measured around a 7 µs call), which
+    would keep every model on the pool. CPU time misses a runtime that waits on threads of
+    its own; its first inline calls show that and send it back. Samples are capped at four
     budgets (``_SPIKE_CAP``), so one preempted call does not move a model off the loop.
 
     With ``metrics`` it records the version's stage metrics as the batcher does (a batch of
@@ -75,20 +80,28 @@ class ThreadedPredictor:
         self._lock = threading.Lock()
         self._budget = inline_budget_us * 1e-6
         self._cap = self._budget * _SPIKE_CAP if self._budget else float("inf")
-        # rows.bit_length() -> moving average of seconds per runtime call. Written by pool
-        # threads and the loop; a dict item store is atomic under the GIL.
-        self._cost: dict[int, float] = {}
+        # rows.bit_length() -> moving averages of seconds per runtime call: wall time of inline
+        # calls, thread CPU time of pool calls. Written by pool threads and the loop; a dict
+        # item store is atomic under the GIL.
+        self._inline_cost: dict[int, float] = {}
+        self._pool_cost: dict[int, float] = {}
 
     def inline_buckets(self) -> list[int]:
         """Row-count buckets (``rows.bit_length()``) currently served inline; for tests."""
-        return sorted(b for b, cost in self._cost.items() if cost <= self._budget)
+        buckets = set(self._inline_cost) | set(self._pool_cost)
+        return sorted(b for b in buckets if self._runs_inline(b))
+
+    def _runs_inline(self, bucket: int) -> bool:
+        # What inline calls cost is the measure; before any, the pool's CPU time is the guess.
+        cost = self._inline_cost.get(bucket)
+        if cost is None:
+            cost = self._pool_cost.get(bucket)
+        return cost is not None and cost <= self._budget
 
     async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
         bucket = batch_rows(inputs).bit_length()
-        if self._budget:
-            cost = self._cost.get(bucket)
-            if cost is not None and cost <= self._budget:
-                return self._inline(inputs, bucket)
+        if self._budget and self._runs_inline(bucket):
+            return self._inline(inputs, bucket)
         loop = asyncio.get_running_loop()
         stage = self._stage
         if stage is None:
@@ -106,17 +119,32 @@ class ThreadedPredictor:
                         waiting[0] = False
                         stage.queue_depth.dec()
 
-    def _record(self, bucket: int, seconds: float) -> None:
+    def _record_inline(self, bucket: int, seconds: float) -> None:
         seconds = min(seconds, self._cap)
-        previous = self._cost.get(bucket)
-        self._cost[bucket] = seconds if previous is None else previous + _COST_WEIGHT * (seconds - previous)
+        previous = self._inline_cost.get(bucket)
+        self._inline_cost[bucket] = (
+            seconds if previous is None else previous + _COST_WEIGHT * (seconds - previous)
+        )
+
+    def _record_pool(self, bucket: int, cpu_seconds: float) -> None:
+        cpu_seconds = min(cpu_seconds, self._cap)
+        previous = self._pool_cost.get(bucket)
+        self._pool_cost[bucket] = (
+            cpu_seconds if previous is None else previous + _COST_WEIGHT * (cpu_seconds - previous)
+        )
+        # A bucket that left the loop drifts back toward its pool cost, so one that was only
+        # slow for a while (a noisy neighbour) is tried inline again some hundred calls later,
+        # while one that waits on other threads (wall >> CPU) is retried that rarely.
+        inline = self._inline_cost.get(bucket)
+        if inline is not None and inline > self._budget:
+            self._inline_cost[bucket] = inline + _RETRY_WEIGHT * (cpu_seconds - inline)
 
     def _inline(self, inputs: dict[str, Array], bucket: int) -> dict[str, Array]:
         # The dataplane checked the deadline just before; nothing waited since.
         start = time.perf_counter()
         outputs = self._runtime.predict(inputs)
         elapsed = time.perf_counter() - start
-        self._record(bucket, elapsed)
+        self._record_inline(bucket, elapsed)
         stage = self._stage
         if stage is not None:
             stage.queue_wait.observe(0.0)
@@ -135,7 +163,7 @@ class ThreadedPredictor:
         self._check_deadline(deadline)
         cpu = time.thread_time()
         outputs = self._runtime.predict(inputs)
-        self._record(bucket, time.thread_time() - cpu)
+        self._record_pool(bucket, time.thread_time() - cpu)
         return outputs
 
     def _timed(
@@ -156,7 +184,7 @@ class ThreadedPredictor:
         self._check_deadline(deadline)
         cpu = time.thread_time()
         outputs = self._runtime.predict(inputs)
-        self._record(bucket, time.thread_time() - cpu)
+        self._record_pool(bucket, time.thread_time() - cpu)
         stage.compute.observe(time.perf_counter() - start)
         stage.batch_size.observe(batch_rows(inputs))
         return outputs

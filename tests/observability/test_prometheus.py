@@ -226,9 +226,14 @@ def test_real_prometheus_scrapes_server_rules_and_dashboard(prometheus_bin: str,
         overhead = exact_quantile([measured[k] - server_seconds[k] for k in measured], 0.99)
         report = [f"{sent} requests; client overhead p99 {overhead * 1e3:.3f} ms"]
         for q in (0.5, 0.95, 0.99):
-            estimate = prom.value(
-                f'histogram_quantile({q}, sum by (le) (serving_request_duration_seconds_bucket{{model="deep"}}))'
+            # wait_for: a scrape that timed out on a loaded machine leaves the series stale
+            # for a moment, and an instant query then returns nothing.
+            (series,) = prom.wait_for(
+                f'histogram_quantile({q}, sum by (le) (serving_request_duration_seconds_bucket{{model="deep"}}))',
+                lambda r: len(r) == 1,
+                timeout=15,
             )
+            estimate = float(series["value"][1])
             exact = exact_quantile(list(server_seconds.values()), q)
             client = exact_quantile(list(measured.values()), q)
             report.append(
