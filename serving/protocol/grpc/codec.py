@@ -7,12 +7,13 @@ tritonclient and KServe clients get raw bytes and grpcurl users get readable typ
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
 
-from serving.datatypes import numpy_dtype
+from serving.datatypes import TO_NUMPY, numpy_dtype
 from serving.errors import InvalidInput
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc.stubs import load
@@ -35,6 +36,13 @@ CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+
+
+# Fixed-size datatypes as raw contents carry them (little-endian), looked up once per tensor.
+RAW_DTYPES = {name: dtype.newbyteorder("<") for name, dtype in TO_NUMPY.items() if name != "BYTES"}
+
+_MAX_RANK = 16  # as serving.protocol.rest.codec.check_shape, which words every shape error
+_KNOWN_NAMES_MAX = 1024  # valid model names decode_request remembers per caller
 
 
 def params_from_pb(params: Any) -> Parameters | None:
@@ -84,61 +92,103 @@ def _from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: A
     return array.reshape(shape)
 
 
-def decode_request(pb: Any, max_elements: int) -> InferenceRequest:
-    """ModelInferRequest -> InferenceRequest; InvalidInput names the tensor and the problem."""
-    check_model_name(pb.model_name)
+def _shape(name: str, dims: tuple[int, ...], max_elements: int) -> tuple[int, ...]:
+    """Protobuf dims are ints already: the common case costs one product; anything
+    unusual goes to check_shape, which raises the shared message."""
+    if len(dims) <= _MAX_RANK and (not dims or min(dims) >= 0) and math.prod(dims) <= max_elements:
+        return dims
+    return check_shape(name, list(dims), max_elements)
+
+
+def _raw_array(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes) -> Array:
+    """``from_raw`` for one raw_input_contents entry; a well-formed fixed-size tensor is a
+    read-only view without further checks, anything else goes through ``from_raw``."""
+    dtype = RAW_DTYPES.get(datatype)
+    if dtype is not None and len(buffer) == math.prod(shape) * dtype.itemsize:
+        array = np.frombuffer(buffer, dtype=dtype)
+        if array.flags.aligned:
+            return array.reshape(shape)
+    numpy_dtype(datatype)  # unknown datatype -> InvalidInput naming the choices
+    return from_raw(name, datatype, shape, buffer)
+
+
+def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = None) -> InferenceRequest:
+    """ModelInferRequest -> InferenceRequest; InvalidInput names the tensor and the problem.
+
+    ``known_names`` (the caller's, kept across calls) remembers model names that passed
+    ``check_model_name``, so a name seen before skips the pattern match."""
+    model = pb.model_name
+    if known_names is None or model not in known_names:
+        check_model_name(model)
+        if known_names is not None and len(known_names) < _KNOWN_NAMES_MAX:
+            known_names.add(model)
     version = pb.model_version or None
     if version is not None:
         check_version_name(version)
-    if not pb.inputs:
+    tensors = pb.inputs
+    if not tensors:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
     raw = pb.raw_input_contents
-    if raw and len(raw) != len(pb.inputs):
+    if raw and len(raw) != len(tensors):
         raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries for {len(pb.inputs)} inputs; give one per input"
+            f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; give one per input"
         )
     inputs: list[Tensor] = []
-    for i, tensor in enumerate(pb.inputs):
-        shape = check_shape(tensor.name, list(tensor.shape), max_elements)
+    for i, tensor in enumerate(tensors):
+        name, datatype = tensor.name, tensor.datatype
+        shape = _shape(name, tuple(tensor.shape), max_elements)
         if raw:
             if tensor.HasField("contents"):
-                raise InvalidInput(
-                    f"input '{tensor.name}': use either contents or raw_input_contents, not both"
-                )
-            numpy_dtype(tensor.datatype)
-            array = from_raw(tensor.name, tensor.datatype, shape, raw[i])
+                raise InvalidInput(f"input '{name}': use either contents or raw_input_contents, not both")
+            array = _raw_array(name, datatype, shape, raw[i])
         else:
-            array = _from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
-        inputs.append(Tensor(tensor.name, tensor.datatype, shape, array, params_from_pb(tensor.parameters)))
-    outputs = [RequestedOutput(o.name, params_from_pb(o.parameters)) for o in pb.outputs] or None
+            array = _from_contents(name, datatype, shape, tensor.contents)
+        params = tensor.parameters
+        inputs.append(Tensor(name, datatype, shape, array, params_from_pb(params) if params else None))
+    outputs = pb.outputs
+    params = pb.parameters
     return InferenceRequest(
-        pb.model_name,
+        model,
         version,
         inputs,
         pb.id or None,
-        outputs,
-        params_from_pb(pb.parameters),
+        [RequestedOutput(o.name, params_from_pb(o.parameters)) for o in outputs] if outputs else None,
+        params_from_pb(params) if params else None,
         protocol="grpc",
     )
 
 
+def _raw_bytes(datatype: str, array: Array) -> bytes:
+    dtype = RAW_DTYPES.get(datatype)
+    if dtype is not None and array.dtype == dtype:
+        return array.tobytes()  # row-major whatever the array's layout
+    return to_raw(datatype, array)
+
+
 def encode_response(response: InferenceResponse, raw: bool) -> Any:
     """InferenceResponse -> ModelInferResponse, raw_output_contents when ``raw`` (or FP16)."""
-    stubs = load()
-    out = stubs.ModelInferResponse(
+    out = load().messages["ModelInferResponse"](
         model_name=response.model, model_version=response.version, id=response.id or ""
     )
     if response.parameters:
         params_to_pb(out.parameters, response.parameters)
+    tensors = response.outputs
+    add = out.outputs.add
     # raw_output_contents is all-or-nothing, and FP16 can only travel raw.
-    use_raw = raw or any(t.datatype not in CONTENTS_FIELD for t in response.outputs)
-    for tensor in response.outputs:
-        entry = out.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    if raw or any(t.datatype not in CONTENTS_FIELD for t in tensors):
+        contents = []
+        for tensor in tensors:
+            entry = add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            if tensor.parameters:
+                params_to_pb(entry.parameters, tensor.parameters)
+            contents.append(_raw_bytes(tensor.datatype, tensor.data))
+        out.raw_output_contents.extend(contents)
+        return out
+    for tensor in tensors:
+        entry = add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         if tensor.parameters:
             params_to_pb(entry.parameters, tensor.parameters)
-        if use_raw:
-            out.raw_output_contents.append(to_raw(tensor.datatype, tensor.data))
-        elif tensor.datatype == "BYTES":
+        if tensor.datatype == "BYTES":
             entry.contents.bytes_contents.extend(
                 v if isinstance(v, bytes) else str(v).encode() for v in tensor.data.ravel()
             )

@@ -36,9 +36,21 @@ def status_code(exc: ServingError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
 
 
-def _guard(method: Handler) -> Handler:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _guard(method: Handler, message: Any) -> Handler:
+    """The handler grpc calls with the raw request bytes: parse, run ``method``, map errors.
+
+    Parsing happens here, not in a grpc deserializer: a malformed message is the client's
+    fault (INVALID_ARGUMENT), where a failing deserializer would answer UNKNOWN and log a
+    traceback. One wrapper (not one per concern) keeps the per-call frames few."""
+    parse = message.FromString
+    full_name = message.DESCRIPTOR.full_name
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
+            try:
+                request = parse(raw)
+            except DecodeError as exc:
+                raise InvalidInput(f"request is not a valid {full_name}: {exc}") from None
             return await method(request, context)
         except ServingError as exc:
             code, details = status_code(exc), exc.message
@@ -72,6 +84,7 @@ class InferenceServicer:
         self._control = control or ModelControl(settings, dataplane)
         self._pb = stubs
         self._max_elements = settings.max_tensor_elements
+        self._model_names: set[str] = set()  # names that passed check_model_name (bounded)
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return self._pb.ServerLiveResponse(live=self._dataplane.live())
@@ -105,7 +118,7 @@ class InferenceServicer:
         )
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        infer_request = codec.decode_request(request, self._max_elements)
+        infer_request = codec.decode_request(request, self._max_elements, self._model_names)
         remaining = context.time_remaining()
         if remaining is not None:
             infer_request.deadline = time.monotonic() + remaining
@@ -155,26 +168,11 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
         return health_pb2.HealthCheckResponse(status=status)
 
 
-def _parsed(method: Handler, message: Any) -> Handler:
-    """Parse the request inside the handler: a malformed message is the client's fault
-    (INVALID_ARGUMENT), where a failing grpc deserializer would answer UNKNOWN and log a traceback."""
-
-    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            request = message.FromString(raw)
-        except DecodeError as exc:
-            raise InvalidInput(f"request is not a valid {message.DESCRIPTOR.full_name}: {exc}") from None
-        return await method(request, context)
-
-    handler.__name__ = method.__name__
-    return handler
-
-
 def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcHandler:
     handlers = {}
     for method in stubs.service.methods:
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(_parsed(getattr(servicer, method.name), stubs.messages[method.input_type.name])),
+            _guard(getattr(servicer, method.name), stubs.messages[method.input_type.name]),
             response_serializer=stubs.messages[method.output_type.name].SerializeToString,
         )
     return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)
