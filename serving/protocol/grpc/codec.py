@@ -105,9 +105,9 @@ def _raw_array(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes) 
     read-only view without further checks, anything else goes through ``from_raw``."""
     dtype = RAW_DTYPES.get(datatype)
     if dtype is not None and len(buffer) == math.prod(shape) * dtype.itemsize:
-        array = np.frombuffer(buffer, dtype=dtype)
+        array: Array = np.ndarray(shape, dtype, buffer)  # one call: view, dtype and shape
         if array.flags.aligned:
-            return array.reshape(shape)
+            return array
     numpy_dtype(datatype)  # unknown datatype -> InvalidInput naming the choices
     return from_raw(name, datatype, shape, buffer)
 

@@ -43,7 +43,10 @@ def test_raw_contents_are_zero_copy() -> None:
     decoded = codec.decode_request(req, max_elements=100).inputs[0].data
     np.testing.assert_array_equal(decoded, array)
     # a view over the protobuf's bytes object, not a copy
-    assert isinstance(decoded.base, np.ndarray) and isinstance(decoded.base.base, bytes)
+    root = decoded
+    while isinstance(root, np.ndarray):
+        root = root.base
+    assert isinstance(root, bytes) and root == array.tobytes()
     assert not decoded.flags.writeable
 
 
