@@ -9,6 +9,9 @@ times each stage separately:
   (``inline_budget_us=0``): the runtime plus the hop to a pool thread and back;
 - ``predictor``: the version's own predictor as the server builds it (inline on the event loop
   for calls measured under ``Settings.inline_predict_us``);
+- ``routing``, ``validation``, ``metrics``: what the router, the signature check and the
+  Prometheus updates of one request cost alone (the features the speed issue's 10 % guard
+  is about);
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send.
 
@@ -39,6 +42,9 @@ from serving.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
 from serving.server import build, load_models  # noqa: E402
 from serving.settings import Settings  # noqa: E402
+from serving.validation import validate_inputs  # noqa: E402
+
+STAGES = ("runtime", "pool", "predictor", "routing", "validation", "metrics", "dataplane", "asgi")
 
 
 async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple[str, float, float]:
@@ -91,6 +97,28 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_predictor() -> None:
         await predictor.predict(inputs, None)
 
+    # What the features of the other issues add to each request, alone:
+    model = parts.repository.models[args.model]
+    request = codec.decode_request(body, args.model, None, 1 << 20)
+    assert entry.config is not None
+    config, metrics = entry.config, parts.metrics
+    stage = metrics.stage(args.model, "1")
+    inflight = metrics.inflight_for(args.model)
+
+    async def call_routing() -> None:
+        parts.dataplane.router.select(model, None, None)
+
+    async def call_validation() -> None:
+        validate_inputs(config, request)
+
+    async def call_metrics() -> None:
+        inflight.inc()
+        inflight.dec()
+        stage.queue_wait.observe(0.0)
+        stage.compute.observe(7e-6)
+        stage.batch_size.observe(1)
+        metrics.observe_request(args.model, "1", "stable", "rest", "2xx", 3e-5)
+
     async def call_dataplane() -> None:
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
 
@@ -101,6 +129,9 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "runtime": call_runtime,
         "pool": call_pool,
         "predictor": call_predictor,
+        "routing": call_routing,
+        "validation": call_validation,
+        "metrics": call_metrics,
         "dataplane": call_dataplane,
         "asgi": call_asgi,
     }
@@ -118,7 +149,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="calls per stage")
-    parser.add_argument("--only", choices=["runtime", "pool", "predictor", "dataplane", "asgi"])
+    parser.add_argument("--only", choices=list(STAGES))
     parser.add_argument("--model", default="bench-onnx", choices=["bench-onnx", "bench-xgb"])
     args = parser.parse_args()
     import uvloop
