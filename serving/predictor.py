@@ -23,8 +23,12 @@ _COST_WEIGHT = 0.125
 """Weight of the newest call in a bucket's moving average of compute time (about the last
 eight calls count), so a model that slows down under load leaves the event loop quickly."""
 
-_RETRY_WEIGHT = 1 / 128
+_RETRY_WEIGHT = 1 / 32
 """How fast a bucket that left the loop drifts back toward its pool cost (see _record_pool)."""
+
+_RETURN_SHARE = 0.5
+"""A bucket that left the loop returns once its average is under this share of the budget:
+hysteresis, so a model whose cost sits at the budget does not flap between loop and pool."""
 
 _SPIKE_CAP = 4.0
 """Samples count at most this many budgets: one call stretched by the OS scheduling other
@@ -56,7 +60,9 @@ class ThreadedPredictor:
     the GIL back from the busy event loop (150-300 µs measured around a 7 µs call), which
     would keep every model on the pool. CPU time misses a runtime that waits on threads of
     its own; its first inline calls show that and send it back. Samples are capped at four
-    budgets (``_SPIKE_CAP``), so one preempted call does not move a model off the loop.
+    budgets (``_SPIKE_CAP``), so one preempted call does not move a model off the loop; one
+    that left returns when its average, drifting toward the pool's measure, is under half
+    the budget.
 
     With ``metrics`` it records the version's stage metrics as the batcher does (a batch of
     one request): queue wait is the time until a pool thread picks the call up (zero
@@ -85,6 +91,7 @@ class ThreadedPredictor:
         # item store is atomic under the GIL.
         self._inline_cost: dict[int, float] = {}
         self._pool_cost: dict[int, float] = {}
+        self._left: set[int] = set()  # buckets that went over the budget inline
 
     def inline_buckets(self) -> list[int]:
         """Row-count buckets (``rows.bit_length()``) currently served inline; for tests."""
@@ -96,7 +103,13 @@ class ThreadedPredictor:
         cost = self._inline_cost.get(bucket)
         if cost is None:
             cost = self._pool_cost.get(bucket)
-        return cost is not None and cost <= self._budget
+        if cost is None:
+            return False
+        if bucket in self._left:
+            if cost > self._budget * _RETURN_SHARE:
+                return False
+            self._left.discard(bucket)
+        return cost <= self._budget
 
     async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
         bucket = batch_rows(inputs).bit_length()
@@ -122,9 +135,10 @@ class ThreadedPredictor:
     def _record_inline(self, bucket: int, seconds: float) -> None:
         seconds = min(seconds, self._cap)
         previous = self._inline_cost.get(bucket)
-        self._inline_cost[bucket] = (
-            seconds if previous is None else previous + _COST_WEIGHT * (seconds - previous)
-        )
+        cost = seconds if previous is None else previous + _COST_WEIGHT * (seconds - previous)
+        self._inline_cost[bucket] = cost
+        if cost > self._budget:
+            self._left.add(bucket)
 
     def _record_pool(self, bucket: int, cpu_seconds: float) -> None:
         cpu_seconds = min(cpu_seconds, self._cap)
@@ -133,10 +147,10 @@ class ThreadedPredictor:
             cpu_seconds if previous is None else previous + _COST_WEIGHT * (cpu_seconds - previous)
         )
         # A bucket that left the loop drifts back toward its pool cost, so one that was only
-        # slow for a while (a noisy neighbour) is tried inline again some hundred calls later,
+        # slow for a while (a noisy neighbour) is tried inline again a few dozen calls later,
         # while one that waits on other threads (wall >> CPU) is retried that rarely.
         inline = self._inline_cost.get(bucket)
-        if inline is not None and inline > self._budget:
+        if inline is not None and bucket in self._left:
             self._inline_cost[bucket] = inline + _RETRY_WEIGHT * (cpu_seconds - inline)
 
     def _inline(self, inputs: dict[str, Array], bucket: int) -> dict[str, Array]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,9 +51,19 @@ def runtime(tmp_path: Path) -> Recording:
     return Recording(real)
 
 
+def _warm_pool(runtime: Recording) -> ThreadPoolExecutor:
+    """A one-thread pool whose thread has run the model once: the very first call on a new
+    thread costs onnxruntime ~1 ms of set-up, which would make the pool's first guess (and
+    so these tests' sequences) depend on the machine."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool")
+    for rows in (1, 2, 4, 300):
+        executor.submit(runtime.runtime.predict, {"x": np.ones((rows, 3), dtype=np.float32)}).result()
+    return executor
+
+
 def _run(runtime: Recording, budget_us: float, calls: list[int], metrics: Metrics | None = None) -> list[str]:
     """Runs one call per entry (its row count) in order; returns the thread of each call."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool")
+    executor = _warm_pool(runtime)
     predictor = ThreadedPredictor(
         runtime, executor, inline_budget_us=budget_us, metrics=metrics, model="ident", version="1"
     )
@@ -81,47 +92,52 @@ def test_budget_zero_always_uses_the_pool(runtime: Recording) -> None:
 
 
 def test_a_model_slower_than_the_budget_stays_on_the_pool(runtime: Recording) -> None:
-    # 2 ms per call against a 100 µs budget, spent sleeping: the pool thread's CPU time says
-    # cheap, so it is tried inline once; the wall clock there sends it back for good.
+    # 2 ms per call against a 100 µs budget, spent sleeping: the pool thread's CPU time may
+    # say cheap (once a cold first call's cost has decayed), and then it is tried inline
+    # once; the wall clock there sends it back, and one probe in 20 calls is all it gets.
     runtime.delay = 0.002
-    assert _run(runtime, 100, [1] * 20) == ["pool", "loop"] + ["pool"] * 18
+    where = _run(runtime, 100, [1] * 20)
+    assert where[0] == "pool" and where.count("loop") <= 1
+
+
+Steps = Callable[[ThreadedPredictor, dict[str, Array]], Awaitable[None]]
+
+
+def _drive(runtime: Recording, budget_us: float, steps: Steps) -> list[str]:
+    """Runs ``steps`` against a fresh predictor on one-row inputs; where each call ran."""
+    executor = _warm_pool(runtime)
+    predictor = ThreadedPredictor(runtime, executor, inline_budget_us=budget_us)
+    try:
+        asyncio.run(steps(predictor, {"x": np.ones((1, 3), dtype=np.float32)}))
+    finally:
+        executor.shutdown()
+    return ["loop" if name == "MainThread" else "pool" for name in runtime.threads]
 
 
 def test_a_model_that_slows_down_leaves_the_loop(runtime: Recording) -> None:
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool")
-    predictor = ThreadedPredictor(runtime, executor, inline_budget_us=1_000)
-    x = {"x": np.ones((1, 3), dtype=np.float32)}
-
-    async def scenario() -> None:
+    async def steps(predictor: ThreadedPredictor, x: dict[str, Array]) -> None:
         for _ in range(3):
             await predictor.predict(x, None)
-        assert predictor.inline_buckets() == [1]
-        runtime.delay = 0.01  # 10 ms a call; samples are capped at 4 budgets (4 ms)
-        await predictor.predict(x, None)  # one slow call is taken for a spike: still inline
-        assert predictor.inline_buckets() == [1]
-        await predictor.predict(x, None)
-        await predictor.predict(x, None)  # the third slow call lifts the average past 1 ms
-        assert predictor.inline_buckets() == []
-        await predictor.predict(x, None)  # now on the pool
+        runtime.delay = 0.01  # 10 ms a call, against a 1 ms budget
+        for _ in range(5):
+            await predictor.predict(x, None)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        executor.shutdown()
-    where = ["loop" if name == "MainThread" else "pool" for name in runtime.threads]
-    assert where == ["pool", "loop", "loop", "loop", "loop", "loop", "pool"]
+    where = _drive(runtime, 1_000, steps)
+    assert where[:3] == ["pool", "loop", "loop"]
+    # Samples are capped at 4 budgets, so from an average under the budget it takes one to
+    # three slow calls (one when the machine also preempted the fast ones) to leave the loop;
+    # it comes back only under half the budget, dozens of pool calls later.
+    slow = where[3:]
+    inline_slow = slow.index("pool")
+    assert 1 <= inline_slow <= 3 and slow[inline_slow:] == ["pool"] * (5 - inline_slow)
 
 
 def test_a_model_slow_for_a_while_comes_back_inline(runtime: Recording) -> None:
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool")
-    predictor = ThreadedPredictor(runtime, executor, inline_budget_us=1_000)
-    x = {"x": np.ones((1, 3), dtype=np.float32)}
-
-    async def scenario() -> None:
+    async def steps(predictor: ThreadedPredictor, x: dict[str, Array]) -> None:
         for _ in range(3):
             await predictor.predict(x, None)
         runtime.delay = 0.01
-        for _ in range(3):  # three slow calls: off the loop
+        for _ in range(4):  # slow: off the loop within three calls
             await predictor.predict(x, None)
         assert predictor.inline_buckets() == []
         runtime.delay = 0.0
@@ -129,13 +145,10 @@ def test_a_model_slow_for_a_while_comes_back_inline(runtime: Recording) -> None:
             await predictor.predict(x, None)
         assert predictor.inline_buckets() == [1]
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        executor.shutdown()
-    where = ["loop" if name == "MainThread" else "pool" for name in runtime.threads]
-    assert where[6] == "pool" and where[-1] == "loop"
-    assert 20 < where[6:].index("loop") < 100  # tens of pool calls, not one, not forever
+    where = _drive(runtime, 1_000, steps)
+    assert where[6] == "pool"  # the fourth slow call ran on the pool
+    back = where[7:].index("loop")  # pool calls before the first inline one again
+    assert 10 < back < 100 and where[7 + back :] == ["loop"] * (150 - back)
 
 
 def test_inline_calls_record_stage_metrics(runtime: Recording) -> None:
