@@ -49,10 +49,10 @@ class ThreadedPredictor:
     wake-up, two GIL hand-overs): more than a one-row predict of a small booster or ONNX
     graph (5-60 µs). So the predictor keeps a moving average of compute time per
     power-of-two row count, and runs a call inline when that average is at most
-    ``inline_budget_us``; it blocks the loop no longer than parsing a request does. A row
-    count it has not seen yet, or one that got slower than the budget, goes to the pool
-    (whose calls keep the average current), so a heavy model or a large batch never blocks
-    the loop. ``inline_budget_us=0`` always uses the pool.
+    ``inline_budget_us`` (default 100 µs, about what handling one request costs anyway). A
+    row count it has not seen yet, or one that got slower than the budget, goes to the pool
+    (whose calls keep the average current), so a heavy model or a large batch does not run
+    on the loop. ``inline_budget_us=0`` always uses the pool.
 
     Inline calls are timed by the wall clock (how long the loop was blocked), and that
     average decides. Before a row count has run inline, the pool's measure is the guess:

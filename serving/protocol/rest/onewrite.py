@@ -13,7 +13,7 @@ access log on). The headers it writes are the server's own (content type, length
 and variant names validated at load), so the header checks are not needed.
 
 It relies on uvicorn's cycle attributes; pyproject pins uvicorn's minor version for that,
-and tests/protocol/test_rest_onewrite.py checks keep-alive, ``Connection: close`` and
+and tests/protocol/rest/test_rest_onewrite.py checks keep-alive, ``Connection: close`` and
 pipelined requests over a real socket.
 """
 
