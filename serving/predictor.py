@@ -112,9 +112,10 @@ class ThreadedPredictor:
         return cost <= self._budget
 
     async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
-        bucket = batch_rows(inputs).bit_length()
+        rows = batch_rows(inputs)
+        bucket = rows.bit_length()
         if self._budget and self._runs_inline(bucket):
-            return self._inline(inputs, bucket)
+            return self._inline(inputs, bucket, rows)
         loop = asyncio.get_running_loop()
         stage = self._stage
         if stage is None:
@@ -123,7 +124,7 @@ class ThreadedPredictor:
         stage.queue_depth.inc()
         try:
             return await loop.run_in_executor(
-                self._executor, self._timed, stage, inputs, deadline, bucket, time.perf_counter(), waiting
+                self._executor, self._timed, stage, inputs, deadline, rows, time.perf_counter(), waiting
             )
         finally:
             if waiting[0]:  # cancelled before a thread picked it up
@@ -153,7 +154,7 @@ class ThreadedPredictor:
         if inline is not None and bucket in self._left:
             self._inline_cost[bucket] = inline + _RETRY_WEIGHT * (cpu_seconds - inline)
 
-    def _inline(self, inputs: dict[str, Array], bucket: int) -> dict[str, Array]:
+    def _inline(self, inputs: dict[str, Array], bucket: int, rows: int) -> dict[str, Array]:
         # The dataplane checked the deadline just before; nothing waited since.
         start = time.perf_counter()
         outputs = self._runtime.predict(inputs)
@@ -163,7 +164,7 @@ class ThreadedPredictor:
         if stage is not None:
             stage.queue_wait.observe(0.0)
             stage.compute.observe(elapsed)
-            stage.batch_size.observe(batch_rows(inputs))
+            stage.batch_size.observe(rows)
         return outputs
 
     def _check_deadline(self, deadline: float | None) -> None:
@@ -185,7 +186,7 @@ class ThreadedPredictor:
         stage: StageMetrics,
         inputs: dict[str, Array],
         deadline: float | None,
-        bucket: int,
+        rows: int,
         submitted: float,
         waiting: list[bool],
     ) -> dict[str, Array]:
@@ -198,9 +199,9 @@ class ThreadedPredictor:
         self._check_deadline(deadline)
         cpu = time.thread_time()
         outputs = self._runtime.predict(inputs)
-        self._record_pool(bucket, time.thread_time() - cpu)
+        self._record_pool(rows.bit_length(), time.thread_time() - cpu)
         stage.compute.observe(time.perf_counter() - start)
-        stage.batch_size.observe(batch_rows(inputs))
+        stage.batch_size.observe(rows)
         return outputs
 
     async def close(self) -> None:

@@ -11,11 +11,22 @@ import struct
 
 import numpy as np
 
-from serving.datatypes import numpy_dtype
+from serving.datatypes import TO_NUMPY, numpy_dtype
 from serving.errors import InvalidInput
 from serving.types import Array
 
 _LENGTH = struct.Struct("<I")
+
+# Fixed-size datatypes as raw bytes carry them (little-endian), built once.
+RAW_DTYPES = {name: dtype.newbyteorder("<") for name, dtype in TO_NUMPY.items() if name != "BYTES"}
+
+
+def _raw_dtype(datatype: str) -> np.dtype[np.generic]:
+    dtype = RAW_DTYPES.get(datatype)
+    if dtype is None:
+        numpy_dtype(datatype)  # raises InvalidInput naming the datatypes there are
+        raise AssertionError(f"{datatype} has a numpy type but no raw layout")
+    return dtype
 
 
 def split_bytes(name: str, buffer: bytes | memoryview) -> list[bytes]:
@@ -50,19 +61,19 @@ def from_raw(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | m
         array: Array = np.empty(count, dtype=object)
         array[:] = items
         return array.reshape(shape)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
+    dtype = _raw_dtype(datatype)
     expected = count * dtype.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
             f"input '{name}': raw data has {len(buffer)} bytes but shape {list(shape)} of {datatype} "
             f"needs {expected}"
         )
-    array = np.frombuffer(buffer, dtype=dtype)
+    array = np.ndarray(shape, dtype, buffer)  # one call: view, dtype and shape
     if not array.flags.aligned:
         # A binary section after a JSON header of odd length; runtimes (XGBoost) refuse
         # misaligned pointers, so this one case pays for a copy.
         array = array.copy()
-    return array.reshape(shape)
+    return array
 
 
 def to_raw(datatype: str, array: Array) -> bytes:
@@ -74,5 +85,7 @@ def to_raw(datatype: str, array: Array) -> bytes:
             parts.append(_LENGTH.pack(len(data)))
             parts.append(data)
         return b"".join(parts)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+    dtype = _raw_dtype(datatype)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return array.tobytes()  # row-major whatever the array's layout

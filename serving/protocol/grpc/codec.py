@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.datatypes import TO_NUMPY, numpy_dtype
+from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc.stubs import load
@@ -37,9 +37,6 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 
-
-# Fixed-size datatypes as raw contents carry them (little-endian), looked up once per tensor.
-RAW_DTYPES = {name: dtype.newbyteorder("<") for name, dtype in TO_NUMPY.items() if name != "BYTES"}
 
 _MAX_RANK = 16  # as serving.protocol.rest.codec.check_shape, which words every shape error
 _KNOWN_NAMES_MAX = 1024  # valid model names decode_request remembers per caller
@@ -100,18 +97,6 @@ def _shape(name: str, dims: tuple[int, ...], max_elements: int) -> tuple[int, ..
     return check_shape(name, list(dims), max_elements)
 
 
-def _raw_array(name: str, datatype: str, shape: tuple[int, ...], buffer: bytes) -> Array:
-    """``from_raw`` for one raw_input_contents entry; a well-formed fixed-size tensor is a
-    read-only view without further checks, anything else goes through ``from_raw``."""
-    dtype = RAW_DTYPES.get(datatype)
-    if dtype is not None and len(buffer) == math.prod(shape) * dtype.itemsize:
-        array: Array = np.ndarray(shape, dtype, buffer)  # one call: view, dtype and shape
-        if array.flags.aligned:
-            return array
-    numpy_dtype(datatype)  # unknown datatype -> InvalidInput naming the choices
-    return from_raw(name, datatype, shape, buffer)
-
-
 def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = None) -> InferenceRequest:
     """ModelInferRequest -> InferenceRequest; InvalidInput names the tensor and the problem.
 
@@ -140,7 +125,7 @@ def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = No
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"input '{name}': use either contents or raw_input_contents, not both")
-            array = _raw_array(name, datatype, shape, raw[i])
+            array = from_raw(name, datatype, shape, raw[i])
         else:
             array = _from_contents(name, datatype, shape, tensor.contents)
         params = tensor.parameters
@@ -156,13 +141,6 @@ def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = No
         params_from_pb(params) if params else None,
         protocol="grpc",
     )
-
-
-def _raw_bytes(datatype: str, array: Array) -> bytes:
-    dtype = RAW_DTYPES.get(datatype)
-    if dtype is not None and array.dtype == dtype:
-        return array.tobytes()  # row-major whatever the array's layout
-    return to_raw(datatype, array)
 
 
 def encode_response(response: InferenceResponse, raw: bool) -> Any:
@@ -181,7 +159,7 @@ def encode_response(response: InferenceResponse, raw: bool) -> Any:
             entry = add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             if tensor.parameters:
                 params_to_pb(entry.parameters, tensor.parameters)
-            contents.append(_raw_bytes(tensor.datatype, tensor.data))
+            contents.append(to_raw(tensor.datatype, tensor.data))
         out.raw_output_contents.extend(contents)
         return out
     for tensor in tensors:
