@@ -89,6 +89,11 @@ class Row:
     server_cpu_us_per_req: float = 0.0
     note: str = ""
 
+    @classmethod
+    def at(cls, target: str, point: Point, **measured: Any) -> Row:
+        """The row of ``point`` on ``target``: measured figures, or just a note (skipped, failed)."""
+        return cls(target, point.protocol, point.model, point.rows, point.connections, **measured)
+
 
 @dataclass
 class Point:
@@ -393,7 +398,7 @@ class Bench:
         return summary, client_cpu
 
     def measure(self, target: Target, proc: subprocess.Popen[bytes], point: Point, duration: float) -> Row:
-        row = Row(target.name, point.protocol, point.model, point.rows, point.connections)
+        row = Row.at(target.name, point)
         cpu_before = cpu_seconds(proc.pid)
         wall = time.perf_counter()
         if point.protocol == "grpc":
@@ -475,16 +480,7 @@ class Bench:
                         usable.append(point)
                     except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
                         log(f"  skip {target.name} {point.protocol} {point.model}: {exc}")
-                        self.rows.append(
-                            Row(
-                                target.name,
-                                point.protocol,
-                                point.model,
-                                point.rows,
-                                point.connections,
-                                note=f"skipped: {str(exc)[:120]}",
-                            )
-                        )
+                        self.rows.append(Row.at(target.name, point, note=f"skipped: {str(exc)[:120]}"))
                 warmed: set[tuple[str, str, int]] = set()
                 for point in usable:
                     key = (point.protocol, point.model, point.rows)
@@ -503,16 +499,7 @@ class Bench:
         except RuntimeError as exc:
             log(f"  {target.name} failed: {exc}")
             for point in target.points:
-                self.rows.append(
-                    Row(
-                        target.name,
-                        point.protocol,
-                        point.model,
-                        point.rows,
-                        point.connections,
-                        note=f"failed: {str(exc)[:120]}",
-                    )
-                )
+                self.rows.append(Row.at(target.name, point, note=f"failed: {str(exc)[:120]}"))
 
     def in_process_floor(self, model: str, seconds: float) -> tuple[Row, float]:
         """``Runtime.predict`` for one row in a loop, on the server core; returns P(class 1)."""

@@ -30,17 +30,20 @@ def _split(response: httpx.Response) -> tuple[dict[str, object], bytes]:
     return orjson.loads(response.content[:length]), response.content[length:]
 
 
+def _binary_input(rows: int, size: int) -> dict[str, object]:
+    """The JSON header entry of the demo model's one input, sent as ``size`` raw bytes."""
+    return {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [rows, 30],
+        "parameters": {"binary_data_size": size},
+    }
+
+
 def test_binary_in_binary_out(demo_server: ServerProcess) -> None:
     x = sample(30, rows=2)
     header = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": [2, 30],
-                "parameters": {"binary_data_size": x.nbytes},
-            }
-        ],
+        "inputs": [_binary_input(2, x.nbytes)],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label"}],
     }
     response = _post(demo_server, header, x.tobytes())
@@ -58,16 +61,7 @@ def test_binary_in_binary_out(demo_server: ServerProcess) -> None:
 def test_binary_request_json_response(demo_server: ServerProcess) -> None:
     """Binary inputs without any binary output request: a plain JSON response."""
     x = sample(30, rows=1)
-    header = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": [1, 30],
-                "parameters": {"binary_data_size": x.nbytes},
-            }
-        ]
-    }
+    header = {"inputs": [_binary_input(1, x.nbytes)]}
     response = _post(demo_server, header, x.tobytes())
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert HEADER.lower() not in response.headers
@@ -84,11 +78,7 @@ def test_binary_request_json_response(demo_server: ServerProcess) -> None:
     ],
 )
 def test_size_mismatches_are_400(demo_server: ServerProcess, size: int, blob: bytes, message: str) -> None:
-    header = {
-        "inputs": [
-            {"name": "input", "datatype": "FP32", "shape": [1, 30], "parameters": {"binary_data_size": size}}
-        ]
-    }
+    header = {"inputs": [_binary_input(1, size)]}
     response = _post(demo_server, header, blob)
     assert response.status_code == 400
     assert message in response.json()["error"]

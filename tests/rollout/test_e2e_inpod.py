@@ -70,6 +70,12 @@ class Stack:
     def target(self, model: str) -> list[str]:
         return [model, "--mode", "inpod", "--server", self.server.url, "--token", TOKEN]
 
+    def analyze(self, command: str, model: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        """``rollout analyze|status`` of ``model`` over the last 6 s, with the test's thresholds."""
+        return self.cli(
+            command, *self.target(model), "--prometheus", self.prometheus, "--window", "6s", *ANALYSIS, *extra
+        )
+
     def traffic(self, model: str) -> dict[str, Any]:
         r = httpx.get(
             f"{self.server.url}/v2/models/{model}/traffic",
@@ -214,28 +220,8 @@ def wait_for_canary_volume(stack: Stack, model: str, window: str, needed: float,
 def test_analyze_promote_good_rollback_bad(stack: Stack) -> None:
     for model in (GOOD, BAD):
         wait_for_canary_volume(stack, model, "6s", 50)
-    good = stack.cli(
-        "analyze",
-        *stack.target(GOOD),
-        "--prometheus",
-        stack.prometheus,
-        "--window",
-        "6s",
-        *ANALYSIS,
-        "-o",
-        "json",
-    )
-    bad = stack.cli(
-        "analyze",
-        *stack.target(BAD),
-        "--prometheus",
-        stack.prometheus,
-        "--window",
-        "6s",
-        *ANALYSIS,
-        "-o",
-        "json",
-    )
+    good = stack.analyze("analyze", GOOD, "-o", "json")
+    bad = stack.analyze("analyze", BAD, "-o", "json")
     good_out, bad_out = json.loads(good.stdout), json.loads(bad.stdout)
     assert good.returncode == 0, good_out
     assert good_out["analysis"]["verdict"] == "promote"
@@ -249,14 +235,10 @@ def test_analyze_promote_good_rollback_bad(stack: Stack) -> None:
     assert analysis["stable"]["errors"] == 0
     assert analysis["canary"]["p99_s"] > 0.2  # +250 ms injected
     # the human-readable form says the same
-    text = stack.cli(
-        "analyze", *stack.target(BAD), "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS
-    )
+    text = stack.analyze("analyze", BAD)
     assert text.returncode == 1
     assert "verdict: ROLLBACK" in text.stdout and "error ratio" in text.stdout
-    status = stack.cli(
-        "status", *stack.target(GOOD), "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS
-    )
+    status = stack.analyze("status", GOOD)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "stable  1" in status.stdout and "canary  2" in status.stdout and "30%" in status.stdout
     assert "verdict: PROMOTE" in status.stdout
@@ -312,17 +294,7 @@ def test_kserve_modes_analyze_on_pod_series(
     )
     assert [r.method for r in fake.requests] == ["GET", "GET"]  # analysis only reads
     # the pod series carry no variant label, so the in-pod selectors did not count them twice
-    inpod = stack.cli(
-        "analyze",
-        *stack.target(GOOD),
-        "--prometheus",
-        stack.prometheus,
-        "--window",
-        "6s",
-        *ANALYSIS,
-        "-o",
-        "json",
-    )
+    inpod = stack.analyze("analyze", GOOD, "-o", "json")
     pooled = json.loads(inpod.stdout)["analysis"]["canary"]["requests"]
     assert abs(pooled - standard_out["analysis"]["canary"]["requests"]) <= 0.25 * pooled + 10
 
