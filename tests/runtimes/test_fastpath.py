@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -19,7 +20,7 @@ from serving.runtimes import xgboost as xgb_runtime
 from serving.runtimes.fastpath import LIBRARY, PathChoice, cached_build, disagreement, probe_rows
 from serving.runtimes.xgboost import DIRECT, TWIN, XGBoostRuntime
 from serving.settings import Settings
-from tests.server_process import DEMO_REPO
+from tests.server_process import DEMO_REPO, ServerProcess
 from tests.tinymodels import spec, train_booster
 
 N_FEATURES = 8
@@ -261,3 +262,19 @@ def test_cache_is_reused_and_an_unwritable_cache_is_not_an_error(tmp_path: Path)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     assert cached_build(source, "k1", build, blocker / "cache") == (b"graph", False)
+
+
+def test_the_server_says_which_path_serves(demo_server: ServerProcess) -> None:
+    meta = httpx.get(f"{demo_server.url}/v2/models/cancer-xgb", timeout=10).json()
+    paths = meta["parameters"]["version_states"]["1"]["predict_path"]
+    assert paths == {"small": {"path": TWIN}, "large": {"path": DIRECT}}
+    onnx_meta = httpx.get(f"{demo_server.url}/v2/models/cancer-onnx", timeout=10).json()
+    assert "predict_path" not in onnx_meta["parameters"]["version_states"]["1"]
+    metrics = httpx.get(f"{demo_server.url}/metrics", timeout=10).text
+    assert (
+        'serving_predict_path{batches="small",model="cancer-xgb",path="onnx-twin",version="1"} 1.0' in metrics
+    )
+    assert 'serving_predict_path{batches="large",model="cancer-xgb",path="direct",version="1"} 1.0' in metrics
+    assert (
+        'serving_predict_path{batches="small",model="cancer-xgb",path="library",version="1"} 0.0' in metrics
+    )
