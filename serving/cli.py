@@ -84,18 +84,18 @@ def cmd_validate_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _without_extra(extra: str, command: str) -> bool:
+def _without_extra(command: str) -> bool:
     """Print the one line naming the missing extra (exit status 2), or False when installed."""
     from serving.extras import missing_extra
 
-    problem = missing_extra(extra, command)
+    problem = missing_extra(command)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
     return problem is not None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if _without_extra("export", "serving export"):
+    if _without_extra("serving export"):
         return 2
     from serving.export import export_booster
 
@@ -107,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_models(args: argparse.Namespace) -> int:
-    if _without_extra("export", "serving demo-models"):
+    if _without_extra("serving demo-models"):
         return 2
     from serving.demo import build_demo_repository
 

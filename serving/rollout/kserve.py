@@ -210,7 +210,7 @@ def load_api_client(context: str | None = None) -> Any:
     """An ApiClient from the kubeconfig (``KUBECONFIG`` or ~/.kube/config), else in-cluster."""
     from serving.extras import missing_extra
 
-    if problem := missing_extra("rollout", "serving rollout on an InferenceService"):
+    if problem := missing_extra("serving rollout"):
         raise RolloutError(problem)
     from kubernetes import client, config
 

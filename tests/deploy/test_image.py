@@ -184,8 +184,7 @@ def test_runtime_image_names_the_extra_a_command_needs(image: Image, tmp_path: P
     """The image has neither optional extra: those commands say which one, in one line."""
     serving = image.rootfs.map("/opt/venv/bin/serving")
     cases = [
-        (["export", "model.json", "--model", "m"], 2, "'export' extra"),
-        (["demo-models", str(tmp_path / "repo")], 2, "'export' extra"),
+        (["demo-models", str(tmp_path / "repo")], 2, "'export' extra (sklearn, skl2onnx not installed)"),
         (["rollout", "status", "iris", "--mode", "knative"], 3, "'rollout' extra"),
     ]
     for args, status, extra in cases:
