@@ -96,7 +96,7 @@ def load_models(parts: Components) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
-    failed = [row for row in parts.repository.index() if row["state"] != "READY"]
+    failed = [row for row in parts.repository.index(detail=True) if row["state"] != "READY"]
     if failed and parts.settings.strict:
         raise ModelLoadError(
             "strict mode: " + "; ".join(f"{r['name']}: {r.get('reason', '')}" for r in failed)
