@@ -43,6 +43,7 @@ def _build(tmp: Path) -> tuple[Path, Path]:
     write_xgb_model(root, "passwd", train_booster())
     (root / "passwd/1/model.json").unlink()
     (root / "passwd/1/model.json").symlink_to("/etc/passwd")
+    write_xgb_model(root, "good-xgb", train_booster())  # READY: its metadata has predict_path reasons
     write_identity_model(root, "bad-yaml", "FP32", width=4)
     (root / "bad-yaml/config.yaml").write_text(BAD_YAML)
     return root, outside
@@ -76,7 +77,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
         yield server, root, outside
 
 
-MODELS = [*BROKEN, "good", "file-link", "folder-link", "passwd", "bad-yaml"]
+MODELS = [*BROKEN, "good", "good-xgb", "file-link", "folder-link", "passwd", "bad-yaml"]
 
 
 def _text(response: httpx.Response) -> str:
