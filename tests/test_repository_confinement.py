@@ -177,7 +177,7 @@ def test_a_parser_message_quoting_the_file_stays_out_of_the_public_reason(
     try:
         model = repository.get("m")
         assert "while parsing" in model.error and "secret-line: [unclosed {" in model.error
-        assert model.public_error == "m/config.yaml: not readable YAML (line 2, column 14)"
+        assert model.public_error == "m/config.yaml: not readable YAML (line 2, column 24)"
         assert "secret" not in model.public_error and "parsing" not in model.public_error
     finally:
         repository.close()
