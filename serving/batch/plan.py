@@ -192,7 +192,7 @@ class ScoringPlan:
                     values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
                     matrix[:, j] = self._cast(values, dtype, name)
             if dtype.kind == "f" and self.reject_nan:
-                finite = np.isfinite(matrix).all(axis=1)
+                finite: np.ndarray[Any, Any] = np.asarray(np.isfinite(matrix).all(axis=1))
                 if not finite.all():
                     mark(~finite, f"input '{name}' holds NaN or infinity")
             if source.width == 1 and len(source.spec.shape) == 1:
