@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_spark:
             from pyspark.sql import SparkSession
 
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this venv
             spark = (
                 SparkSession.builder.master("local[2]").appName("batch-bench")
                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")

@@ -65,10 +65,10 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     batch.add_argument("--workers", type=_positive, help="threads (default: the machine's cores)")
     batch.add_argument(
         "--parallel",
-        choices=["chunks", "runtime"],
-        default="chunks",
-        help="chunks: batches in parallel on single-threaded runtimes (default); "
-        "runtime: one batch at a time on the runtime's own threads",
+        choices=["auto", "chunks", "runtime"],
+        default="auto",
+        help="chunks: batches in parallel on single-threaded runtimes; runtime: one batch at a "
+        "time on the runtime's own threads; auto (default): runtime for xgboost, chunks for onnx",
     )
     batch.add_argument("--format", dest="input_format", choices=["auto", "parquet", "csv"], default="auto")
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
