@@ -116,6 +116,9 @@ def resolve_parallel(parallel: Parallel, platform: str) -> Parallel:
 def runtime_settings(parallel: Parallel, workers: int, base: Settings | None = None) -> Settings:
     """The server's settings (``SERVING_*`` env), with runtime threads fitted to the engine."""
     base = base or Settings()
+    # No ONNX twin for small batches (serving/runtimes/fastpath.py): the last batch of a file may
+    # be small, and every batch must take the path the server takes for large requests.
+    base = base.model_copy(update={"fast_path_max_rows": 0})
     if parallel == "chunks":
         update = {"xgboost_nthread": 1, "xgboost_large_batch_nthread": 1, "onnx_intra_op_threads": 1}
     else:
