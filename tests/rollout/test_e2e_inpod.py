@@ -410,7 +410,7 @@ class FleetLoad:
     stopped. Each thread keeps one connection per server (several connections per server,
     so the kernel spreads a ``--workers N`` server's share over its workers)."""
 
-    THREADS_PER_MODEL = 4
+    THREADS_PER_MODEL = 6
 
     def __init__(self, urls: list[str], models: tuple[str, ...], rate: float) -> None:
         self.urls, self.models, self.rate = urls, models, rate
@@ -505,8 +505,9 @@ def test_fleet_auto_good_to_100_bad_to_0_on_every_process(tmp_path: Path) -> Non
         load = FleetLoad(urls, (GOOD, BAD), rate=60)
         cleanup.callback(load.close)
 
-        auto = ["--prometheus", prom.url, "--steps", "30,60,100", "--interval", "4s", "--max-holds", "5",
-                *ANALYSIS, "-o", "json"]  # fmt: skip
+        # an 8 s window over four scraped targets: enough canary requests at 30 % even when slow
+        auto = ["--prometheus", prom.url, "--steps", "30,60,100", "--interval", "4s", "--window", "8s",
+                "--max-holds", "6", *ANALYSIS, "--min-requests", "30", "-o", "json"]  # fmt: skip
         runs = {
             model: subprocess.Popen(
                 [sys.executable, "-m", "serving.cli", "rollout", "auto", model, *fleet, *auto],
