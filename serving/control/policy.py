@@ -95,7 +95,9 @@ def parse_entry(text: str) -> StoredPolicy:
     except yaml.YAMLError as exc:
         raise StoreError(f"not valid YAML/JSON: {exc}") from None
     if doc is None:
-        return StoredPolicy(0, None)
+        # Most likely a writer caught mid-way (truncated, not yet written): refuse, so the
+        # policy in effect stays; writers should write a temp file and rename it.
+        raise StoreError("empty file (write the policy to a temporary file and rename it)")
     if not isinstance(doc, dict):
         raise StoreError("expected a mapping with 'generation' and 'traffic'")
     unknown = sorted(str(k) for k in doc if k not in _ENTRY_KEYS)

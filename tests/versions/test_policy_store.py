@@ -49,6 +49,7 @@ def test_parse_entry_accepts_the_documented_shape_and_refuses_the_rest() -> None
         ("generation: 1\ntraffic: [1, 2]", "'traffic' must be a mapping"),
         ("{generation: 1, traffic: {weights: {1: 1}", "not valid YAML/JSON"),
         ("- 1\n- 2\n", "expected a mapping"),
+        ("", "empty file"),
     ):
         with pytest.raises(StoreError, match=expected.replace("[", r"\[").replace("]", r"\]")):
             parse_entry(text)
