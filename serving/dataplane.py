@@ -23,6 +23,7 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
+from serving.runtimes.base import PLATFORMS, predict_paths
 from serving.shadow import ShadowRunner
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
@@ -83,7 +84,7 @@ class DataPlane:
         meta: dict[str, Any] = {
             "name": name,
             "versions": [version] if version is not None else versions,
-            "platform": "onnxruntime_onnx" if config.platform == "onnx" else "xgboost",
+            "platform": PLATFORMS[config.platform],
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
             ],
@@ -93,7 +94,12 @@ class DataPlane:
         }
         entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
         states = {
-            e.version: {"state": e.state.value, **({"reason": e.reason} if e.reason else {})} for e in entries
+            e.version: {
+                "state": e.state.value,
+                **({"reason": e.reason} if e.reason else {}),
+                **predict_paths(e.runtime),
+            }
+            for e in entries
         }
         if model.error:
             meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.error}

@@ -129,6 +129,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.predict_path = Gauge(
+            "serving_predict_path",
+            "1 for the computation serving the version's small or large batches (library: the "
+            "framework's public predict; otherwise a fast path verified against it at load).",
+            ["model", "version", "batch", "path"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.shadow_comparisons = Counter(
             "serving_shadow_comparisons",
             "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",
@@ -151,6 +159,7 @@ class Metrics:
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
+        self._predict_paths: dict[tuple[str, str, str], str] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def observe_request(
@@ -191,6 +200,15 @@ class Metrics:
     def set_model_state(self, model: str, version: str, state: str) -> None:
         for known in MODEL_STATES:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
+        """Batch range (small, large) -> the path that serves it, for a runtime that has a choice."""
+        for batch, path in paths.items():
+            previous = self._predict_paths.get((model, version, batch))
+            if previous is not None and previous != path:  # a reload chose another path
+                self.predict_path.labels(model, version, batch, previous).set(0.0)
+            self._predict_paths[(model, version, batch)] = path
+            self.predict_path.labels(model, version, batch, path).set(1.0)
 
     def exposition(self) -> bytes:
         """The text exposition for ``/metrics``: this registry, or every worker's values merged."""

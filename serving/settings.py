@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     xgboost_large_batch_nthread: int = Field(0, ge=0)
     """XGBoost threads for large batches (0 = all cores)."""
 
+    lightgbm_nthread: int = Field(1, ge=0)
+    """LightGBM threads for batches that go through ``Booster.predict`` below
+    ``large_batch_rows`` (0 = all cores)."""
+
+    lightgbm_large_batch_nthread: int = Field(0, ge=0)
+    """LightGBM threads for batches of at least ``large_batch_rows`` rows (0 = all cores)."""
+
+    lightgbm_fast_path_max_rows: int = Field(32, ge=0, le=65536)
+    """LightGBM batches with fewer rows than this go through its C single-row fast path, one
+    call per row; larger ones through ``Booster.predict``, whose fixed cost per call is then
+    the smaller one (crossover measured by loadtests/native_lightgbm.py). 0 = never."""
+
+    fast_path: bool = True
+    """Let native runtimes answer through their verified fast path (LightGBM: its C
+    single-row entry point), which serves only after matching the library's public predict at
+    load. False = the library's public predict only (per model: ``fast_path: false``)."""
+
+    fast_path_tolerance: float = Field(1e-6, ge=0.0)
+    """Largest absolute output difference from the library's predict, on any probe row, at
+    which a fast path may still serve."""
+
     predict_threads: int = Field(2, ge=1)
     """Size of the thread pool that runs blocking predict calls off the event loop."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
@@ -12,6 +12,11 @@ from serving.types import Array
 
 ONNX_FILE = "model.onnx"
 XGBOOST_FILES = ("model.ubj", "model.json")
+# LightGBM's text format (Booster.save_model); model.bst is KServe lgbserver's name for it
+LIGHTGBM_FILES = ("model.txt", "model.bst")
+MODEL_FILES = {"onnx": (ONNX_FILE,), "xgboost": XGBOOST_FILES, "lightgbm": LIGHTGBM_FILES}
+# config.yaml platform -> the platform string of OIP model metadata (Triton's names where they exist)
+PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 class Runtime(Protocol):
@@ -24,8 +29,22 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
+def predict_paths(runtime: Runtime | None) -> dict[str, Any]:
+    """What a runtime that can choose between computations serves with, for metadata:
+    ``{"predict_path": {"small": path, "large": path}}`` plus ``predict_path_reason`` per
+    range that fell back from a fast path. Empty for runtimes without a choice."""
+    paths = getattr(runtime, "predict_paths", None)
+    if not paths:
+        return {}
+    found: dict[str, Any] = {"predict_path": {name: choice.path for name, choice in paths.items()}}
+    reasons = {name: choice.reason for name, choice in paths.items() if choice.reason}
+    if reasons:
+        found["predict_path_reason"] = reasons
+    return found
+
+
 def model_file(config: ModelConfig, version_dir: Path) -> Path:
-    names = (ONNX_FILE,) if config.platform == "onnx" else XGBOOST_FILES
+    names = MODEL_FILES[config.platform]
     for name in names:
         candidate = version_dir / name
         if candidate.is_file():
@@ -40,6 +59,10 @@ def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> 
         from serving.runtimes.onnx import OnnxRuntime
 
         return OnnxRuntime(path, config, settings)
+    if config.platform == "lightgbm":
+        from serving.runtimes.lightgbm import LightGBMRuntime
+
+        return LightGBMRuntime(path, config, settings)
     from serving.runtimes.xgboost import XGBoostRuntime
 
     return XGBoostRuntime(path, config, settings)
