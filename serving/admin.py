@@ -167,7 +167,7 @@ class ModelControl:
         model.versions[version] = entry  # one step: the next request routes to the new load
         self._state(entry)
         self.metrics.model_load_duration.labels(model.name, version).set(entry.load_seconds)
-        paths = predict_paths(entry.runtime).get("predict_path", {})
+        paths = {k: v["path"] for k, v in predict_paths(entry.runtime).get("predict_path", {}).items()}
         self.metrics.set_predict_paths(model.name, version, paths)
         if swap:
             assert current is not None

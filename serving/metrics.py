@@ -133,7 +133,7 @@ class Metrics:
             "serving_predict_path",
             "1 for the computation serving the version's small or large batches (library: the "
             "framework's public predict; otherwise a fast path verified against it at load).",
-            ["model", "version", "batch", "path"],
+            ["model", "version", "batches", "path"],
             registry=r,
             multiprocess_mode="livemax",
         )
@@ -202,13 +202,13 @@ class Metrics:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
 
     def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
-        """Batch range (small, large) -> the path that serves it, for a runtime that has a choice."""
-        for batch, path in paths.items():
-            previous = self._predict_paths.get((model, version, batch))
+        """``paths``: batches ("small", "large") -> the path serving them (runtimes with a choice)."""
+        for batches, path in paths.items():
+            previous = self._predict_paths.get((model, version, batches))
             if previous is not None and previous != path:  # a reload chose another path
-                self.predict_path.labels(model, version, batch, previous).set(0.0)
-            self._predict_paths[(model, version, batch)] = path
-            self.predict_path.labels(model, version, batch, path).set(1.0)
+                self.predict_path.labels(model, version, batches, previous).set(0.0)
+            self._predict_paths[(model, version, batches)] = path
+            self.predict_path.labels(model, version, batches, path).set(1.0)
 
     def exposition(self) -> bytes:
         """The text exposition for ``/metrics``: this registry, or every worker's values merged."""

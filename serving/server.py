@@ -97,7 +97,7 @@ def load_models(parts: Components) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
-            paths = predict_paths(entry.runtime).get("predict_path", {})
+            paths = {k: v["path"] for k, v in predict_paths(entry.runtime).get("predict_path", {}).items()}
             parts.metrics.set_predict_paths(model.name, entry.version, paths)
     failed = [row for row in parts.repository.index() if row["state"] != "READY"]
     if failed and parts.settings.strict:

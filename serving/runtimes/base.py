@@ -31,16 +31,17 @@ class Runtime(Protocol):
 
 def predict_paths(runtime: Runtime | None) -> dict[str, Any]:
     """What a runtime that can choose between computations serves with, for metadata:
-    ``{"predict_path": {"small": path, "large": path}}`` plus ``predict_path_reason`` per
-    range that fell back from a fast path. Empty for runtimes without a choice."""
+    ``{"predict_path": {"small": {"path": ..., "reason": why a faster path does not serve},
+    "large": {...}}}``. Empty for runtimes without a choice."""
     paths = getattr(runtime, "predict_paths", None)
     if not paths:
         return {}
-    found: dict[str, Any] = {"predict_path": {name: choice.path for name, choice in paths.items()}}
-    reasons = {name: choice.reason for name, choice in paths.items() if choice.reason}
-    if reasons:
-        found["predict_path_reason"] = reasons
-    return found
+    return {
+        "predict_path": {
+            batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
+            for batches, choice in paths.items()
+        }
+    }
 
 
 def model_file(config: ModelConfig, version_dir: Path) -> Path:

@@ -185,8 +185,7 @@ def test_guard_falls_back_when_the_fast_path_is_wrong(
     np.testing.assert_allclose(runtime.predict({"input": x})["output"], booster.predict(x), atol=TOLERANCE)
     assert not runtime._configs  # the rejected configurations were freed
     assert predict_paths(runtime) == {
-        "predict_path": {"small": LIBRARY, "large": LIBRARY},
-        "predict_path_reason": {"small": small.reason},
+        "predict_path": {"small": {"path": LIBRARY, "reason": small.reason}, "large": {"path": LIBRARY}}
     }
 
 

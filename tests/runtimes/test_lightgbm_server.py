@@ -126,13 +126,17 @@ def test_metadata_and_metrics_name_the_path(server: tuple[ServerProcess, bool]) 
     meta = httpx.get(f"{process.url}/v2/models/lgbm-binary", timeout=10).json()
     assert meta["platform"] == "lightgbm"
     state = meta["parameters"]["version_states"]["1"]
-    assert state["predict_path"] == {"small": FAST if fast else LIBRARY, "large": LIBRARY}
-    if fast:
-        assert "predict_path_reason" not in state
-    else:
-        assert state["predict_path_reason"] == {"small": "the fast path is turned off (SERVING_FAST_PATH)"}
-    metrics = httpx.get(f"{process.url}/metrics", timeout=10).text
     small = FAST if fast else LIBRARY
+    if fast:
+        assert state["predict_path"] == {"small": {"path": FAST}, "large": {"path": LIBRARY}}
+    else:
+        reason = "the fast path is turned off (SERVING_FAST_PATH)"
+        assert state["predict_path"] == {
+            "small": {"path": LIBRARY, "reason": reason},
+            "large": {"path": LIBRARY},
+        }
+    metrics = httpx.get(f"{process.url}/metrics", timeout=10).text
     assert (
-        f'serving_predict_path{{batch="small",model="lgbm-binary",path="{small}",version="1"}} 1.0' in metrics
+        f'serving_predict_path{{batches="small",model="lgbm-binary",path="{small}",version="1"}} 1.0'
+        in metrics
     )
