@@ -136,19 +136,23 @@ class LightGBMBench(Bench):
 
     def run_lgbm_peers(self, booster: Path, expected: dict[str, float], points: Any) -> None:
         venv_dir: Path = self.args.venv_dir
-        try:
-            kserve_py = ensure_venv(venv_dir, "kserve-lgbm")
-        except subprocess.CalledProcessError as exc:
-            log(f"kserve-lgbm venv failed: {exc}")
-        else:
-            http, grpc_port = free_port(), free_port()
-            kserve = Target(
-                "kserve-lgbm",
-                [str(kserve_py), str(HERE / "peers" / "kserve_lgbm.py"), "--model_name", "bench-lgbm",
-                 "--model_file", str(booster), "--http_port", str(http), "--grpc_port", str(grpc_port)],
-                http, grpc_port, points=points(["json"], "bench-lgbm"),
-            )  # fmt: skip
-            self.run_target(kserve, expected)
+        only = self.args.only  # checked before ensure_venv: never install a peer that will not run
+        if not only or "kserve-lgbm" in only:
+            try:
+                kserve_py = ensure_venv(venv_dir, "kserve-lgbm")
+            except subprocess.CalledProcessError as exc:
+                log(f"kserve-lgbm venv failed: {exc}")
+            else:
+                http, grpc_port = free_port(), free_port()
+                kserve = Target(
+                    "kserve-lgbm",
+                    [str(kserve_py), str(HERE / "peers" / "kserve_lgbm.py"), "--model_name", "bench-lgbm",
+                     "--model_file", str(booster), "--http_port", str(http), "--grpc_port", str(grpc_port)],
+                    http, grpc_port, points=points(["json"], "bench-lgbm"),
+                )  # fmt: skip
+                self.run_target(kserve, expected)
+        if only and "mlserver-lgbm" not in only:
+            return
         try:
             mlserver_py = ensure_venv(venv_dir, "mlserver-lgbm")
         except subprocess.CalledProcessError as exc:
