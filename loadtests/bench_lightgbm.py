@@ -56,7 +56,7 @@ def train_lgbm(path: Path, trees: int, seed: int, rows: int) -> None:
         "objective": "binary",
         "num_leaves": 63,
         "learning_rate": 0.05,
-        "num_threads": 2,
+        "num_threads": 1,  # OpenMP training stalls on a busy shared machine
         "seed": seed,
         "verbose": -1,
     }

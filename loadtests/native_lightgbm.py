@@ -47,6 +47,7 @@ def train(path: Path, trees: int, leaves: int, features: int, seed: int) -> lgb.
     x = rng.normal(size=(20_000, features))
     logit = x[:, 0] * x[:, 1] + np.sin(x[:, 2]) + 0.5 * x[:, 3:8].sum(axis=1) + rng.normal(size=len(x))
     params = {"objective": "binary", "num_leaves": leaves, "learning_rate": 0.1, "seed": seed, "verbose": -1}
+    params["num_threads"] = 1  # OpenMP training stalls on a busy shared machine
     booster = lgb.train(params, lgb.Dataset(x, label=(logit > 0).astype(np.float64)), num_boost_round=trees)
     booster.save_model(str(path))
     return booster
