@@ -35,7 +35,6 @@ from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFoun
 from serving.modelconfig import ModelConfig, TrafficConfig, check_model_name, check_version_name, load_config
 from serving.repository import Model, ModelVersion, VersionState, version_dirs
 from serving.router import shares, stable_of
-from serving.runtimes.base import predict_paths
 from serving.settings import Settings
 
 log = logging.getLogger("serving.admin")
@@ -167,8 +166,10 @@ class ModelControl:
         model.versions[version] = entry  # one step: the next request routes to the new load
         self._state(entry)
         self.metrics.model_load_duration.labels(model.name, version).set(entry.load_seconds)
-        paths = {k: v["path"] for k, v in predict_paths(entry.runtime).get("predict_path", {}).items()}
-        self.metrics.set_predict_paths(model.name, version, paths)
+        if entry.predict_paths:
+            self.metrics.set_predict_paths(
+                model.name, version, {k: v.path for k, v in entry.predict_paths.items()}
+            )
         if swap:
             assert current is not None
             await self._drain(current, "replaced by a new load")

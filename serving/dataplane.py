@@ -23,7 +23,8 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
-from serving.runtimes.base import PLATFORMS, predict_paths
+from serving.runtimes.base import PLATFORMS
+from serving.runtimes.fastpath import PathChoice
 from serving.shadow import ShadowRunner
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
@@ -97,7 +98,7 @@ class DataPlane:
             e.version: {
                 "state": e.state.value,
                 **({"reason": e.reason} if e.reason else {}),
-                **predict_paths(e.runtime),
+                **({"predict_path": _paths(e.predict_paths)} if e.predict_paths else {}),
             }
             for e in entries
         }
@@ -225,3 +226,11 @@ class DataPlane:
                     seconds,
                     outcome_error,
                 )
+
+
+def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:
+    """Metadata: batches -> {"path": ..., "reason": why a faster path does not serve}."""
+    return {
+        batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
+        for batches, choice in paths.items()
+    }

@@ -33,6 +33,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
 # prometheus-client versions label it 1.0.0, which older scrapers do not know.
@@ -131,8 +132,8 @@ class Metrics:
         )
         self.predict_path = Gauge(
             "serving_predict_path",
-            "1 for the computation serving the version's small or large batches (library: the "
-            "framework's public predict; otherwise a fast path verified against it at load).",
+            "1 for the computation that serves the version's small and large batches "
+            "(onnx-twin, direct, lightgbm-single-row, library: serving/runtimes/fastpath.py).",
             ["model", "version", "batches", "path"],
             registry=r,
             multiprocess_mode="livemax",
@@ -159,7 +160,6 @@ class Metrics:
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
-        self._predict_paths: dict[tuple[str, str, str], str] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def observe_request(
@@ -202,13 +202,10 @@ class Metrics:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
 
     def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
-        """``paths``: batches ("small", "large") -> the path serving them (runtimes with a choice)."""
+        """``paths``: batches ("small", "large") -> the path serving them."""
         for batches, path in paths.items():
-            previous = self._predict_paths.get((model, version, batches))
-            if previous is not None and previous != path:  # a reload chose another path
-                self.predict_path.labels(model, version, batches, previous).set(0.0)
-            self._predict_paths[(model, version, batches)] = path
-            self.predict_path.labels(model, version, batches, path).set(1.0)
+            for known in PREDICT_PATHS:
+                self.predict_path.labels(model, version, batches, known).set(1.0 if known == path else 0.0)
 
     def exposition(self) -> bytes:
         """The text exposition for ``/metrics``: this registry, or every worker's values merged."""

@@ -204,8 +204,9 @@ class ModelConfig(_Strict):
     traffic: TrafficConfig = TrafficConfig()
     warmup: WarmupConfig = WarmupConfig()
     fast_path: bool = True
-    """Native boosters: allow the verified fast path (LightGBM: its C single-row entry point,
-    checked against ``Booster.predict`` at load); false = the library's public predict only."""
+    """Native boosters: allow the verified fast paths (XGBoost: an ONNX twin for small batches, the
+    library's C entry point; LightGBM: its C single-row entry point); false = the library's public
+    predict only."""
     raw_score: bool = False
     """LightGBM: return the raw scores (before the sigmoid/softmax/exp of the objective)."""
     description: str = ""

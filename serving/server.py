@@ -37,7 +37,6 @@ from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.protocol.rest.timeouts import timed_protocol
 from serving.repository import ModelRepository
 from serving.router import Router
-from serving.runtimes.base import predict_paths
 from serving.settings import Settings
 from serving.shadow import ShadowRunner
 
@@ -97,8 +96,10 @@ def load_models(parts: Components) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
-            paths = {k: v["path"] for k, v in predict_paths(entry.runtime).get("predict_path", {}).items()}
-            parts.metrics.set_predict_paths(model.name, entry.version, paths)
+            if entry.predict_paths:
+                parts.metrics.set_predict_paths(
+                    model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
+                )
     failed = [row for row in parts.repository.index() if row["state"] != "READY"]
     if failed and parts.settings.strict:
         raise ModelLoadError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
@@ -27,21 +27,6 @@ class Runtime(Protocol):
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]: ...
 
     def close(self) -> None: ...
-
-
-def predict_paths(runtime: Runtime | None) -> dict[str, Any]:
-    """What a runtime that can choose between computations serves with, for metadata:
-    ``{"predict_path": {"small": {"path": ..., "reason": why a faster path does not serve},
-    "large": {...}}}``. Empty for runtimes without a choice."""
-    paths = getattr(runtime, "predict_paths", None)
-    if not paths:
-        return {}
-    return {
-        "predict_path": {
-            batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
-            for batches, choice in paths.items()
-        }
-    }
 
 
 def model_file(config: ModelConfig, version_dir: Path) -> Path:

@@ -32,7 +32,6 @@ import ctypes
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightgbm as lgb
@@ -41,14 +40,13 @@ import numpy as np
 from serving.datatypes import TO_NUMPY
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
+from serving.runtimes.fastpath import LIBRARY, PathChoice
 from serving.settings import Settings
 from serving.types import Array
 from serving.warmup import warmup_inputs
 
 log = logging.getLogger("serving.runtimes.lightgbm")
 
-LIBRARY = "library"
-"""``Booster.predict``, LightGBM's public API: the reference, always available."""
 FAST = "lightgbm-single-row"
 """LightGBM's C single-row entry point with a prepared configuration (``_FastConfig``)."""
 
@@ -62,14 +60,6 @@ _SYMBOLS = (
     "LGBM_FastConfigFree",
     "LGBM_GetLastError",
 )
-
-
-@dataclass(frozen=True)
-class PathChoice:
-    """Which computation serves a range of batch sizes, and why a faster one does not."""
-
-    path: str
-    reason: str = ""
 
 
 class _Lib:
