@@ -33,7 +33,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
-PREDICT_PATHS = ("onnx-twin", "direct", "library")
+PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
 # prometheus-client versions label it 1.0.0, which older scrapers do not know.
@@ -133,7 +133,7 @@ class Metrics:
         self.predict_path = Gauge(
             "serving_predict_path",
             "1 for the computation that serves the version's small and large batches "
-            "(onnx-twin, direct, library: serving/runtimes/fastpath.py).",
+            "(onnx-twin, direct, lightgbm-single-row, library: serving/runtimes/fastpath.py).",
             ["model", "version", "batches", "path"],
             registry=r,
             multiprocess_mode="livemax",

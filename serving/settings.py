@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     xgboost_large_batch_nthread: int = Field(0, ge=0)
     """XGBoost threads for large batches (0 = all cores)."""
 
+    lightgbm_nthread: int = Field(1, ge=0)
+    """LightGBM threads for batches that go through ``Booster.predict`` below
+    ``large_batch_rows`` (0 = all cores)."""
+
+    lightgbm_large_batch_nthread: int = Field(0, ge=0)
+    """LightGBM threads for batches of at least ``large_batch_rows`` rows (0 = all cores)."""
+
+    lightgbm_fast_path_max_rows: int = Field(32, ge=0, le=65536)
+    """LightGBM batches with fewer rows than this go through its C single-row fast path, one
+    call per row; larger ones through ``Booster.predict``, whose fixed cost per call is then
+    the smaller one (crossover measured by loadtests/native_lightgbm.py). 0 = never."""
+
     fast_path: bool = True
     """Let runtimes answer through a verified fast path (serving/runtimes/fastpath.py): for
     XGBoost, an ONNX twin of the booster for small batches and XGBoost's C entry point for

@@ -169,6 +169,10 @@ supportedModelFormats:
     version: "2"
     autoSelect: {{ .autoSelect }}
     priority: {{ .root.Values.runtime.priority }}
+  - name: lightgbm
+    version: "4"
+    autoSelect: {{ .autoSelect }}
+    priority: {{ .root.Values.runtime.priority }}
 protocolVersions:
   - v2
   - v1
