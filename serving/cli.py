@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from serving.settings import Settings
 
 
@@ -53,7 +55,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # one line naming the setting, no traceback; exit status 1
+        problems = "; ".join(
+            str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "value_error"
+            else f"SERVING_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"serving: error: {problems}") from None
 
 
 def _setup_logging(level: str) -> None:
@@ -97,11 +108,16 @@ def _without_extra(command: str) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     if _without_extra("serving export"):
         return 2
+    from serving.errors import ServingError
     from serving.export import export_booster
 
-    report = export_booster(
-        args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
-    )
+    try:
+        report = export_booster(
+            args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
+        )
+    except ServingError as exc:  # a refusal (LightGBM parity, categorical splits) or a bad name
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -128,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(func=cmd_validate_repo)
 
-    export = sub.add_parser("export", help="convert a native XGBoost booster to an ONNX model version")
-    export.add_argument("booster", type=Path, help="model.json or model.ubj")
+    export = sub.add_parser(
+        "export", help="convert a native XGBoost or LightGBM booster to an ONNX model version"
+    )
+    export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
     export.add_argument("--model", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: next free)")
@@ -143,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.rollout.cli import add_rollout_parser
 
     add_rollout_parser(sub)
+
+    from serving.batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 

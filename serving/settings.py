@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ADMIN_TOKEN_MIN_LENGTH = 24
+WEAK_ADMIN_TOKEN = (
+    "SERVING_ADMIN_TOKEN is {length} character{s} long; it guards model load/unload and traffic "
+    f"changes, so use at least {ADMIN_TOKEN_MIN_LENGTH}: SERVING_ADMIN_TOKEN=$(openssl rand -hex 24)"
+)
 
 
 class Settings(BaseSettings):
@@ -53,6 +59,18 @@ class Settings(BaseSettings):
 
     xgboost_large_batch_nthread: int = Field(0, ge=0)
     """XGBoost threads for large batches (0 = all cores)."""
+
+    lightgbm_nthread: int = Field(1, ge=0)
+    """LightGBM threads for batches that go through ``Booster.predict`` below
+    ``large_batch_rows`` (0 = all cores)."""
+
+    lightgbm_large_batch_nthread: int = Field(0, ge=0)
+    """LightGBM threads for batches of at least ``large_batch_rows`` rows (0 = all cores)."""
+
+    lightgbm_fast_path_max_rows: int = Field(32, ge=0, le=65536)
+    """LightGBM batches with fewer rows than this go through its C single-row fast path, one
+    call per row; larger ones through ``Booster.predict``, whose fixed cost per call is then
+    the smaller one (crossover measured by loadtests/native_lightgbm.py). 0 = never."""
 
     fast_path: bool = True
     """Let runtimes answer through a verified fast path (serving/runtimes/fastpath.py): for
@@ -127,9 +145,27 @@ class Settings(BaseSettings):
     """A second port that serves only ``GET /metrics`` (-1, the default: none; /metrics is
     always on the REST port too)."""
 
+    admin_port: int = Field(-1, ge=-1, le=65535)
+    """A separate port for the model control API (repository load/unload/reload, traffic
+    policy changes). -1 (the default): admin routes are on the REST port. When set, they
+    answer only there (the REST port answers 404 with a pointer, gRPC repository RPCs
+    PERMISSION_DENIED), so a NetworkPolicy can keep inference callers away from them."""
+
     admin_token: str | None = None
-    """Bearer token for the admin endpoints (repository load/unload, traffic policy).
-    Unset: admin endpoints answer 403."""
+    """Bearer token for the admin endpoints (repository load/unload, traffic policy, full
+    failure reasons). Unset or empty: admin endpoints answer 403. At least
+    ``ADMIN_TOKEN_MIN_LENGTH`` (24) characters, surrounding whitespace ignored (a Secret
+    written from a file often ends in a newline); make one with ``openssl rand -hex 24``."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, token: str | None) -> str | None:
+        token = (token or "").strip()
+        if not token:
+            return None
+        if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(WEAK_ADMIN_TOKEN.format(length=len(token), s="" if len(token) == 1 else "s"))
+        return token
 
     unload_grace_seconds: float = Field(30.0, ge=0.0, le=3600.0)
     """Unloading a version waits up to this long for its in-flight requests before closing it."""
@@ -137,6 +173,16 @@ class Settings(BaseSettings):
     repository_poll_seconds: float = Field(0.0, ge=0.0, le=86400.0)
     """Re-read the model repository every N seconds, so version folders added or removed
     take effect without a restart. 0 = only on ``POST /v2/repository/reload``."""
+
+    traffic_policy_dir: Path | None = None
+    """The traffic-policy store (serving/control/policy.py): a directory with one
+    ``<model>.yaml`` per model that every process of the deployment follows. On one host a
+    plain directory (the admin API and ``serving rollout`` write it, so ``--workers N``
+    accepts traffic changes); in Kubernetes a ConfigMap mounted as a directory (read-only,
+    written by ``serving rollout``). Unset: traffic changes live in this process only."""
+
+    traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
+    """How often each process checks the store's files for a change (one stat per model)."""
 
     shadow_queue_size: int = Field(64, ge=1, le=65536)
     """Shadow copies waiting to run; past it copies are dropped (and counted)."""

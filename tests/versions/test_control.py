@@ -25,7 +25,7 @@ def request() -> InferenceRequest:
 
 
 def start(repo: Path, **settings: object) -> Components:
-    parts = build(Settings(model_repo=repo, admin_token="t", **settings))  # type: ignore[arg-type]
+    parts = build(Settings(model_repo=repo, admin_token="control-test-token-0123456789", **settings))  # type: ignore[arg-type]
     load_models(parts)
     parts.dataplane.started = True
     return parts
@@ -82,7 +82,7 @@ def test_several_workers_refuse_run_time_changes(tmp_path: Path) -> None:
     assert control is not None
     try:
         with pytest.raises(Forbidden, match="2 worker processes"):
-            control.set_traffic("iris-xgb", {"weights": {"1": 1}})
+            asyncio.run(control.set_traffic("iris-xgb", {"weights": {"1": 1}}))
         with pytest.raises(Forbidden, match="only the one that answers"):
             asyncio.run(control.unload("iris-xgb"))
         with pytest.raises(Forbidden):
