@@ -8,6 +8,9 @@ onnxmltools' output names: classifiers give ``label`` (INT64 [N]) and ``probabil
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +66,9 @@ def export_booster(
     """Convert ``booster_path`` to ``repo/model/<version>/model.onnx`` and write config.yaml.
 
     Parity: the booster and onnxruntime predict the same sample (given, or 512 rows drawn
-    deterministically); the report carries the largest absolute difference. A failed check
-    removes nothing but the report says FAILED and the CLI exits 1.
+    deterministically); the report carries the largest absolute difference. The version is
+    written only when the check passes, atomically (``_publish``); on a failed check the
+    repository is untouched, the report says FAILED and the CLI exits 1.
     """
     import onnxruntime as ort
     import xgboost as xgb
@@ -109,16 +113,16 @@ def export_booster(
             raise ModelLoadError(
                 f"{config_path}: model '{model}' exists with another platform or signature; export to a new name"
             )
-    else:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(config_doc, sort_keys=False))
     if version is None:
-        taken = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        taken = (
+            [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+            if model_dir.is_dir()
+            else []
+        )
         version = max(taken, default=0) + 1
     version_dir = model_dir / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    path = version_dir / "model.onnx"
-    path.write_bytes(serialized)
+    if version_dir.exists():
+        raise ModelLoadError(f"{version_dir} exists already; export to a new version")
 
     if sample is None:
         sample = np.random.default_rng(0).normal(size=(512, n_features)).astype(np.float32)
@@ -127,7 +131,37 @@ def export_booster(
         zip([o.name for o in session.get_outputs()], session.run(None, {"input": sample}), strict=True)
     )
     diff = _native_vs_onnx(booster.inplace_predict(sample), onnx_out)
-    return ExportReport(path, version, diff, tolerance, len(sample))
+    report = ExportReport(version_dir / "model.onnx", version, diff, tolerance, len(sample))
+    if report.ok:
+        _publish(repo, model_dir, version_dir, serialized, None if config_path.exists() else config_doc)
+    return report
+
+
+def _publish(
+    repo: Path, model_dir: Path, version_dir: Path, onnx: bytes, config_doc: dict[str, Any] | None
+) -> None:
+    """Write the version (and, for a new model, its config.yaml) into a hidden temporary folder
+    of the repository, then move it into place with one rename: a polling server never sees a
+    half-written version, and a failure leaves nothing behind. Hidden folders (``.name``) are
+    never read as models or versions."""
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=repo))
+    try:
+        if config_doc is not None:  # a new model: stage the whole model folder
+            staged_version = staging / version_dir.name
+            staged_version.mkdir()
+            (staged_version / "model.onnx").write_bytes(onnx)
+            (staging / "config.yaml").write_text(yaml.safe_dump(config_doc, sort_keys=False))
+            os.rename(staging, model_dir)  # fails if the folder appeared meanwhile: nothing lost
+        else:
+            (staging / "model.onnx").write_bytes(onnx)
+            os.rename(staging, version_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelLoadError(f"could not write {version_dir}: {exc.strerror or exc}") from None
+    os.chmod(version_dir, 0o755)  # mkdtemp makes it 0700
+    if config_doc is not None:
+        os.chmod(model_dir, 0o755)
 
 
 def _objective(booster: Any) -> str:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from serving.datatypes import DATATYPES
 from serving.errors import InvalidInput
-from serving.limits import deadline_from_header
+from serving.protocol.rest.deadline import deadline_from_header
 from serving.protocol import rawtensor
 from serving.protocol.grpc import codec as grpc_codec
 from serving.protocol.grpc.stubs import load

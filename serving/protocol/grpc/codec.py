@@ -139,7 +139,6 @@ def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = No
         pb.id or None,
         [RequestedOutput(o.name, params_from_pb(o.parameters)) for o in outputs] if outputs else None,
         params_from_pb(params) if params else None,
-        protocol="grpc",
     )
 
 
