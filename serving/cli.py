@@ -28,6 +28,8 @@ EXAMPLES = {
     "export": """example:
   serving export booster.ubj --model cancer-onnx --repo model_repo
   # writes model_repo/cancer-onnx/<next version>/model.onnx only if the parity check passes""",
+    "batch": """example:
+  serving batch iris-xgb --repo model_repo --input rows.parquet --output scores.parquet""",
     "demo-models": """example:
   serving demo-models model_repo   # byte-for-byte the committed demo models""",
     "rollout": """example:
@@ -182,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(func=cmd_validate_repo)
 
-    export = sub.add_parser("export", help="convert a native XGBoost booster to an ONNX model version")
-    export.add_argument("booster", type=Path, help="model.json or model.ubj")
+    export = sub.add_parser(
+        "export", help="convert a native XGBoost or LightGBM booster to an ONNX model version"
+    )
+    export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
     export.add_argument("--model", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: next free)")
@@ -197,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.rollout.cli import add_rollout_parser
 
     add_rollout_parser(sub)
+    from serving.batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     _add_examples(parser)
     return parser
 

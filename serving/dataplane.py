@@ -29,6 +29,8 @@ from serving.metrics import Metrics
 from serving.predictor import Predictor
 from serving.repository import Model, ModelRepository, ModelVersion
 from serving.router import Route, Router
+from serving.runtimes.base import PLATFORMS
+from serving.runtimes.fastpath import PathChoice
 from serving.shadow import ShadowRunner
 from serving.types import Array, InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
@@ -89,7 +91,7 @@ class DataPlane:
         meta: dict[str, Any] = {
             "name": name,
             "versions": [version] if version is not None else versions,
-            "platform": "onnxruntime_onnx" if config.platform == "onnx" else "xgboost",
+            "platform": PLATFORMS[config.platform],
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
             ],
@@ -99,7 +101,12 @@ class DataPlane:
         }
         entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
         states = {
-            e.version: {"state": e.state.value, **({"reason": e.reason} if e.reason else {})} for e in entries
+            e.version: {
+                "state": e.state.value,
+                **({"reason": e.reason} if e.reason else {}),
+                **({"predict_path": _paths(e.predict_paths)} if e.predict_paths else {}),
+            }
+            for e in entries
         }
         if model.error:
             meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.error}
@@ -236,3 +243,11 @@ class DataPlane:
                 array = array.astype(dtype)
             outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
         return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+
+
+def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:
+    """Metadata: batches -> {"path": ..., "reason": why a faster path does not serve}."""
+    return {
+        batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
+        for batches, choice in paths.items()
+    }

@@ -114,6 +114,10 @@ def load_models(parts: Components, stop: threading.Event | None = None) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
+            if entry.predict_paths:
+                parts.metrics.set_predict_paths(
+                    model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
+                )
     failed = [row for row in parts.repository.index() if row["state"] != "READY"]
     if failed and parts.settings.strict and not (stop is not None and stop.is_set()):
         raise StartupError(
@@ -130,6 +134,8 @@ def _port_hint(settings: Settings, port: int, exc: OSError) -> StartupError:
     flag = "--http-port" if port == settings.http_port else "--grpc-port"
     if port == settings.metrics_port:
         flag = "SERVING_METRICS_PORT"
+    elif port == settings.admin_port:
+        flag = "SERVING_ADMIN_PORT"
     reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror or exc})"
     return StartupError(
         f"port {port} on {settings.host} {reason}: stop the other process or pick another port with {flag}"
@@ -139,7 +145,7 @@ def _port_hint(settings: Settings, port: int, exc: OSError) -> StartupError:
 def check_ports(settings: Settings) -> None:
     """Fail fast, before loading models, when a port is taken. Binds without SO_REUSEPORT,
     so another server sharing its port with its own workers counts as taken too."""
-    for port in (settings.http_port, settings.grpc_port, settings.metrics_port):
+    for port in (settings.http_port, settings.grpc_port, settings.metrics_port, settings.admin_port):
         if port <= 0:
             continue
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -184,6 +190,11 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         parts.repository.close()
         parts.executor.shutdown(wait=False, cancel_futures=True)
         return
+    policies = parts.control.policies if parts.control is not None else None
+    if policies is not None:
+        # The store's policies apply before this process turns ready (or, as a worker, takes
+        # connections): a replica or worker that starts mid-rollout serves the current split.
+        await loop.run_in_executor(None, policies.sync_now)
     grpc_server = None
     if settings.grpc_port >= 0:
         from serving.protocol.grpc.server import start_grpc_server
@@ -220,6 +231,12 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     poller = None
     if settings.repository_poll_seconds > 0 and parts.control is not None:
         poller = asyncio.get_running_loop().create_task(parts.control.poll(settings.repository_poll_seconds))
+    watcher = None
+    if policies is not None and settings.traffic_policy_dir is not None:
+        watcher = asyncio.get_running_loop().create_task(policies.watch())
+    admin_server, admin_task = None, None
+    if settings.admin_port >= 0 and parts.control is not None:
+        admin_server, admin_task = start_admin_server(settings, parts.control)
     metrics_server = None
     if settings.metrics_port >= 0:
         try:
@@ -239,6 +256,12 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
             metrics_server.close()
         if poller is not None:
             poller.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if admin_server is not None and admin_task is not None:
+            admin_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await admin_task
         drain.uninstall()
         parts.dataplane.draining = True
         await parts.dataplane.shadow.close()
@@ -266,6 +289,31 @@ def _restore_signals(loop: asyncio.AbstractEventLoop, installed: bool) -> None:
     if installed:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def start_admin_server(
+    settings: Settings, control: ModelControl
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """The model control API on ``SERVING_ADMIN_PORT`` (shared by workers like the REST port)."""
+    from serving.protocol.rest.app import create_admin_app
+
+    config = uvicorn.Config(
+        create_admin_app(settings, control),
+        host=settings.host,
+        port=settings.admin_port,
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+    server = DrainingServer(config)
+    try:
+        sock = bind_socket(settings.host, settings.admin_port, reuse_port=settings.workers > 1)
+    except OSError as exc:
+        raise _port_hint(settings, settings.admin_port, exc) from exc
+    log.info("admin API listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    return server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
 
 
 class DrainingServer(uvicorn.Server):

@@ -64,7 +64,7 @@ def test_runtime_spec(objects: list[dict[str, Any]]) -> None:
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
     assert set(runtime["protocolVersions"]) == {"v1", "v2", "grpc-v2"}
     formats = {f["name"]: f for f in runtime["supportedModelFormats"]}
-    assert set(formats) == {"onnx", "xgboost"}
+    assert set(formats) == {"onnx", "xgboost", "lightgbm"}
     assert all(f["autoSelect"] and f["priority"] >= 1 for f in formats.values())
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]

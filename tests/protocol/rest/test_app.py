@@ -90,6 +90,7 @@ def test_repository_index_lists_every_demo_version(demo_server: ServerProcess) -
     assert response.status_code == 200, response.text
     rows = {(r["name"], r["version"]): r["state"] for r in response.json()}
     assert rows == {
+        ("cancer-lgbm", "1"): "READY",
         ("cancer-onnx", "1"): "READY",
         ("cancer-xgb", "1"): "READY",
         ("digits-mlp", "1"): "READY",
@@ -98,12 +99,15 @@ def test_repository_index_lists_every_demo_version(demo_server: ServerProcess) -
     }
 
 
-@pytest.mark.parametrize("model", ["cancer-xgb", "cancer-onnx", "digits-mlp", "iris-xgb"])
+@pytest.mark.parametrize("model", ["cancer-xgb", "cancer-lgbm", "cancer-onnx", "digits-mlp", "iris-xgb"])
 def test_model_metadata_matches_config(demo_server: ServerProcess, model: str) -> None:
     config = yaml.safe_load((DEMO_REPO / model / "config.yaml").read_text())
     meta = httpx.get(f"{demo_server.url}/v2/models/{model}").json()
     assert meta["name"] == model
-    assert meta["platform"] == ("xgboost" if config["platform"] == "xgboost" else "onnxruntime_onnx")
+    assert (
+        meta["platform"]
+        == {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnxruntime_onnx"}[config["platform"]]
+    )
     assert meta["inputs"] == config["inputs"]
     assert meta["outputs"] == config["outputs"]
     versions = sorted(p.name for p in (DEMO_REPO / model).iterdir() if p.is_dir())
@@ -124,7 +128,7 @@ def test_kserve_v1_model_and_list(demo_server: ServerProcess) -> None:
     response = httpx.get(f"{demo_server.url}/v1/models/cancer-xgb")
     assert response.status_code == 200 and response.json() == {"name": "cancer-xgb", "ready": True}
     listing = httpx.get(f"{demo_server.url}/v1/models").json()
-    assert listing == {"models": ["cancer-onnx", "cancer-xgb", "digits-mlp", "iris-xgb"]}
+    assert listing == {"models": ["cancer-lgbm", "cancer-onnx", "cancer-xgb", "digits-mlp", "iris-xgb"]}
 
 
 @pytest.mark.parametrize(
@@ -158,7 +162,8 @@ def test_cancer_xgb_matches_booster(demo_server: ServerProcess) -> None:
     got = outputs_of(infer(demo_server, "cancer-xgb", [tensor("input", rows)]))["probability"]
     expected = booster("cancer-xgb").inplace_predict(rows)
     assert got.shape == (64,)
-    # float32 printed by orjson round-trips exactly
+    # float32 printed by orjson round-trips exactly; 64 rows go through XGBoost itself (the
+    # ONNX twin serves only below fast_path_max_rows), so bit for bit
     np.testing.assert_array_equal(got.astype(np.float32), expected)
 
 
@@ -193,7 +198,9 @@ def test_iris_versions_match_their_boosters(demo_server: ServerProcess, version:
     got = outputs_of(response)["probabilities"]
     expected = booster("iris-xgb", version or "2").inplace_predict(IRIS_X[::10])
     assert got.shape == (15, 3)
-    np.testing.assert_array_equal(got.astype(np.float32), expected)
+    # 15 rows are below fast_path_max_rows: the ONNX twin answers, held to the library's
+    # predict within the documented 1e-6 (docs/native-boosters.md)
+    np.testing.assert_allclose(got.astype(np.float32), expected, rtol=0, atol=1e-6)
 
 
 def test_native_xgboost_and_exported_onnx_agree(demo_server: ServerProcess) -> None:
@@ -213,7 +220,7 @@ def test_kserve_v1_predict_matches_v2(demo_server: ServerProcess) -> None:
         f"{demo_server.url}/v1/models/cancer-xgb:predict", json={"instances": CANCER_X[:2].tolist()}
     )
     np.testing.assert_allclose(
-        cancer.json()["predictions"], booster("cancer-xgb").inplace_predict(CANCER_X[:2]), rtol=1e-7
+        cancer.json()["predictions"], booster("cancer-xgb").inplace_predict(CANCER_X[:2]), rtol=0, atol=1e-6
     )
 
 
