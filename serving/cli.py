@@ -88,7 +88,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # one line naming the setting, no traceback; exit status 1
+        problems = "; ".join(
+            str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "value_error"
+            else f"SERVING_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"serving: error: {problems}") from None
 
 
 def _setup_logging(level: str) -> None:

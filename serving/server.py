@@ -118,7 +118,7 @@ def load_models(parts: Components, stop: threading.Event | None = None) -> None:
                 parts.metrics.set_predict_paths(
                     model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
                 )
-    failed = [row for row in parts.repository.index() if row["state"] != "READY"]
+    failed = [row for row in parts.repository.index(detail=True) if row["state"] != "READY"]
     if failed and parts.settings.strict and not (stop is not None and stop.is_set()):
         raise StartupError(
             f"--strict: {len(failed)} model version(s) failed to load: "
