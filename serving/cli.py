@@ -116,21 +116,8 @@ def fail(message: str) -> int:
     return 1
 
 
-def _settings_problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return (
-        f"invalid setting {field} (flag --{field.replace('_', '-')} or env SERVING_{field.upper()}): "
-        f"{first.get('msg', 'invalid')}{more}"
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args)
-    except ValidationError as exc:
-        return fail(_settings_problem(exc))
+    settings = settings_from(args)  # bad settings: one line and exit 1 (SystemExit)
     _setup_logging(settings.log_level)
     from serving.server import StartupError, run
 

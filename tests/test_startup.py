@@ -72,7 +72,7 @@ def test_bad_settings_are_one_line(repo: Path) -> None:
     done = serve("--model-repo", str(repo), env={"SERVING_MAX_INFLIGHT": "-1"})
     assert done.returncode != 0
     [line] = error_lines(done)
-    assert "invalid setting max_inflight" in line and "SERVING_MAX_INFLIGHT" in line
+    assert "SERVING_MAX_INFLIGHT" in line and "greater than or equal to 0" in line
 
 
 def test_a_missing_repository_is_one_line(tmp_path: Path) -> None:
