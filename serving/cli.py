@@ -141,7 +141,19 @@ def cmd_validate_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_extra(command: str) -> bool:
+    """Print the one line naming the missing extra (exit status 2), or False when installed."""
+    from serving.extras import missing_extra
+
+    problem = missing_extra(command)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if _without_extra("serving export"):
+        return 2
     from serving.export import export_booster
 
     try:
@@ -155,6 +167,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_models(args: argparse.Namespace) -> int:
+    if _without_extra("serving demo-models"):
+        return 2
     from serving.demo import build_demo_repository
 
     for line in build_demo_repository(args.directory):

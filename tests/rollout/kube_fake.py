@@ -12,7 +12,6 @@ import copy
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,8 +19,8 @@ import urllib3
 import yaml
 from kubernetes import client
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT.parent / "shared" / "kserve" / "crd_inferenceservices.yaml"
+from tests.references import reference
+
 HOST = "https://kube.invalid"
 
 
@@ -121,7 +120,8 @@ def isvc_path(namespace: str, name: str) -> str:
 
 def load_crd() -> dict[str, Any]:
     crd: dict[str, Any] = yaml.load(
-        CRD_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        reference("kserve/crd_inferenceservices.yaml").read_text(),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
     )
     return crd
 

@@ -24,6 +24,7 @@ from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.edge import GRPC, EdgeRecorder
 from serving.protocol.grpc import codec
+from serving.protocol.grpc.generated import oip_v2_pb2 as pb
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
 from serving.settings import Settings
 
@@ -97,13 +98,19 @@ class InferenceServicer:
         self._parse_infer = _parser(stubs.messages["ModelInferRequest"])
         self._edge = EdgeRecorder(GRPC, dataplane)
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return self._pb.ServerLiveResponse(live=self._dataplane.live())
 
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return self._pb.ServerReadyResponse(ready=self._dataplane.ready())
 
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         version = _model(request.name, request.version)
         try:
             ready = self._dataplane.model_ready(request.name, version)
@@ -111,13 +118,17 @@ class InferenceServicer:
             ready = False  # "is it ready?" -> "no", as Triton answers and tritonclient expects
         return self._pb.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         meta = self._dataplane.server_metadata()
         return self._pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         meta = self._dataplane.model_metadata(request.name, _model(request.name, request.version))
         tensor = self._pb.ModelMetadataResponse.TensorMetadata
         return self._pb.ModelMetadataResponse(
@@ -128,21 +139,21 @@ class InferenceServicer:
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
-    async def ModelInfer(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelInfer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         """Counted here once, whatever happens (serving.protocol.edge). Errors in the order a
         caller needs them: an unknown model or version (NOT_FOUND) before any tensor error."""
         start = time.perf_counter()
         name = ""
         request = None
         try:
-            pb = self._parse_infer(raw)
-            name, version = pb.model_name, pb.model_version or None
+            message = self._parse_infer(raw)
+            name, version = message.model_name, message.model_version or None
             if not self._dataplane.knows(name):
                 check_model_name(name)  # a malformed name is INVALID_ARGUMENT, others NOT_FOUND
             if version is not None:
                 check_version_name(version)
             self._dataplane.check_model(name, version)
-            request = codec.decode_request(pb, self._max_elements, self._model_names)
+            request = codec.decode_request(message, self._max_elements, self._model_names)
             request.edge = GRPC
             remaining = context.time_remaining()
             if remaining is not None:
@@ -152,7 +163,7 @@ class InferenceServicer:
                 if key == sticky:
                     request.routing_key = value if isinstance(value, str) else value.decode(errors="replace")
             response = await self._dataplane.infer(request)
-            answer = codec.encode_response(response, raw=bool(pb.raw_input_contents))
+            answer = codec.encode_response(response, raw=bool(message.raw_input_contents))
         except BaseException as exc:
             self._edge.failure(name, request, exc, time.perf_counter() - start)
             raise
@@ -170,12 +181,16 @@ class InferenceServicer:
             sent if isinstance(sent, str) or sent is None else sent.decode(errors="replace")
         )
 
-    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
         self._check_admin(context)
         await self._control.load(request.model_name)
         return self._pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
 
-    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
         self._check_admin(context)
         await self._control.unload(request.model_name)
         return self._pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
