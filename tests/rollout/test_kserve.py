@@ -376,3 +376,30 @@ def test_cli_drives_the_kubernetes_client(
     assert main(["rollout", "status", *common]) == 3
     assert "enableGatewayApi is false" in capsys.readouterr().out
     assert [r.method for r in fake.requests[before:]] == ["GET"] * (len(fake.requests) - before)
+
+
+def test_auto_waits_for_a_canary_kserve_routes_nothing_to() -> None:
+    """Standard mode: a canary that is not ready has 0 % in the HTTPRoute; `auto` holds (it is
+    coming up, not rolled back) and gives up after --max-holds, changing nothing."""
+    import io
+
+    from serving.rollout.cli import Out, run_auto
+    from serving.rollout.decision import Thresholds
+    from serving.rollout.prometheus import PrometheusClient
+
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    assert fake.controller is not None
+    fake.controller.canaries_ready = False
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    target.start(10, "s3://m/v2", None)
+    stream = io.StringIO()
+    sleeps: list[float] = []
+    code = run_auto(
+        target, PrometheusClient("http://127.0.0.1:9"), [10, 50, 100], 5.0, 5.0, Thresholds(),
+        Out(json_mode=True, stream=stream), max_holds=3, sleep=sleeps.append,
+    )  # fmt: skip
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert (code, events) == (2, ["wait", "wait", "gave_up"]) and sleeps == [5.0, 5.0]
+    assert len(isvc_patches(fake)) == 1  # only the start
