@@ -1,10 +1,10 @@
 """The rollout CLI's patches on the InferenceServices we ship: every one the chart renders (each
 values set of tests/deploy/test_chart.py) and every one in manifests/, created through KServe's
-webhooks as ported (tests/deploy/kserve_rules.py), then rolled out through the real kubernetes
-client against the recording API server, which applies the webhooks to each patch. Standard
-mode: start -> step -> promote -> start -> promote -> start -> rollback on v0.20.0 (first release
-with spec.canary) and master; Knative mode: start -> step -> promote -> start -> rollback on every
-supported release. Every patch and every stored object is also checked against KServe's CRD."""
+webhooks as ported (tests/deploy/kserve_rules.py) of the KServe release each targets, then rolled
+out through the real kubernetes client against the recording API server, which applies those
+webhooks to each patch. Standard mode: start -> step -> promote -> start -> promote -> start ->
+rollback (on releases with spec.canary, v0.20.0 and later); Knative mode: start -> step ->
+promote -> start -> rollback. Every patch and stored object is also checked against KServe's CRD."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from serving.rollout import kserve
 from serving.rollout.state import RolloutError
 from tests.deploy.helm_render import render
 from tests.deploy.k8s_schemas import load_kustomization
-from tests.deploy.kserve_rules import SUPPORTED, KServe, admit_isvc
-from tests.deploy.test_chart import CHART, VALUE_SETS
+from tests.deploy.kserve_rules import RELEASES, KServe, admit_isvc
+from tests.deploy.test_chart import CHART, RELEASE_OF, VALUE_SETS
 from tests.rollout.kube_fake import (
     NS,
     fake_api_client,
@@ -34,20 +34,25 @@ from tests.rollout.kube_fake import (
 )
 from tests.server_process import ROOT
 
-# The kserve-<release> sets repeat all-modes for other releases; their InferenceServices are
-# checked here against every release anyway.
-SETS = [name for name in VALUE_SETS if not name.startswith("kserve-")]
+# The manifests spell the modes Standard/Knative, which KServe knows from v0.16.0.
+MANIFEST_RELEASES = tuple(r for r in RELEASES if KServe(r).at_least("v0.16.0"))
+Shipped = list[tuple[str, tuple[str, ...], dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for name in SETS:
-        release = render(CHART, VALUE_SETS[name], tmp_path_factory.mktemp(name))
-        found += [(f"chart {name}", o) for o in release["objects"] if o["kind"] == "InferenceService"]
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Shipped:
+    """(where, the KServe releases it targets, InferenceService) for everything we ship."""
+    found: Shipped = []
+    for name, values in VALUE_SETS.items():
+        release = render(CHART, values, tmp_path_factory.mktemp(name))
+        found += [
+            (f"chart {name}", (RELEASE_OF[name],), o)
+            for o in release["objects"]
+            if o["kind"] == "InferenceService"
+        ]
     manifests = load_kustomization(ROOT / "manifests")
-    found += [("manifests", o) for o in manifests if o["kind"] == "InferenceService"]
-    assert {where for where, _ in found} >= {"manifests", "chart all-modes"}
+    found += [("manifests", MANIFEST_RELEASES, o) for o in manifests if o["kind"] == "InferenceService"]
+    assert {where for where, _, _ in found} >= {"manifests", "chart all-modes"}
     return found
 
 
@@ -104,13 +109,16 @@ def crd_validators() -> tuple[jsonschema.Draft7Validator, jsonschema.Draft7Valid
 
 
 def test_every_shipped_inference_service_rolls_out(
-    shipped: list[tuple[str, dict[str, Any]]],
-    crd_validators: tuple[jsonschema.Draft7Validator, jsonschema.Draft7Validator],
+    shipped: Shipped, crd_validators: tuple[jsonschema.Draft7Validator, jsonschema.Draft7Validator]
 ) -> None:
     full, partial = crd_validators
     standard = 0
-    for where, isvc in shipped:
-        versions = ("v0.20.0", "master") if is_standard(isvc) else SUPPORTED
+    for where, targets, isvc in shipped:
+        versions = targets
+        if is_standard(isvc):  # spec.canary[] exists from v0.20.0 (the CLI refuses before)
+            versions = tuple(v for v in targets if KServe(v).at_least("v0.20.0"))
+            if not versions:
+                continue
         for version in versions:
             patches, final, refusals = roll_out(isvc, version)
             assert refusals == [], (where, isvc["metadata"]["name"], version)
@@ -128,11 +136,9 @@ def test_every_shipped_inference_service_rolls_out(
     assert standard >= 2
 
 
-def test_a_refused_patch_fails_the_rollout(
-    shipped: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_refused_patch_fails_the_rollout(shipped: Shipped, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check can fail: had start not picked a free canary name, KServe would refuse it."""
-    _, isvc = next((w, i) for w, i in shipped if is_standard(i))
+    isvc = next(i for w, _, i in shipped if is_standard(i) and w == "manifests")
     named = copy.deepcopy(isvc)
     named["spec"]["predictor"]["name"] = "canary"
     roll_out(named, "v0.20.0")  # start picks canary-2
