@@ -213,7 +213,11 @@ def write_repo(work: Path, heavy: bool, train_rows: int = 5_000) -> dict[str, Pa
     repo = work / "repo"
     files = {"bench-xgb": work / "boosters" / "bench-xgb.json"}
     train_booster(files["bench-xgb"], trees=200, seed=1, rows=train_rows)
-    models: dict[str, tuple[Path, dict[str, Any] | None]] = {"bench-xgb": (files["bench-xgb"], None)}
+    models: dict[str, tuple[Path, dict[str, Any] | None]] = {
+        "bench-xgb": (files["bench-xgb"], None),
+        # the same booster held to XGBoost's own predict (no ONNX twin, no direct C call)
+        "bench-xgb-library": (files["bench-xgb"], None),
+    }
     if heavy:
         files["bench-heavy"] = work / "boosters" / "bench-heavy.json"
         train_booster(files["bench-heavy"], trees=1000, seed=2, rows=train_rows)
@@ -241,6 +245,8 @@ def write_repo(work: Path, heavy: bool, train_rows: int = 5_000) -> dict[str, Pa
         }
         if batching:
             config["batching"] = batching
+        if name.endswith("-library"):
+            config["fast_path"] = False
         (repo / name / "config.yaml").write_text(yaml.safe_dump(config))
     return files
 
@@ -546,7 +552,7 @@ class Bench:
         )
         files = write_repo(self.work, heavy=not smoke, train_rows=2_000 if smoke else 5_000)
         expected: dict[str, float] = {}
-        for model in ("bench-xgb", "bench-onnx"):
+        for model in ("bench-xgb", "bench-onnx", "bench-xgb-library"):
             floor_row, expected[model] = self.in_process_floor(model, 0.5 if smoke else 3.0)
             self.rows.append(floor_row)
             log(
@@ -572,7 +578,11 @@ class Bench:
 
         http, grpc_port = free_port(), free_port()
         protocols = ["json", "grpc"] if smoke else ["json", "binary", "grpc"]
-        ours_points = points(protocols, "bench-onnx") + points(protocols, "bench-xgb")
+        ours_points = (
+            points(protocols, "bench-onnx")
+            + points(protocols, "bench-xgb")
+            + points(["json"], "bench-xgb-library")
+        )
         if not smoke:
             ours_points += [Point(p, "bench-onnx", 1000, 8) for p in ("json", "binary", "grpc")]
             for model in ("bench-heavy", "bench-heavy-batched", "bench-heavy-adaptive"):

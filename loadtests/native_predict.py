@@ -6,7 +6,11 @@ of one call for 1, 8, 64 and 1000 rows of:
 
 - ``stock``: ``Booster.inplace_predict`` with XGBoost's default threads (all cores)
 - ``stock-nthread1``: ``Booster.inplace_predict`` with ``nthread=1``
-- ``serving``: ``serving.runtimes.xgboost.XGBoostRuntime.predict`` (what the server runs)
+- ``serving``: ``serving.runtimes.xgboost.XGBoostRuntime.predict`` (what the server runs:
+  the ONNX twin below ``fast_path_max_rows``, the direct C call above)
+- ``serving-twin``, ``serving-direct``, ``serving-library``: the runtime held to one path
+  (the twin at every size, the direct C call, ``inplace_predict`` with fast paths off); the
+  row count where twin and direct cross is the default ``fast_path_max_rows``
 - ``onnxruntime``: the exported model in an ``InferenceSession`` with one intra-op thread
 
 Each variant runs in several alternating blocks, so that noise from other processes hits
@@ -70,7 +74,12 @@ def variants(path: Path, repo: Path, features: int) -> dict[str, Variant]:
             "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}],
         }
     )
-    runtime = XGBoostRuntime(path, config, Settings())
+    cache = repo.parent / "fastpath-cache"
+    runtime = XGBoostRuntime(path, config, Settings(fast_path_cache_dir=cache))
+    direct = XGBoostRuntime(path, config, Settings(fast_path_max_rows=0))
+    library = XGBoostRuntime(path, config, Settings(fast_path=False))
+    twin = XGBoostRuntime(path, config, Settings(fast_path_max_rows=1 << 16, fast_path_cache_dir=cache))
+    print(f"# serving paths: {runtime.predict_paths}")
     report = export_booster(path, repo, "bench")
     print(f"# export: {report.describe()}")
     options = ort.SessionOptions()
@@ -83,6 +92,9 @@ def variants(path: Path, repo: Path, features: int) -> dict[str, Variant]:
         "stock": lambda x: stock.inplace_predict(x),
         "stock-nthread1": lambda x: single.inplace_predict(x),
         "serving": lambda x: runtime.predict({"input": x})["probability"],
+        "serving-twin": lambda x: twin.predict({"input": x})["probability"],
+        "serving-direct": lambda x: direct.predict({"input": x})["probability"],
+        "serving-library": lambda x: library.predict({"input": x})["probability"],
         "onnxruntime": lambda x: session.run(None, {"input": x})[1][:, 1],
     }
 

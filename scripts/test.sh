@@ -8,12 +8,13 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 # The real Helm v4 engine for tests/deploy; the wheel declares Python 3.12 but runs on 3.11.
 .venv/bin/pip install -q --ignore-requires-python helm-sdkpy
-# wrk: the HTTP load generator of loadtests/bench.py (its smoke test runs in the suite)
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
+# wrk: the HTTP load generator of loadtests/bench.py (its smoke test runs in the suite);
+# java: the JVM for the local Spark of tests/batch (Debian's OpenJDK)
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless) >/dev/null
   else
-    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk' >/dev/null
+    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless' >/dev/null
   fi
 fi
 .venv/bin/ruff check serving tests loadtests

@@ -166,6 +166,10 @@ class ModelControl:
         model.versions[version] = entry  # one step: the next request routes to the new load
         self._state(entry)
         self.metrics.model_load_duration.labels(model.name, version).set(entry.load_seconds)
+        if entry.predict_paths:
+            self.metrics.set_predict_paths(
+                model.name, version, {k: v.path for k, v in entry.predict_paths.items()}
+            )
         if swap:
             assert current is not None
             await self._drain(current, "replaced by a new load")

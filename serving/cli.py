@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.rollout.cli import add_rollout_parser
 
     add_rollout_parser(sub)
+
+    from serving.batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
+from serving.runtimes.fastpath import PathChoice
 from serving.shadow import ShadowRunner
 from serving.types import InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
@@ -93,7 +94,12 @@ class DataPlane:
         }
         entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
         states = {
-            e.version: {"state": e.state.value, **({"reason": e.reason} if e.reason else {})} for e in entries
+            e.version: {
+                "state": e.state.value,
+                **({"reason": e.reason} if e.reason else {}),
+                **({"predict_path": _paths(e.predict_paths)} if e.predict_paths else {}),
+            }
+            for e in entries
         }
         if model.error:
             meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.error}
@@ -219,3 +225,11 @@ class DataPlane:
                     seconds,
                     outcome_error,
                 )
+
+
+def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:
+    """Metadata: batches -> {"path": ..., "reason": why a faster path does not serve}."""
+    return {
+        batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
+        for batches, choice in paths.items()
+    }

@@ -33,6 +33,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+PREDICT_PATHS = ("onnx-twin", "direct", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
 # prometheus-client versions label it 1.0.0, which older scrapers do not know.
@@ -129,6 +130,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.predict_path = Gauge(
+            "serving_predict_path",
+            "1 for the computation that serves the version's small and large batches "
+            "(onnx-twin, direct, library: serving/runtimes/fastpath.py).",
+            ["model", "version", "batches", "path"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.shadow_comparisons = Counter(
             "serving_shadow_comparisons",
             "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",
@@ -191,6 +200,12 @@ class Metrics:
     def set_model_state(self, model: str, version: str, state: str) -> None:
         for known in MODEL_STATES:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
+        """``paths``: batches ("small", "large") -> the path serving them."""
+        for batches, path in paths.items():
+            for known in PREDICT_PATHS:
+                self.predict_path.labels(model, version, batches, known).set(1.0 if known == path else 0.0)
 
     def exposition(self) -> bytes:
         """The text exposition for ``/metrics``: this registry, or every worker's values merged."""

@@ -203,6 +203,9 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     traffic: TrafficConfig = TrafficConfig()
     warmup: WarmupConfig = WarmupConfig()
+    fast_path: bool = True
+    """Native boosters: allow the verified fast paths (an ONNX twin for small batches, the
+    library's C entry point); false = the library's public predict only."""
     description: str = ""
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
 from serving.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime
+from serving.runtimes.fastpath import PathChoice
 from serving.settings import Settings
 from serving.warmup import run_warmup
 
@@ -52,6 +53,9 @@ class ModelVersion:
     """Load plus warmup time."""
     warmup_seconds: float = 0.0
     inflight: int = 0
+    predict_paths: dict[str, PathChoice] = field(default_factory=dict)
+    """Which computation serves small and large batches, and why a faster one does not
+    (runtimes with guarded fast paths; empty for the others)."""
 
     @property
     def ready(self) -> bool:
@@ -205,6 +209,8 @@ class ModelRepository:
         """Give a loaded, warmed-up version its predict stage and mark it READY."""
         entry.runtime = runtime
         entry.predictor = self._predictor_factory(entry, runtime)
+        paths = getattr(runtime, "predict_paths", None)
+        entry.predict_paths = dict(paths) if isinstance(paths, dict) else {}
         entry.load_seconds = load_s + warmup_s
         entry.warmup_seconds = warmup_s
         entry.state = VersionState.READY

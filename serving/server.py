@@ -96,6 +96,10 @@ def load_models(parts: Components) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
+            if entry.predict_paths:
+                parts.metrics.set_predict_paths(
+                    model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
+                )
     failed = [row for row in parts.repository.index() if row["state"] != "READY"]
     if failed and parts.settings.strict:
         raise ModelLoadError(

@@ -54,6 +54,26 @@ class Settings(BaseSettings):
     xgboost_large_batch_nthread: int = Field(0, ge=0)
     """XGBoost threads for large batches (0 = all cores)."""
 
+    fast_path: bool = True
+    """Let runtimes answer through a verified fast path (serving/runtimes/fastpath.py): for
+    XGBoost, an ONNX twin of the booster for small batches and XGBoost's C entry point for
+    the rest. Each serves only after it matched the library's public predict at load.
+    False = the library's public predict only (also per model: ``fast_path: false``)."""
+
+    fast_path_max_rows: int = Field(32, ge=0, le=65536)
+    """Batches with fewer rows than this go to the ONNX twin of a native booster; larger ones
+    to the library, which is faster there (measured by loadtests/native_predict.py; see the
+    benchmark docs). 0 or 1 = no twin."""
+
+    fast_path_tolerance: float = Field(1e-6, ge=0.0)
+    """Largest absolute output difference from the library's predict, on any probe row, at
+    which a fast path may still serve."""
+
+    fast_path_cache_dir: Path | None = None
+    """Where converted twins are cached (keyed by the model file's content and the converter
+    version), so a restart or another worker reuses them. Unset: ``serving-fastpath`` in the
+    temp dir. Never inside the model repository, which may be read-only."""
+
     predict_threads: int = Field(2, ge=1)
     """Size of the thread pool that runs blocking predict calls off the event loop."""
 

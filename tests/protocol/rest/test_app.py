@@ -158,7 +158,8 @@ def test_cancer_xgb_matches_booster(demo_server: ServerProcess) -> None:
     got = outputs_of(infer(demo_server, "cancer-xgb", [tensor("input", rows)]))["probability"]
     expected = booster("cancer-xgb").inplace_predict(rows)
     assert got.shape == (64,)
-    # float32 printed by orjson round-trips exactly
+    # float32 printed by orjson round-trips exactly; 64 rows go through XGBoost itself (the
+    # ONNX twin serves only below fast_path_max_rows), so bit for bit
     np.testing.assert_array_equal(got.astype(np.float32), expected)
 
 
@@ -193,7 +194,9 @@ def test_iris_versions_match_their_boosters(demo_server: ServerProcess, version:
     got = outputs_of(response)["probabilities"]
     expected = booster("iris-xgb", version or "2").inplace_predict(IRIS_X[::10])
     assert got.shape == (15, 3)
-    np.testing.assert_array_equal(got.astype(np.float32), expected)
+    # 15 rows are below fast_path_max_rows: the ONNX twin answers, held to the library's
+    # predict within the documented 1e-6 (docs/native-boosters.md)
+    np.testing.assert_allclose(got.astype(np.float32), expected, rtol=0, atol=1e-6)
 
 
 def test_native_xgboost_and_exported_onnx_agree(demo_server: ServerProcess) -> None:
@@ -213,7 +216,7 @@ def test_kserve_v1_predict_matches_v2(demo_server: ServerProcess) -> None:
         f"{demo_server.url}/v1/models/cancer-xgb:predict", json={"instances": CANCER_X[:2].tolist()}
     )
     np.testing.assert_allclose(
-        cancer.json()["predictions"], booster("cancer-xgb").inplace_predict(CANCER_X[:2]), rtol=1e-7
+        cancer.json()["predictions"], booster("cancer-xgb").inplace_predict(CANCER_X[:2]), rtol=0, atol=1e-6
     )
 
 
