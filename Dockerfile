@@ -38,6 +38,10 @@ FROM python:${PYTHON_VERSION}-slim-bookworm
 # Fixed non-root UID; group 0 so OpenShift's arbitrary UIDs can read the files too.
 ARG UID=10001
 RUN useradd --uid "${UID}" --gid 0 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin serving
+# LightGBM's wheels link the system's OpenMP runtime (libgomp.so.1), which the slim base lacks.
+# Unpinned: the base image's Debian release fixes its version, and a pin breaks at the next point release.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 # Read-only root filesystem: the only writable place is the /tmp volume (emptyDir in the pod).
 ENV PATH=/opt/venv/bin:$PATH \

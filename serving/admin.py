@@ -28,11 +28,10 @@ import logging
 import time
 from typing import Any
 
-from pydantic import ValidationError
-
+from serving.control.policy import TrafficPolicies
 from serving.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFound, ServingError, Unauthorized
-from serving.modelconfig import ModelConfig, TrafficConfig, check_model_name, check_version_name, load_config
+from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
 from serving.repository import Model, ModelVersion, VersionState, version_dirs
 from serving.router import shares, stable_of
 from serving.settings import Settings
@@ -46,7 +45,9 @@ DISABLED = (
 
 
 class ModelControl:
-    def __init__(self, settings: Settings, dataplane: DataPlane) -> None:
+    def __init__(
+        self, settings: Settings, dataplane: DataPlane, policies: TrafficPolicies | None = None
+    ) -> None:
         self._token = (settings.admin_token or "").encode()
         self._grace = settings.unload_grace_seconds
         self._workers = settings.workers
@@ -54,6 +55,13 @@ class ModelControl:
         self.repository = dataplane.repository
         self.router = dataplane.router
         self.metrics = dataplane.metrics
+        self.policies = policies or TrafficPolicies(
+            self.router,
+            self.repository,
+            self.metrics,
+            settings.traffic_policy_dir,
+            settings.traffic_policy_poll_seconds,
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._pinned: set[tuple[str, str]] = set()
         """Versions loaded one by one on request: rescan leaves them alone."""
@@ -95,7 +103,8 @@ class ModelControl:
             raise Forbidden(
                 f"{what} at run time is not available with {self._workers} worker processes (it would "
                 "reach only the one that answers); change config.yaml or the model folders and set "
-                "SERVING_REPOSITORY_POLL_SECONDS, or run one worker per pod"
+                "SERVING_REPOSITORY_POLL_SECONDS (traffic: set SERVING_TRAFFIC_POLICY_DIR), or run one "
+                "worker per pod"
             )
 
     async def load(self, name: str, version: str | None = None) -> list[dict[str, str]]:
@@ -321,7 +330,8 @@ class ModelControl:
 
     # -- traffic ----------------------------------------------------------------------------
     def traffic(self, name: str) -> dict[str, Any]:
-        """The model's traffic policy and what it means now (shares over READY versions)."""
+        """The model's traffic policy in this process, what it means now (shares over READY
+        versions) and which generation of the store it is."""
         check_model_name(name)
         model = self.repository.get(name)
         policy = self.router.policy(model)
@@ -329,9 +339,11 @@ class ModelControl:
         split = shares(policy.weights, ready)
         stable = stable_of(policy, ready)
         shadow = policy.shadow_version
+        status = self.policies.status(name)
         return {
             "model": name,
-            "source": self.router.policy_source(name),
+            "source": status.pop("source"),
+            "generation": status.pop("generation"),
             "policy": policy.model_dump(),
             "effective": {
                 "shares": split,
@@ -340,34 +352,21 @@ class ModelControl:
                 "shadow": shadow if shadow in ready and policy.shadow_fraction > 0 else None,
             },
             "versions": {v: model.versions[v].state.value for v in sorted(model.versions, key=int)},
+            **status,
         }
 
-    def set_traffic(self, name: str, doc: Any) -> dict[str, Any]:
-        """Replace the model's policy (validated); ``None`` goes back to config.yaml's."""
-        self._one_process("changing the traffic policy")
+    async def set_traffic(self, name: str, doc: Any) -> dict[str, Any]:
+        """Replace the model's policy (validated); ``None`` goes back to config.yaml's. With
+        a policy store it is written there, and every process follows."""
+        if not self.policies.writable_store:
+            self._one_process("changing the traffic policy")
         check_model_name(name)
         model = self.repository.get(name)
-        if doc is None:
-            self.router.set_policy(name, None)
-            log.info("model %s traffic policy reset to its config", name)
-            return self.traffic(name)
-        if not isinstance(doc, dict):
+        if doc is not None and not isinstance(doc, dict):
             raise InvalidInput('the traffic policy is a JSON object, e.g. {"weights": {"1": 90, "2": 10}}')
-        try:
-            policy = TrafficConfig.model_validate(doc)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-            )
-            raise InvalidInput(f"invalid traffic policy: {problems}") from None
-        named = set(policy.weights)
-        named.update(v for v in (policy.shadow_version, policy.stable_version) if v is not None)
-        unknown = sorted(named - set(model.versions), key=int)
-        if unknown:
-            raise InvalidInput(
-                f"model '{name}' has no loaded version {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(model.versions, key=int)) or 'none'}); load it first"
-            )
-        self.router.set_policy(name, policy)
-        log.info("model %s traffic policy set: %s", name, policy.model_dump())
+        await self.policies.change(model, doc, "admin-api")
+        if doc is None:
+            log.info("model %s traffic policy reset to its config", name)
+        else:
+            log.info("model %s traffic policy set: %s", name, self.router.policy(model).model_dump())
         return self.traffic(name)

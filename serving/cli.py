@@ -85,11 +85,16 @@ def cmd_validate_repo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from serving.errors import ServingError
     from serving.export import export_booster
 
-    report = export_booster(
-        args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
-    )
+    try:
+        report = export_booster(
+            args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
+        )
+    except ServingError as exc:  # a refusal (LightGBM parity, categorical splits) or a bad name
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -114,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("directory", type=Path)
     validate.set_defaults(func=cmd_validate_repo)
 
-    export = sub.add_parser("export", help="convert a native XGBoost booster to an ONNX model version")
-    export.add_argument("booster", type=Path, help="model.json or model.ubj")
+    export = sub.add_parser(
+        "export", help="convert a native XGBoost or LightGBM booster to an ONNX model version"
+    )
+    export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
     export.add_argument("--model", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: next free)")

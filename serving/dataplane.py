@@ -23,6 +23,7 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.repository import ModelRepository
 from serving.router import Router
+from serving.runtimes.base import PLATFORMS
 from serving.runtimes.fastpath import PathChoice
 from serving.shadow import ShadowRunner
 from serving.types import InferenceRequest, InferenceResponse, Tensor
@@ -84,7 +85,7 @@ class DataPlane:
         meta: dict[str, Any] = {
             "name": name,
             "versions": [version] if version is not None else versions,
-            "platform": "onnxruntime_onnx" if config.platform == "onnx" else "xgboost",
+            "platform": PLATFORMS[config.platform],
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
             ],

@@ -5,6 +5,8 @@
 - ``cancer-xgb``: native XGBoost binary classifier (breast cancer, 30 features); output
   ``probability`` = P(benign) per row.
 - ``cancer-onnx``: the same booster exported to ONNX (``label``, ``probabilities`` [N, 2]).
+- ``cancer-lgbm``: native LightGBM binary classifier on the same data (``model.txt``);
+  output ``probability`` = P(benign) per row.
 - ``digits-mlp``: scikit-learn MLP on the 8x8 digits (64 features) via skl2onnx; outputs
   ``label`` and ``probabilities`` [N, 10].
 - ``iris-xgb``: two versions of a multiclass booster (iris, 4 features; ``probabilities``
@@ -36,6 +38,14 @@ def _train_xgb(x: Any, y: Any, params: dict[str, Any], rounds: int) -> Any:
         xgb.DMatrix(x.astype(np.float32), label=y),
         num_boost_round=rounds,
     )
+
+
+def _train_lgbm(x: Any, y: Any, params: dict[str, Any], rounds: int) -> Any:
+    import lightgbm as lgb
+
+    # one thread, row-wise histograms and deterministic=True: the same model.txt on any machine
+    fixed = {"num_threads": 1, "seed": 0, "deterministic": True, "force_row_wise": True, "verbose": -1}
+    return lgb.train({**fixed, **params}, lgb.Dataset(x.astype(np.float32), label=y), num_boost_round=rounds)
 
 
 def build_demo_repository(root: Path) -> Iterator[str]:
@@ -72,6 +82,22 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     if not report.ok:
         raise RuntimeError(report.describe())
     yield report.describe()
+
+    lgbm = root / "cancer-lgbm"
+    shutil.rmtree(lgbm, ignore_errors=True)
+    booster = _train_lgbm(x, y, {"objective": "binary", "num_leaves": 15, "learning_rate": 0.1}, 50)
+    _write_config(
+        lgbm,
+        {
+            "platform": "lightgbm",
+            "description": "Breast cancer (sklearn), LightGBM binary; probability = P(benign)",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}],
+            "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}],
+        },
+    )
+    (lgbm / "1").mkdir()
+    booster.save_model(str(lgbm / "1" / "model.txt"))
+    yield f"{lgbm}/1/model.txt"
 
     x, y = load_digits(return_X_y=True)
     digits = root / "digits-mlp"

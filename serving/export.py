@@ -1,13 +1,20 @@
-"""Export a native XGBoost booster to an ONNX model version, with a parity check.
+"""Export a native XGBoost or LightGBM booster to an ONNX model version, with a parity check.
 
 Usable from Python (``export_booster``) and as ``serving export``. The ONNX model keeps
 onnxmltools' output names: classifiers give ``label`` (INT64 [N]) and ``probabilities``
 (FP32 [N, K]); regressors give ``variable`` (FP32 [N, 1]).
+
+LightGBM (a ``Booster.save_model`` text file) is checked before anything is written: a booster
+with categorical splits is refused (ONNX's tree ensemble compares floats where LightGBM casts
+category codes to integers and sends unseen and negative codes right), and so is a conversion
+whose outputs differ from ``Booster.predict`` by more than the tolerance on random and edge rows
+(NaN, ±large, ±inf). See docs/lightgbm.md.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,14 +49,19 @@ class ExportReport:
         )
 
 
-def _native_vs_onnx(native: Any, onnx_outputs: dict[str, Any]) -> float:
-    native = np.asarray(native, dtype=np.float32)
+def _native_vs_onnx(native: Any, onnx_outputs: dict[str, Any], scaled: bool = False) -> float:
+    """Largest absolute difference; ``scaled``: relative where the native value exceeds 1 in
+    magnitude (a float32 model output cannot carry more than 7 digits of a float64 one)."""
+    native = np.asarray(native, dtype=np.float64 if scaled else np.float32)
     if "probabilities" in onnx_outputs:
         probs = onnx_outputs["probabilities"]
         compare = probs[:, 1] if native.ndim == 1 and probs.shape[1] == 2 else probs
     else:
         compare = next(iter(onnx_outputs.values())).reshape(native.shape)
-    return float(np.abs(compare - native).max())
+    diff = np.abs(compare - native)
+    if scaled:
+        diff = diff / np.maximum(1.0, np.abs(native))
+    return float(diff.max())
 
 
 def export_booster(
@@ -64,21 +76,38 @@ def export_booster(
 
     Parity: the booster and onnxruntime predict the same sample (given, or 512 rows drawn
     deterministically); the report carries the largest absolute difference. A failed check
-    removes nothing but the report says FAILED and the CLI exits 1.
+    removes nothing but the report says FAILED and the CLI exits 1. LightGBM text models go to
+    :func:`export_lightgbm`, which refuses (ModelLoadError) instead of writing a failed version.
     """
-    import onnxruntime as ort
+    check_model_name(model)
+    if is_lightgbm_model(booster_path):
+        return export_lightgbm(booster_path, repo, model, version, tolerance, sample)
     import xgboost as xgb
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    check_model_name(model)
     booster = xgb.Booster(model_file=str(booster_path))
     n_features = booster.num_features()
     onnx_model = convert_xgboost(
         booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=TARGET_OPSET
     )
+    serialized, session, config_doc = _onnx_version(onnx_model, model, n_features)
+    config_doc["description"] = f"exported from {booster_path.name} ({_objective(booster)})"
+    path, version = _write_version(repo, model, config_doc, serialized, version)
+
+    if sample is None:
+        sample = np.random.default_rng(0).normal(size=(512, n_features)).astype(np.float32)
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    diff = _native_vs_onnx(booster.inplace_predict(sample), _run(session, sample))
+    return ExportReport(path, version, diff, tolerance, len(sample))
+
+
+def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, Any, dict[str, Any]]:
+    """The converted model's bytes, an onnxruntime session on them, and its config.yaml."""
+    import onnxruntime as ort
+
     onnx_model.graph.name = model  # onnxmltools names graphs with a random UUID: keep files reproducible
-    serialized = onnx_model.SerializeToString()
+    serialized: bytes = onnx_model.SerializeToString()
     session = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
     outputs = [
         {
@@ -90,12 +119,25 @@ def export_booster(
     ]
     config_doc: dict[str, Any] = {
         "platform": "onnx",
-        "description": f"exported from {booster_path.name} ({_objective(booster)})",
+        "description": "",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
         "outputs": outputs,
         "version_policy": {"all": True},
     }
+    return serialized, session, config_doc
 
+
+def _run(session: Any, sample: np.ndarray[Any, Any]) -> dict[str, Any]:
+    return dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"input": sample}), strict=True)
+    )
+
+
+def _write_version(
+    repo: Path, model: str, config_doc: dict[str, Any], serialized: bytes, version: int | None
+) -> tuple[Path, int]:
+    """Write config.yaml (or check the existing one has the same signature) and the next (or
+    the given) version's model.onnx; returns the file and the version number."""
     model_dir = repo / model
     config_path = model_dir / "config.yaml"
     if config_path.exists():
@@ -119,15 +161,94 @@ def export_booster(
     version_dir.mkdir(parents=True, exist_ok=True)
     path = version_dir / "model.onnx"
     path.write_bytes(serialized)
+    return path, version
+
+
+def is_lightgbm_model(path: Path) -> bool:
+    """LightGBM's text format (``Booster.save_model``) starts with the line ``tree``."""
+    try:
+        with path.open("rb") as handle:
+            return handle.readline().strip().lstrip(b"\xef\xbb\xbf") == b"tree"
+    except OSError:
+        return False
+
+
+def export_lightgbm(
+    booster_path: Path,
+    repo: Path,
+    model: str,
+    version: int | None = None,
+    tolerance: float = 1e-5,
+    sample: np.ndarray[Any, Any] | None = None,
+) -> ExportReport:
+    """``export_booster`` for a LightGBM text model; writes nothing unless parity holds."""
+    import lightgbm as lgb
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from serving.runtimes.lightgbm import probe_rows
+
+    try:
+        booster = lgb.Booster(model_file=str(booster_path))
+    except lgb.basic.LightGBMError as exc:
+        raise ModelLoadError(f"{booster_path}: LightGBM cannot load it: {str(exc).splitlines()[0]}") from None
+    n_features = booster.num_feature()
+    dump = booster.dump_model()
+    categorical = sorted(
+        {
+            node["split_feature"]
+            for tree in dump["tree_info"]
+            for node in _lightgbm_nodes(tree["tree_structure"])
+            if node.get("decision_type") == "=="
+        }
+    )
+    if categorical:
+        raise ModelLoadError(
+            f"{booster_path}: not exported: the booster splits on categorical features {categorical}, "
+            "which ONNX's tree ensemble cannot reproduce for every input (LightGBM casts category codes "
+            "to integers and sends unseen and negative codes right); serve it with platform: lightgbm"
+        )
+    try:
+        onnx_model = convert_lightgbm(
+            booster,
+            initial_types=[("input", FloatTensorType([None, n_features]))],
+            target_opset=TARGET_OPSET,
+            zipmap=False,
+        )
+    except Exception as exc:  # onnxmltools raises several types for what it cannot convert
+        raise ModelLoadError(
+            f"{booster_path}: not exported: onnxmltools cannot convert it ({dump.get('objective', '?')}): "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
+    for output in onnx_model.graph.output:
+        # onnxmltools declares the classifier's label output as [1]; it has one value per row
+        dims = output.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value"):
+            dims[0].dim_param = "N"
+    serialized, session, config_doc = _onnx_version(onnx_model, model, n_features)
+    config_doc["description"] = f"exported from {booster_path.name} (LightGBM {dump.get('objective', '?')})"
 
     if sample is None:
-        sample = np.random.default_rng(0).normal(size=(512, n_features)).astype(np.float32)
+        random = np.random.default_rng(0).normal(size=(512, n_features))
+        sample = np.concatenate([random, probe_rows(n_features)])
     sample = np.ascontiguousarray(sample, dtype=np.float32)
-    onnx_out = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, {"input": sample}), strict=True)
-    )
-    diff = _native_vs_onnx(booster.inplace_predict(sample), onnx_out)
+    diff = _native_vs_onnx(booster.predict(sample), _run(session, sample), scaled=True)
+    if not diff <= tolerance:
+        raise ModelLoadError(
+            f"{booster_path}: not exported: the ONNX conversion differs from Booster.predict by "
+            f"{diff:.3g} (relative above 1) on {len(sample)} random and edge rows (tolerance {tolerance:g}); "
+            "serve it with platform: lightgbm"
+        )
+    path, version = _write_version(repo, model, config_doc, serialized, version)
     return ExportReport(path, version, diff, tolerance, len(sample))
+
+
+def _lightgbm_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(current[child] for child in ("left_child", "right_child") if child in current)
 
 
 def _objective(booster: Any) -> str:

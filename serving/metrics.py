@@ -33,7 +33,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
-PREDICT_PATHS = ("onnx-twin", "direct", "library")
+PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
 # prometheus-client versions label it 1.0.0, which older scrapers do not know.
@@ -133,7 +133,7 @@ class Metrics:
         self.predict_path = Gauge(
             "serving_predict_path",
             "1 for the computation that serves the version's small and large batches "
-            "(onnx-twin, direct, library: serving/runtimes/fastpath.py).",
+            "(onnx-twin, direct, lightgbm-single-row, library: serving/runtimes/fastpath.py).",
             ["model", "version", "batches", "path"],
             registry=r,
             multiprocess_mode="livemax",
@@ -156,6 +156,22 @@ class Metrics:
             "Shadow copies not sent because the shadow queue was full.",
             ["model"],
             registry=r,
+        )
+        # Per process ("liveall": one series per worker, with a pid label, under --workers N):
+        # convergence means every series shows the generation the store holds.
+        self.traffic_generation = Gauge(
+            "serving_traffic_policy_generation",
+            "Generation of the traffic policy this process applies (0: config.yaml's).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.traffic_rejected = Gauge(
+            "serving_traffic_policy_rejected",
+            "1 while this process refuses the traffic policy in the store (the previous one stays).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
@@ -206,6 +222,22 @@ class Metrics:
         for batches, path in paths.items():
             for known in PREDICT_PATHS:
                 self.predict_path.labels(model, version, batches, known).set(1.0 if known == path else 0.0)
+
+    def worker_values(self, name: str, model: str) -> dict[str, float]:
+        """pid -> value of a ``liveall`` gauge for ``model``, over every live worker (empty
+        without ``--workers N``). Reads the workers' files: for admin reads, not per request."""
+        if self.multiprocess_dir is None:
+            return {}
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        values: dict[str, float] = {}
+        for family in merged.collect():
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if sample.labels.get("model") == model and "pid" in sample.labels:
+                    values[sample.labels["pid"]] = sample.value
+        return values
 
     def exposition(self) -> bytes:
         """The text exposition for ``/metrics``: this registry, or every worker's values merged."""

@@ -195,7 +195,7 @@ class WarmupConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    platform: Literal["onnx", "xgboost"]
+    platform: Literal["onnx", "xgboost", "lightgbm"]
     inputs: tuple[TensorSpec, ...] = Field(min_length=1)
     outputs: tuple[TensorSpec, ...] = Field(min_length=1)
     max_batch_size: int = Field(1024, ge=1)
@@ -204,8 +204,11 @@ class ModelConfig(_Strict):
     traffic: TrafficConfig = TrafficConfig()
     warmup: WarmupConfig = WarmupConfig()
     fast_path: bool = True
-    """Native boosters: allow the verified fast paths (an ONNX twin for small batches, the
-    library's C entry point); false = the library's public predict only."""
+    """Native boosters: allow the verified fast paths (XGBoost: an ONNX twin for small batches, the
+    library's C entry point; LightGBM: its C single-row entry point); false = the library's public
+    predict only."""
+    raw_score: bool = False
+    """LightGBM: return the raw scores (before the sigmoid/softmax/exp of the objective)."""
     description: str = ""
 
     @model_validator(mode="after")
@@ -217,11 +220,17 @@ class ModelConfig(_Strict):
             for spec in specs:
                 if spec.shape[0] != -1:
                     raise ValueError(f"{kind}.{spec.name}.shape: the first dimension is the batch, -1")
-        if self.platform == "xgboost":
+        if self.platform in ("xgboost", "lightgbm"):
             if len(self.inputs) != 1 or len(self.outputs) != 1:
-                raise ValueError("xgboost models take exactly one input and give exactly one output")
+                raise ValueError(f"{self.platform} models take exactly one input and give exactly one output")
             if len(self.inputs[0].shape) != 2 or self.inputs[0].shape[1] < 1:
-                raise ValueError("xgboost input shape is [-1, n_features]")
+                raise ValueError(f"{self.platform} input shape is [-1, n_features]")
+        if self.platform == "lightgbm":
+            for kind, spec in (("inputs", self.inputs[0]), ("outputs", self.outputs[0])):
+                if spec.datatype not in ("FP32", "FP64"):
+                    raise ValueError(f"{kind}.{spec.name}.datatype: lightgbm tensors are FP32 or FP64")
+        if self.raw_score and self.platform != "lightgbm":
+            raise ValueError("raw_score applies to platform lightgbm only")
         return self
 
 

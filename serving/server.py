@@ -122,6 +122,11 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     parts = build(settings)
     await asyncio.get_running_loop().run_in_executor(None, load_models, parts)
+    policies = parts.control.policies if parts.control is not None else None
+    if policies is not None:
+        # The store's policies apply before this process turns ready (or, as a worker, takes
+        # connections): a replica or worker that starts mid-rollout serves the current split.
+        await asyncio.get_running_loop().run_in_executor(None, policies.sync_now)
     grpc_server = None
     if settings.grpc_port >= 0:
         from serving.protocol.grpc.server import start_grpc_server
@@ -153,6 +158,12 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     poller = None
     if settings.repository_poll_seconds > 0 and parts.control is not None:
         poller = asyncio.get_running_loop().create_task(parts.control.poll(settings.repository_poll_seconds))
+    watcher = None
+    if policies is not None and settings.traffic_policy_dir is not None:
+        watcher = asyncio.get_running_loop().create_task(policies.watch())
+    admin_server, admin_task = None, None
+    if settings.admin_port >= 0 and parts.control is not None:
+        admin_server, admin_task = start_admin_server(settings, parts.control)
     metrics_server = None
     if settings.metrics_port >= 0:
         metrics_sock = bind_socket(settings.host, settings.metrics_port, reuse_port=settings.workers > 1)
@@ -169,6 +180,12 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
             metrics_server.close()
         if poller is not None:
             poller.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if admin_server is not None and admin_task is not None:
+            admin_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await admin_task
         drain.uninstall()
         parts.dataplane.draining = True
         await parts.dataplane.shadow.close()
@@ -176,6 +193,28 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         await close_predictors(parts.repository)
         parts.repository.close()
         parts.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def start_admin_server(
+    settings: Settings, control: ModelControl
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """The model control API on ``SERVING_ADMIN_PORT`` (shared by workers like the REST port)."""
+    from serving.protocol.rest.app import create_admin_app
+
+    config = uvicorn.Config(
+        create_admin_app(settings, control),
+        host=settings.host,
+        port=settings.admin_port,
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+    server = DrainingServer(config)
+    sock = bind_socket(settings.host, settings.admin_port, reuse_port=settings.workers > 1)
+    log.info("admin API listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    return server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
 
 
 class DrainingServer(uvicorn.Server):

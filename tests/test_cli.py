@@ -87,7 +87,13 @@ def test_serve_defaults_to_model_repo_and_reads_serving_variables(tmp_path: Path
         models = httpx.get(f"{server.url}/v1/models").json()["models"]
         assert models == sorted(p.name for p in DEMO_REPO.iterdir() if p.is_dir())
         text = server.log()
-        for model, version in [("cancer-xgb", 1), ("cancer-onnx", 1), ("digits-mlp", 1), ("iris-xgb", 2)]:
+        for model, version in [
+            ("cancer-xgb", 1),
+            ("cancer-lgbm", 1),
+            ("cancer-onnx", 1),
+            ("digits-mlp", 1),
+            ("iris-xgb", 2),
+        ]:
             assert f"model {model} version {version} ready" in text
         assert f"REST listening on http://127.0.0.1:{port}" in text
     finally:

@@ -53,7 +53,7 @@ def test_full_schema_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "text"),
     [
-        ({"platform": "tensorflow"}, "platform", "'onnx' or 'xgboost'"),
+        ({"platform": "tensorflow"}, "platform", "'onnx', 'xgboost' or 'lightgbm'"),
         ({"inputs": []}, "inputs", "at least 1 item"),
         ({"inputs": [spec("x", "FLOAT", [-1, 3])]}, "inputs.0.datatype", "unknown datatype 'FLOAT'"),
         ({"inputs": [spec("x", "FP32", [])]}, "inputs.0.shape", "at least the batch dimension"),

@@ -138,3 +138,64 @@ def write_fixed_reshape_model(root: Path, name: str) -> Path:
     (model_dir / "1").mkdir(exist_ok=True)
     (model_dir / "1" / "model.onnx").write_bytes(model.SerializeToString())
     return model_dir
+
+
+def train_lgbm(
+    n_features: int = 4,
+    objective: str = "binary",
+    rounds: int = 10,
+    rows: int = 400,
+    seed: int = 0,
+    categorical: tuple[int, ...] = (),
+    missing: float = 0.0,
+    **params: Any,
+) -> Any:
+    """A small LightGBM booster on synthetic data (binary, multiclass with num_class, regression).
+    ``categorical`` columns hold integer codes 0..9 that matter to the label; ``missing`` is the
+    share of training values set to NaN."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, n_features))
+    score = x[:, 0] + 0.5 * x[:, 1 % n_features]
+    for column in categorical:
+        codes = rng.integers(0, 10, size=rows)
+        x[:, column] = codes
+        score = score + np.where(codes % 3 == 0, 1.5, -0.5)
+    if missing:
+        x[rng.random(x.shape) < missing] = np.nan
+    if objective.startswith("binary"):
+        y = (score > np.median(score)).astype(np.float64)
+    elif objective.startswith("multi"):
+        k = int(params.get("num_class", 3))
+        y = np.digitize(score, np.quantile(score, np.linspace(0, 1, k + 1)[1:-1])).astype(np.float64)
+    else:
+        y = score * 100.0  # values well above 1: float32 rounding would show
+    fixed = {"num_threads": 1, "seed": seed, "deterministic": True, "verbose": -1, "min_data_in_leaf": 5}
+    data = lgb.Dataset(x, label=y, categorical_feature=list(categorical) or "auto", free_raw_data=False)
+    return lgb.train({**fixed, "objective": objective, **params}, data, num_boost_round=rounds)
+
+
+def write_lgbm_model(
+    root: Path,
+    name: str,
+    booster: Any,
+    output_shape: list[int] | None = None,
+    version: int = 1,
+    filename: str = "model.txt",
+    **config: Any,
+) -> Path:
+    model_dir = root / name
+    write_config(
+        model_dir,
+        {
+            "platform": "lightgbm",
+            "inputs": [spec("input", "FP32", [-1, booster.num_feature()])],
+            "outputs": [spec("output", "FP64", output_shape or [-1])],
+            "version_policy": {"all": True},
+            **config,
+        },
+    )
+    (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(model_dir / str(version) / filename))
+    return model_dir

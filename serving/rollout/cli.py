@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide
@@ -26,13 +27,10 @@ EXIT_INTERRUPTED = 130
 
 # -- building blocks -------------------------------------------------------------------------
 def make_target(args: argparse.Namespace) -> TrafficTarget:
-    if args.mode == "inpod" or args.server:
-        if not args.server:
-            raise RolloutError("--mode inpod needs --server URL (the serving REST endpoint)")
-        from serving.rollout.inpod import InPodTarget
+    if args.mode == "inpod" or args.server or args.policy_dir:
+        from serving.rollout.inpod import make_inpod_target
 
-        token = args.token or os.environ.get("SERVING_ADMIN_TOKEN")
-        return InPodTarget(args.server, args.model or args.name, token)
+        return make_inpod_target(args, args.token or os.environ.get("SERVING_ADMIN_TOKEN"))
     from serving.rollout.kserve import InferenceServiceTarget, load_api_client
 
     mode = None if args.mode == "auto" else args.mode
@@ -126,6 +124,15 @@ def state_table(state: TrafficState) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"{state.target} ({state.mode})"]
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    if state.replicas:
+        lines.append(f"  replicas (store generation {state.generation}):")
+        for r in state.replicas:
+            weights = ", ".join(f"{v}={w:g}" for v, w in sorted(r.weights.items(), key=lambda i: int(i[0])))
+            generation = "?" if r.generation is None else str(r.generation)
+            lines.append(
+                f"    {r.name}  generation {generation}  weights {{{weights}}}"
+                + (f"  ({r.detail})" if r.detail else "")
+            )
     lines += [f"  note: {n}" for n in state.notes]
     return "\n".join(lines)
 
@@ -313,7 +320,27 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: from the InferenceService (Serverless -> knative, Standard/RawDeployment -> spec.canary)",
     )
-    p.add_argument("--server", help="in-pod mode: the serving REST URL (e.g. http://127.0.0.1:8080)")
+    p.add_argument(
+        "--server",
+        action="append",
+        help="in-pod mode: the serving REST URL (e.g. http://127.0.0.1:8080); with --policy-dir, "
+        "repeat it for every process of the fleet. Without both: the InferenceService's pods",
+    )
+    p.add_argument(
+        "--policy-dir",
+        type=Path,
+        help="in-pod fleet mode on one host: the traffic-policy store (SERVING_TRAFFIC_POLICY_DIR)",
+    )
+    p.add_argument(
+        "--converge-timeout",
+        type=_duration,
+        default=180.0,
+        help="in-pod fleet mode: how long every replica may take to apply a change (3m; a mounted "
+        "ConfigMap reaches pods within the kubelet's sync period, about a minute)",
+    )
+    p.add_argument(
+        "--pod-port", type=int, default=8080, help="in-pod mode on Kubernetes: the pods' REST port (8080)"
+    )
     p.add_argument("--model", help="in-pod mode: model name (default: NAME)")
     p.add_argument("--token", help="in-pod mode: admin bearer token (default: env SERVING_ADMIN_TOKEN)")
     p.add_argument(

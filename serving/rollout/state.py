@@ -22,6 +22,18 @@ class Revision:
 
 
 @dataclass(frozen=True)
+class ReplicaStatus:
+    """What one serving process (pod, host process or worker) applies, in fleet mode."""
+
+    name: str
+    generation: int | None
+    """None: the replica could not be read."""
+    weights: dict[str, float]
+    detail: str = ""
+    """Why it lags: unreachable, refused the policy (with the reason), ..."""
+
+
+@dataclass(frozen=True)
 class TrafficState:
     """The live split, read from the cluster object or the server's traffic policy."""
 
@@ -31,6 +43,10 @@ class TrafficState:
     sides: tuple[Side, Side]
     """Prometheus selectors for (stable, canary)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    replicas: tuple[ReplicaStatus, ...] = field(default_factory=tuple)
+    """Fleet mode: the generation and weights every replica applies."""
+    generation: int | None = None
+    """Fleet mode: the policy generation in the store."""
 
     @property
     def canary(self) -> Revision | None:
@@ -53,6 +69,11 @@ class TrafficState:
             "canary_percent": self.canary_percent,
             "selectors": {s.name: s.matchers for s in self.sides},
             "notes": list(self.notes),
+            **(
+                {"generation": self.generation, "replicas": [r.__dict__ for r in self.replicas]}
+                if self.replicas or self.generation is not None
+                else {}
+            ),
         }
 
 

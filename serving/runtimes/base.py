@@ -12,6 +12,11 @@ from serving.types import Array
 
 ONNX_FILE = "model.onnx"
 XGBOOST_FILES = ("model.ubj", "model.json")
+# LightGBM's text format (Booster.save_model); model.bst is KServe lgbserver's name for it
+LIGHTGBM_FILES = ("model.txt", "model.bst")
+MODEL_FILES = {"onnx": (ONNX_FILE,), "xgboost": XGBOOST_FILES, "lightgbm": LIGHTGBM_FILES}
+# config.yaml platform -> the platform string of OIP model metadata (Triton's names where they exist)
+PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 class Runtime(Protocol):
@@ -25,7 +30,7 @@ class Runtime(Protocol):
 
 
 def model_file(config: ModelConfig, version_dir: Path) -> Path:
-    names = (ONNX_FILE,) if config.platform == "onnx" else XGBOOST_FILES
+    names = MODEL_FILES[config.platform]
     for name in names:
         candidate = version_dir / name
         if candidate.is_file():
@@ -40,6 +45,10 @@ def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> 
         from serving.runtimes.onnx import OnnxRuntime
 
         return OnnxRuntime(path, config, settings)
+    if config.platform == "lightgbm":
+        from serving.runtimes.lightgbm import LightGBMRuntime
+
+        return LightGBMRuntime(path, config, settings)
     from serving.runtimes.xgboost import XGBoostRuntime
 
     return XGBoostRuntime(path, config, settings)

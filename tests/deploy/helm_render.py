@@ -30,6 +30,7 @@ API_RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
         ("namespaces", "Namespace", False),
     ],
     "apps/v1": [("deployments", "Deployment", True)],
+    "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True)],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
     "serving.kserve.io/v1beta1": [("inferenceservices", "InferenceService", True)],

@@ -594,7 +594,7 @@ def test_cluster_runtime_only_when_asked(rendered: dict[str, dict[str, Any]]) ->
 
 BROKEN = [
     ({"models": [{"name": "m", "format": "sklearn", "storageUri": "pvc://m"}]},
-     "models/0/format", "'onnx', 'xgboost'"),
+     "models/0/format", "'onnx', 'xgboost', 'lightgbm'"),
     ({"models": [{"name": "m", "format": "onnx", "storageUri": "pvc://m", "minReplicas": -1}]},
      "models/0/minReplicas", "-1 is less than the minimum of 0"),
     ({"models": [{"name": "m", "format": "onnx", "storageUri": "pvc://m", "canaryTrafficPercent": 150}]},
@@ -656,7 +656,7 @@ def test_helm_itself_enforces_the_schema_and_the_template_checks(tmp_path: Path)
     assert "at '/models/0/canaryTrafficPercent': maximum: got 150, want 100" in str(exc.value)
     with pytest.raises(helm_sdkpy.InstallError) as exc:
         render(CHART, BROKEN[0][0], tmp_path)
-    assert "at '/models/0/format': value must be one of 'onnx', 'xgboost'" in str(exc.value)
+    assert "at '/models/0/format': value must be one of 'onnx', 'xgboost', 'lightgbm'" in str(exc.value)
     with pytest.raises(helm_sdkpy.InstallError) as exc:
         render(CHART, BROKEN[6][0], tmp_path)
     assert "at '/models/0/name': maxLength: got 47, want 46" in str(exc.value)

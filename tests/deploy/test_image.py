@@ -82,8 +82,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     )
     assert len(stages) == 2 and stages[0].name == "build"
     build, final = stages
-    assert all(step.args.startswith("useradd ") for step in final.all("RUN")), (
-        "final stage may only add the user"
+    libgomp = (
+        "apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*"
+    )
+    assert all(step.args.startswith("useradd ") or step.args == libgomp for step in final.all("RUN")), (
+        "final stage may only add the user and LightGBM's OpenMP runtime"
     )
     assert not any(step.args.startswith("--from") for step in build.all("COPY"))
     # Everything the build copies passes .dockerignore ("*" then "!path" exceptions).

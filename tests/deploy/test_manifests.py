@@ -75,7 +75,7 @@ def test_runtime_spec(objects: list[dict[str, Any]]) -> None:
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080), ("h2c", 8081)]
     assert set(runtime["protocolVersions"]) == {"v1", "v2", "grpc-v2"}
     formats = {f["name"]: f for f in runtime["supportedModelFormats"]}
-    assert set(formats) == {"onnx", "xgboost"}
+    assert set(formats) == {"onnx", "xgboost", "lightgbm"}
     # Never auto-selected; priority 3 clashes with none of KServe's runtimes if it is turned on.
     assert all(f["autoSelect"] is False and f["priority"] == 3 for f in formats.values())
     security = container["securityContext"]

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +43,14 @@ from tests.rollout.kube_fake import (
     validator,
     without_required,
 )
-from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+from tests.server_process import (
+    DEMO_REPO,
+    ROOT,
+    ServerProcess,
+    running_server,
+    start_server,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -399,3 +407,166 @@ def test_auto_inpod_good_to_100_bad_to_0(stack: Stack) -> None:
     status = stack.cli("status", *stack.target(BAD))
     assert status.returncode == 0
     assert "canary" in status.stdout and "0%" in status.stdout
+
+
+# -- fleet mode: one policy directory, several processes ---------------------------------------
+class FleetLoad:
+    """Unpinned requests spread over every process, ~``rate`` per second per model, until
+    stopped. Each thread keeps one connection per server (several connections per server,
+    so the kernel spreads a ``--workers N`` server's share over its workers)."""
+
+    THREADS_PER_MODEL = 6
+
+    def __init__(self, urls: list[str], models: tuple[str, ...], rate: float) -> None:
+        self.urls, self.models, self.rate = urls, models, rate
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(m, i), daemon=True)
+            for m in models
+            for i in range(self.THREADS_PER_MODEL)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, model: str, offset: int) -> None:
+        interval = self.THREADS_PER_MODEL / self.rate
+        clients = [httpx.Client(base_url=url, timeout=5) for url in self.urls]
+        i = offset
+        try:
+            while not self.stop.is_set():
+                began = time.monotonic()
+                client = clients[i % len(clients)]
+                i += 1
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post(f"/v2/models/{model}/infer", json=BODY)
+                self.stop.wait(max(0.0, interval - (time.monotonic() - began)))
+        finally:
+            for client in clients:
+                client.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def fleet_policy(store: Path, model: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((store / f"{model}.yaml").read_text())
+    return doc
+
+
+@pytest.mark.timeout(600)  # ~60 s on a quiet 2-core machine; six servers start in parallel
+def test_fleet_auto_good_to_100_bad_to_0_on_every_process(tmp_path: Path) -> None:
+    """Three single-process servers and one ``--workers 2`` share a policy directory;
+    ``rollout auto`` in fleet mode (``--policy-dir`` + every ``--server``) steps the healthy
+    canary to 100 % and rolls the faulty one back, judged on a real Prometheus scraping all
+    four; a process started mid-rollout serves the current split from its first ready moment;
+    afterwards unpinned requests to any process reach only the right version."""
+    prometheus_bin = shutil.which("prometheus")
+    if prometheus_bin is None:
+        pytest.fail("prometheus is not installed (scripts/test.sh installs Debian's package)")
+    repo = build_repo(tmp_path)
+    store = tmp_path / "policies"
+    store.mkdir()
+    env = {
+        "SERVING_ADMIN_TOKEN": TOKEN,
+        "SERVING_FAULT_TARGET": f"{BAD}:2",
+        "SERVING_FAULT_ERROR_RATE": "0.25",
+        "SERVING_FAULT_LATENCY_MS": "250",
+        "SERVING_TRAFFIC_POLICY_DIR": str(store),
+        "SERVING_TRAFFIC_POLICY_POLL_SECONDS": "0.2",
+    }
+    with contextlib.ExitStack() as cleanup:
+        servers = []
+        for args in ((), (), (), ("--workers", "2")):
+            server = start_server(
+                repo, tmp_path / "logs", args=list(args), env=env, grpc=False, wait_ready=False
+            )
+            cleanup.callback(server.stop)
+            servers.append(server)
+        for server in servers:  # started in parallel
+            wait_until_ready(server, 240)
+        urls = [s.url for s in servers]
+        prom = cleanup.enter_context(
+            running_prometheus(
+                prometheus_bin, tmp_path / "prometheus", [u.removeprefix("http://") for u in urls], []
+            )
+        )
+        fleet = ["--mode", "inpod", "--policy-dir", str(store), *[f"--server={u}" for u in urls]]
+
+        def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "serving.cli", "rollout", *args],
+                capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+            )  # fmt: skip
+
+        for model in (GOOD, BAD):
+            done = cli("start", model, *fleet, "--canary-version", "2", "--percent", "30", "-o", "json")
+            assert done.returncode == 0, done.stdout + done.stderr
+            state = json.loads(done.stdout)["state"]
+            assert state["mode"] == "inpod-fleet" and state["canary_percent"] == 30
+            assert len(state["replicas"]) == 5  # 3 processes + 2 workers, all on the new generation
+            assert {r["generation"] for r in state["replicas"]} == {state["generation"]}
+        load = FleetLoad(urls, (GOOD, BAD), rate=60)
+        cleanup.callback(load.close)
+
+        # an 8 s window over four scraped targets: enough canary requests at 30 % even when slow
+        auto = ["--prometheus", prom.url, "--steps", "30,60,100", "--interval", "4s", "--window", "8s",
+                "--max-holds", "6", *ANALYSIS, "--min-requests", "30", "-o", "json"]  # fmt: skip
+        runs = {
+            model: subprocess.Popen(
+                [sys.executable, "-m", "serving.cli", "rollout", "auto", model, *fleet, *auto],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            for model in (GOOD, BAD)
+        }
+        try:
+            # Mid-rollout, a new process joins: from its first ready answer it applies the
+            # store's current policy, not config.yaml's 100 % on version 1.
+            late = start_server(repo, tmp_path / "logs", env=env, grpc=False, wait_ready=False)
+            cleanup.callback(late.stop)
+            floor = fleet_policy(store, GOOD)["generation"]
+            wait_until_ready(late, 240)
+            first = httpx.get(f"{late.url}/v2/models/{GOOD}/traffic", timeout=5).json()
+            assert first["source"] == "store" and first["generation"] >= floor, first
+            assert first["policy"]["weights"].get("2", 0) >= 30, first
+
+            outs = {model: run.communicate(timeout=90) for model, run in runs.items()}
+        finally:
+            for run in runs.values():
+                if run.poll() is None:
+                    run.kill()
+                    run.communicate()
+        good_events, bad_events = events(outs[GOOD][0]), events(outs[BAD][0])
+        assert runs[GOOD].returncode == 0, outs[GOOD][0][-4000:] + outs[GOOD][1][-2000:]
+        assert [e["event"] for e in good_events if e["event"] in ("stepped", "promoted")] == [
+            "stepped",
+            "promoted",
+        ]
+        assert runs[BAD].returncode == 1, outs[BAD][0][-4000:] + outs[BAD][1][-2000:]
+        assert [e["event"] for e in bad_events][-2:] == ["analysis", "rolled_back"]
+        assert bad_events[-2]["analysis"]["verdict"] == "rollback"
+        # the analysis pooled every process: canary requests were counted on all four targets
+        instances = prom.query(
+            f'count by (instance) (serving_requests_total{{model="{GOOD}",variant="canary"}})'
+        )
+        assert len(instances) == 4, instances
+        load.close()
+
+        assert fleet_policy(store, GOOD)["traffic"]["weights"] == {"2": 100.0}
+        assert fleet_policy(store, BAD)["traffic"]["weights"] == {"1": 100.0, "2": 0.0}
+        for url in [*urls, late.url]:
+            for model, version in ((GOOD, "2"), (BAD, "1")):
+                served = {
+                    httpx.post(f"{url}/v2/models/{model}/infer", json=BODY, timeout=5).headers[
+                        "x-model-version"
+                    ]
+                    for _ in range(12)
+                }
+                assert served == {version}, (url, model, served)
+        status = cli("status", BAD, *fleet)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "replicas (store generation" in status.stdout and "pid" in status.stdout

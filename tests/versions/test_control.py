@@ -82,7 +82,7 @@ def test_several_workers_refuse_run_time_changes(tmp_path: Path) -> None:
     assert control is not None
     try:
         with pytest.raises(Forbidden, match="2 worker processes"):
-            control.set_traffic("iris-xgb", {"weights": {"1": 1}})
+            asyncio.run(control.set_traffic("iris-xgb", {"weights": {"1": 1}}))
         with pytest.raises(Forbidden, match="only the one that answers"):
             asyncio.run(control.unload("iris-xgb"))
         with pytest.raises(Forbidden):

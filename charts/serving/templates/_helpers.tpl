@@ -182,6 +182,17 @@ env:
     value: "5"
   - name: SERVING_DRAIN_GRACE_SECONDS
     value: "20"
+  {{- if include "serving.trafficPolicyOn" .root }}
+  # Fleet traffic policy (docs/canary.md): the release's ConfigMap, mounted as a directory.
+  - name: SERVING_TRAFFIC_POLICY_DIR
+    value: /etc/serving/traffic
+  - name: SERVING_TRAFFIC_POLICY_POLL_SECONDS
+    value: {{ $v.trafficPolicy.pollSeconds | quote }}
+  {{- end }}
+  {{- if $v.admin.port }}
+  - name: SERVING_ADMIN_PORT
+    value: {{ $v.admin.port | quote }}
+  {{- end }}
   {{- with $v.runtime.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -193,6 +204,11 @@ ports:
   - name: h2c
     containerPort: 8081
     protocol: TCP
+  {{- with $v.admin.port }}
+  - name: admin
+    containerPort: {{ . }}
+    protocol: TCP
+  {{- end }}
   {{- end }}
 {{- if .knative }}
 readinessProbe:
@@ -241,6 +257,13 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- if include "serving.trafficPolicyOn" .root }}
+  # The whole ConfigMap as a directory, never subPath: the kubelet updates it in place by
+  # swapping a ..data link, which subPath mounts never see.
+  - name: traffic-policy
+    mountPath: /etc/serving/traffic
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/* A runtime spec; call with (dict "root" $ "knative" bool). The Knative variant is never
@@ -259,6 +282,10 @@ supportedModelFormats:
     version: "2"
     autoSelect: {{ $autoSelect }}
     priority: {{ .root.Values.runtime.priority }}
+  - name: lightgbm
+    version: "4"
+    autoSelect: {{ $autoSelect }}
+    priority: {{ .root.Values.runtime.priority }}
 protocolVersions:
   - v2
   - v1
@@ -272,4 +299,22 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+  {{- if include "serving.trafficPolicyOn" .root }}
+  - name: traffic-policy
+    configMap:
+      name: {{ include "serving.trafficPolicyName" .root }}
+  {{- end }}
+{{- end }}
+
+{{/* "true" when the fleet traffic-policy ConfigMap is on: trafficPolicy.enabled, or any
+model uses the in-pod canary (inPodTraffic). */}}
+{{- define "serving.trafficPolicyOn" -}}
+{{- $on := .Values.trafficPolicy.enabled }}
+{{- range .Values.models }}{{ if .inPodTraffic }}{{ $on = true }}{{ end }}{{ end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
+{{/* The release's traffic-policy ConfigMap (one key <model>.yaml per model). */}}
+{{- define "serving.trafficPolicyName" -}}
+{{ include "serving.fullname" . | trunc 55 | trimSuffix "-" }}-traffic
 {{- end }}

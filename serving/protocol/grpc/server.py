@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serving.admin import ModelControl
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, ModelNotFound, ServingError
+from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
@@ -133,7 +133,10 @@ class InferenceServicer:
 
     def _check_admin(self, context: grpc.aio.ServicerContext) -> None:
         """``authorization: Bearer <token>`` metadata, checked by the model control API
-        (PERMISSION_DENIED when no token is configured, UNAUTHENTICATED when wrong)."""
+        (PERMISSION_DENIED when no token is configured, UNAUTHENTICATED when wrong). With
+        ``SERVING_ADMIN_PORT`` model control answers only there: PERMISSION_DENIED here."""
+        if self._settings.admin_port >= 0:
+            raise Forbidden(f"model control is served on the admin port ({self._settings.admin_port}) only")
         sent = dict(context.invocation_metadata() or ()).get("authorization")
         self._control.authorize(
             sent if isinstance(sent, str) or sent is None else sent.decode(errors="replace")

@@ -3,14 +3,19 @@
 Read-only, no token needed (like model metadata):
 
     GET|POST /v2/repository/index                 body {"ready": true} lists READY only
+    GET    /v2/models/{m}/traffic                the policy this process applies, its
+                                                 generation and the shares it gives now
+
+The traffic read is public because convergence checks read it from every replica through
+the Kubernetes API server's pod proxy, which does not pass the caller's Authorization
+header on; it holds weights and version names, nothing secret.
 
 Admin, ``Authorization: Bearer <SERVING_ADMIN_TOKEN>`` (403 when no token is configured,
-401 when missing or wrong):
+401 when missing or wrong); with ``SERVING_ADMIN_PORT`` set, only on that port:
 
     POST   /v2/repository/models/{m}/load        body {"parameters": {"version": "3"}} optional
     POST   /v2/repository/models/{m}/unload      body {"parameters": {"version": "1"}} optional
     POST   /v2/repository/reload                 re-read model_repo/ (new or removed folders)
-    GET    /v2/models/{m}/traffic                the policy and the shares it gives now
     PUT    /v2/models/{m}/traffic                replace it: {"weights": {"1": 90, "2": 10}, ...}
     DELETE /v2/models/{m}/traffic                back to config.yaml's policy
 """
@@ -23,7 +28,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 
 from serving.admin import ModelControl
-from serving.errors import InvalidInput
+from serving.errors import InvalidInput, ModelNotFound
 from serving.modelconfig import check_version_name
 
 
@@ -54,11 +59,7 @@ def _version_param(doc: Any) -> str | None:
     return check_version_name(str(value))
 
 
-def admin_routes(control: ModelControl) -> APIRouter:
-    def require_admin(request: Request) -> None:
-        control.authorize(request.headers.get("authorization"))
-
-    admin = [Depends(require_admin)]
+def read_routes(control: ModelControl) -> APIRouter:
     routes = APIRouter()
 
     @routes.api_route("/v2/repository/index", methods=["GET", "POST"])
@@ -68,6 +69,20 @@ def admin_routes(control: ModelControl) -> APIRouter:
         if not isinstance(ready, bool):
             raise InvalidInput("'ready' must be true or false")
         return control.index(ready_only=ready)
+
+    @routes.get("/v2/models/{name}/traffic")
+    async def get_traffic(name: str) -> Any:
+        return control.traffic(name)
+
+    return routes
+
+
+def admin_routes(control: ModelControl) -> APIRouter:
+    def require_admin(request: Request) -> None:
+        control.authorize(request.headers.get("authorization"))
+
+    admin = [Depends(require_admin)]
+    routes = APIRouter()
 
     @routes.post("/v2/repository/models/{name}/load", dependencies=admin)
     async def load(name: str, request: Request) -> Any:
@@ -83,19 +98,33 @@ def admin_routes(control: ModelControl) -> APIRouter:
     async def reload() -> Any:
         return await control.reload()
 
-    @routes.get("/v2/models/{name}/traffic", dependencies=admin)
-    async def get_traffic(name: str) -> Any:
-        return control.traffic(name)
-
     @routes.put("/v2/models/{name}/traffic", dependencies=admin)
     async def put_traffic(name: str, request: Request) -> Any:
         doc = await _json_body(request)
         if doc is None:
             raise InvalidInput("send the traffic policy as a JSON object (DELETE resets it)")
-        return control.set_traffic(name, doc)
+        return await control.set_traffic(name, doc)
 
     @routes.delete("/v2/models/{name}/traffic", dependencies=admin)
     async def reset_traffic(name: str) -> Any:
-        return control.set_traffic(name, None)
+        return await control.set_traffic(name, None)
 
+    return routes
+
+
+def admin_elsewhere(port: int) -> APIRouter:
+    """On the inference port when ``SERVING_ADMIN_PORT`` is set: the admin routes answer 404
+    with a pointer (the NetworkPolicy decides who reaches the admin port)."""
+    routes = APIRouter()
+
+    async def elsewhere() -> Any:
+        raise ModelNotFound(f"model control is served on the admin port ({port}) only")
+
+    for path, methods in (
+        ("/v2/repository/models/{name}/load", ["POST"]),
+        ("/v2/repository/models/{name}/unload", ["POST"]),
+        ("/v2/repository/reload", ["POST"]),
+        ("/v2/models/{name}/traffic", ["PUT", "DELETE"]),
+    ):
+        routes.add_api_route(path, elsewhere, methods=methods)
     return routes

@@ -28,7 +28,7 @@ from serving.limits import TIMEOUT_HEADER, deadline_from_header
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.rest import binary, codec
-from serving.protocol.rest.admin import admin_routes
+from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
 from serving.protocol.rest.onewrite import try_respond
 from serving.settings import Settings
 
@@ -184,18 +184,8 @@ class InferenceApp:
         )
 
 
-def create_rest_app(
-    settings: Settings, dataplane: DataPlane, control: ModelControl | None = None
-) -> InferenceApp:
-    """The REST ASGI app for one dataplane. No globals: build as many as you like.
-    ``control`` serves the model control API (a fresh one over ``dataplane`` if not given)."""
-    api = FastAPI(
-        title="serving",
-        description="Open Inference Protocol (v2) and KServe v1 REST API",
-        default_response_class=ORJSONResponse,
-        docs_url="/docs",
-        redoc_url=None,
-    )
+def _error_handlers(api: FastAPI) -> None:
+    """Every error as ``{"error": ...}`` through the one table in serving.errors."""
 
     @api.exception_handler(ServingError)
     async def _serving_error(request: Request, exc: ServingError) -> Response:
@@ -214,6 +204,22 @@ def create_rest_app(
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return ORJSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
+
+
+def create_rest_app(
+    settings: Settings, dataplane: DataPlane, control: ModelControl | None = None
+) -> InferenceApp:
+    """The REST ASGI app for one dataplane. No globals: build as many as you like.
+    ``control`` serves the model control API (a fresh one over ``dataplane`` if not given)."""
+    api = FastAPI(
+        title="serving",
+        description="Open Inference Protocol (v2) and KServe v1 REST API",
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    _error_handlers(api)
 
     def _model(name: str, version: str | None = None) -> None:
         check_model_name(name)
@@ -257,8 +263,14 @@ def create_rest_app(
             {"name": name, "version": version, "ready": is_ready}, status_code=200 if is_ready else 503
         )
 
-    # GET|POST /v2/repository/index, load/unload/reload, traffic policy (serving/admin.py)
-    api.include_router(admin_routes(control or ModelControl(settings, dataplane)))
+    # GET|POST /v2/repository/index, load/unload/reload, traffic policy (serving/admin.py);
+    # with SERVING_ADMIN_PORT the changes are served only on that port (create_admin_app).
+    control = control or ModelControl(settings, dataplane)
+    api.include_router(read_routes(control))
+    if settings.admin_port < 0:
+        api.include_router(admin_routes(control))
+    else:
+        api.include_router(admin_elsewhere(settings.admin_port))
 
     # KServe v1
     @api.get("/v1/models")
@@ -277,3 +289,18 @@ def create_rest_app(
     # Unknown routes and methods answer {"error": ...} like every other error.
     api.add_api_route("/", lambda: ORJSONResponse({"name": "serving", "v2": "/v2"}), methods=["GET"])
     return InferenceApp(settings, dataplane, api)
+
+
+def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
+    """The model control API alone, for ``SERVING_ADMIN_PORT``."""
+    api = FastAPI(
+        title="serving admin",
+        description="Model control: repository load/unload/reload and traffic policies",
+        default_response_class=ORJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _error_handlers(api)
+    api.include_router(read_routes(control))
+    api.include_router(admin_routes(control))
+    return api

@@ -90,6 +90,7 @@ def test_repository_index_lists_every_demo_version(demo_server: ServerProcess) -
     assert response.status_code == 200, response.text
     rows = {(r["name"], r["version"]): r["state"] for r in response.json()}
     assert rows == {
+        ("cancer-lgbm", "1"): "READY",
         ("cancer-onnx", "1"): "READY",
         ("cancer-xgb", "1"): "READY",
         ("digits-mlp", "1"): "READY",
@@ -98,12 +99,15 @@ def test_repository_index_lists_every_demo_version(demo_server: ServerProcess) -
     }
 
 
-@pytest.mark.parametrize("model", ["cancer-xgb", "cancer-onnx", "digits-mlp", "iris-xgb"])
+@pytest.mark.parametrize("model", ["cancer-xgb", "cancer-lgbm", "cancer-onnx", "digits-mlp", "iris-xgb"])
 def test_model_metadata_matches_config(demo_server: ServerProcess, model: str) -> None:
     config = yaml.safe_load((DEMO_REPO / model / "config.yaml").read_text())
     meta = httpx.get(f"{demo_server.url}/v2/models/{model}").json()
     assert meta["name"] == model
-    assert meta["platform"] == ("xgboost" if config["platform"] == "xgboost" else "onnxruntime_onnx")
+    assert (
+        meta["platform"]
+        == {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnxruntime_onnx"}[config["platform"]]
+    )
     assert meta["inputs"] == config["inputs"]
     assert meta["outputs"] == config["outputs"]
     versions = sorted(p.name for p in (DEMO_REPO / model).iterdir() if p.is_dir())
@@ -124,7 +128,7 @@ def test_kserve_v1_model_and_list(demo_server: ServerProcess) -> None:
     response = httpx.get(f"{demo_server.url}/v1/models/cancer-xgb")
     assert response.status_code == 200 and response.json() == {"name": "cancer-xgb", "ready": True}
     listing = httpx.get(f"{demo_server.url}/v1/models").json()
-    assert listing == {"models": ["cancer-onnx", "cancer-xgb", "digits-mlp", "iris-xgb"]}
+    assert listing == {"models": ["cancer-lgbm", "cancer-onnx", "cancer-xgb", "digits-mlp", "iris-xgb"]}
 
 
 @pytest.mark.parametrize(
