@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # Image for the serving runtime (KServe ServingRuntime container `kserve-container`).
 #   docker build -t serving:0.1.0 .
-# Stage 1 installs dependencies into a virtualenv (cached until pyproject.toml changes), then the
-# package; stage 2 copies only the virtualenv onto a clean slim base: no pip cache, no build tools.
+# Stage 1 installs the locked runtime dependencies into a virtualenv (cached until the lock
+# changes), then the package; stage 2 copies only the virtualenv onto a clean slim base: no pip cache, no build tools.
 # tests/deploy/test_image.py runs these RUN steps and the ENTRYPOINT in a fresh virtualenv.
 ARG PYTHON_VERSION=3.11
 
@@ -16,22 +16,22 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     VIRTUAL_ENV=/opt/venv
-RUN python -m venv /opt/uv \
-    && /opt/uv/bin/pip install uv==0.13.9 \
-    && python -m venv --without-pip /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first: the package's own requirements read from pyproject.toml (no code yet), so
-# this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
+# Everything installs from the lock files (scripts/lock.sh writes them), hashes checked: the
+# installer, then the runtime dependencies (this layer is rebuilt only when the lock changes).
+COPY requirements/uv.txt requirements/runtime.txt requirements/build.txt ./requirements/
+RUN python -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-deps --require-hashes -r requirements/uv.txt \
+    && python -m venv --without-pip /opt/venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && /opt/uv/bin/uv pip install -r requirements.txt
-# Then the code: a change here rebuilds only this layer.
-COPY README.md ./
+    /opt/uv/bin/uv pip install --require-hashes -r requirements/runtime.txt
+# Then the code: a change here rebuilds only this layer. No dependency is resolved here: they are
+# all installed above, and `uv pip check` fails the build if the lock missed one.
+COPY pyproject.toml README.md ./
 COPY serving ./serving
 RUN --mount=type=cache,target=/root/.cache/uv \
-    /opt/uv/bin/uv pip install --no-deps . \
+    /opt/uv/bin/uv pip install --no-deps --build-constraints requirements/build.txt . \
     && /opt/uv/bin/uv pip check
 
 FROM python:${PYTHON_VERSION}-slim-bookworm

@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh clone: creates .venv, installs the project with its test
-# extras and the system tools the tests use (Prometheus and promtool), then lint, types, tests.
+# The whole test suite from a fresh clone: creates .venv, installs the project with every extra
+# from the lock and the system tools the tests use (Prometheus and promtool), then lint, types, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
-# The real Helm v4 engine for tests/deploy; the wheel declares Python 3.12 but runs on 3.11.
-.venv/bin/pip install -q --ignore-requires-python helm-sdkpy
+# Everything from the lock files in requirements/ (scripts/lock.sh refreshes them), hashes checked.
+bash scripts/install.sh test
 # wrk: the HTTP load generator of loadtests/bench.py (its smoke test runs in the suite);
 # java: the JVM for the local Spark of tests/batch (Debian's OpenJDK)
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
@@ -17,7 +14,7 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless' >/dev/null
   fi
 fi
-.venv/bin/ruff check serving tests loadtests
-.venv/bin/ruff format --check serving tests loadtests
+.venv/bin/ruff check serving tests loadtests scripts
+.venv/bin/ruff format --check serving tests loadtests scripts
 .venv/bin/mypy serving
 .venv/bin/pytest -q -p no:cacheprovider "$@"

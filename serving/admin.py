@@ -31,7 +31,7 @@ from typing import Any
 from serving.control.policy import TrafficPolicies
 from serving.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFound, ServingError, Unauthorized
-from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
+from serving.modelconfig import ModelConfig, check_model_name, check_version_name
 from serving.repository import Model, ModelVersion, VersionState, version_dirs
 from serving.router import shares, stable_of
 from serving.settings import Settings
@@ -79,8 +79,9 @@ class ModelControl:
             raise Unauthorized("invalid admin token")
 
     # -- read -------------------------------------------------------------------------------
-    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        rows = self.repository.index()
+    def index(self, ready_only: bool = False, detail: bool = False) -> list[dict[str, str]]:
+        """The repository index; ``detail`` gives full reasons (admin only, see repository.py)."""
+        rows = self.repository.index(detail)
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
 
     def _rows(self, name: str) -> list[dict[str, str]]:
@@ -122,7 +123,7 @@ class ModelControl:
             model_dir = self.repository.model_dir(name)
             if not model_dir.is_dir():
                 raise ModelNotFound(f"model '{name}' has no folder in {self.repository.root}")
-            config = await asyncio.to_thread(load_config, model_dir / "config.yaml")
+            config = await asyncio.to_thread(self.repository.read_config, model_dir)
             available, _ = await asyncio.to_thread(version_dirs, model_dir)
             if version is None:
                 wanted = [str(v) for v in config.version_policy.select(available)]
@@ -297,7 +298,7 @@ class ModelControl:
             if not model_dir.is_dir():
                 return
             try:
-                config = await asyncio.to_thread(load_config, model_dir / "config.yaml")
+                config = await asyncio.to_thread(self.repository.read_config, model_dir)
             except ModelLoadError as exc:
                 if model.config is not None:
                     log.warning("%s (the loaded config stays in effect)", exc.message)

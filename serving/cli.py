@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from serving.settings import Settings
 
 
@@ -53,7 +55,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # one line naming the setting, no traceback; exit status 1
+        problems = "; ".join(
+            str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "value_error"
+            else f"SERVING_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"serving: error: {problems}") from None
 
 
 def _setup_logging(level: str) -> None:
@@ -84,7 +95,19 @@ def cmd_validate_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_extra(command: str) -> bool:
+    """Print the one line naming the missing extra (exit status 2), or False when installed."""
+    from serving.extras import missing_extra
+
+    problem = missing_extra(command)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if _without_extra("serving export"):
+        return 2
     from serving.errors import ServingError
     from serving.export import export_booster
 
@@ -100,6 +123,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_models(args: argparse.Namespace) -> int:
+    if _without_extra("serving demo-models"):
+        return 2
     from serving.demo import build_demo_repository
 
     for line in build_demo_repository(args.directory):

@@ -79,7 +79,7 @@ class DataPlane:
         if version is not None:
             self.repository.version(name, version)
         if model.config is None:
-            raise ModelNotReady(f"model '{name}' is unavailable: {model.error}")
+            raise ModelNotReady(f"model '{name}' is unavailable: {model.public_error}")
         config = model.config
         versions = sorted(model.versions, key=int)
         meta: dict[str, Any] = {
@@ -94,16 +94,16 @@ class DataPlane:
             ],
         }
         entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
-        states = {
+        states = {  # public: reasons without paths or library text (repository.py)
             e.version: {
                 "state": e.state.value,
-                **({"reason": e.reason} if e.reason else {}),
+                **({"reason": e.public_reason} if e.reason else {}),
                 **({"predict_path": _paths(e.predict_paths)} if e.predict_paths else {}),
             }
             for e in entries
         }
         if model.error:
-            meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.error}
+            meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.public_error}
         else:
             meta["parameters"] = {"version_states": states}
         return meta

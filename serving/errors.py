@@ -7,6 +7,8 @@ imports neither FastAPI nor grpc, so codes are the ``grpc.StatusCode`` member na
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ServingError(Exception):
     """Root of every error the server reports to a client."""
@@ -70,10 +72,20 @@ class Forbidden(ServingError):
 
 
 class ModelLoadError(ServingError):
-    """A model file or config is broken. Raised while loading, never to a predict caller."""
+    """A model file or config is broken. Raised while loading, never to a predict caller.
+
+    ``message`` is the full reason (absolute path, the library's own words) for the log and
+    the admin view. ``public`` is a short cause class without paths or library text ("not a
+    valid XGBoost model"), and ``path`` the file or folder it is about: the repository names
+    that path relative to its root when it tells unauthenticated callers (serving/repository.py)."""
 
     http_status = 500
     grpc_code = "INTERNAL"
+
+    def __init__(self, message: str, public: str | None = None, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.public = public
+        self.path = path
 
 
 class RuntimeFault(ServingError):

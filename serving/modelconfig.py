@@ -239,11 +239,16 @@ def load_config(path: Path) -> ModelConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing (every model folder needs a config.yaml)") from None
+        missing = "missing (every model folder needs a config.yaml)"
+        raise ModelLoadError(f"{path}: {missing}", missing, path) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ModelLoadError(f"{path}: not readable YAML: {exc}") from None
+        # The parser's message quotes the file; unauthenticated callers get the position only.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ModelLoadError(f"{path}: not readable YAML: {exc}", f"not readable YAML{where}", path) from None
     if not isinstance(raw, dict):
-        raise ModelLoadError(f"{path}: expected a mapping at the top level")
+        mapping = "expected a mapping at the top level"
+        raise ModelLoadError(f"{path}: {mapping}", mapping, path)
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:
@@ -269,4 +274,5 @@ def load_config(path: Path) -> ModelConfig:
             )
             for err in errors
         )
-        raise ModelLoadError(f"{path}: {problems}") from None
+        # Our own schema's words about fields of the file: safe for unauthenticated callers.
+        raise ModelLoadError(f"{path}: {problems}", problems, path) from None

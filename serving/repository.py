@@ -8,6 +8,17 @@ Layout::
 A broken model (bad config, missing or corrupt file, signature mismatch) never stops the
 others: its versions are FAILED with the reason, visible in metadata, readiness and the
 repository index.
+
+Confinement: every file the server reads (config.yaml, the model file) and every version
+folder must resolve, after following links, inside the resolved repository root; otherwise
+the version (or model) is FAILED with "resolves outside the model repository". The root itself
+may be a link (KServe's modelcar mounts /mnt/models through one), so it is resolved first.
+
+Reasons come in two forms. ``reason`` / ``error`` is the full one (absolute path, the
+library's own message) for the log and the admin view (``index(detail=True)``);
+``public_reason`` / ``public_error`` names files relative to the repository and gives a short
+cause class, for unauthenticated callers (index, metadata, 503 bodies): a parser's message can
+quote the file it was pointed at, and absolute paths describe the server.
 """
 
 from __future__ import annotations
@@ -23,12 +34,15 @@ from pathlib import Path
 from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
 from serving.predictor import Predictor, ThreadedPredictor
-from serving.runtimes.base import Runtime, load_runtime
+from serving.runtimes.base import Runtime, load_runtime, model_file
 from serving.runtimes.fastpath import PathChoice
 from serving.settings import Settings
-from serving.warmup import run_warmup
+from serving.warmup import WarmupConfigError, run_warmup
 
 log = logging.getLogger("serving.repository")
+
+OUTSIDE = "resolves outside the model repository"
+_UNSHOWN = "failed to load (the server log and the admin index have the details)"
 
 
 class VersionState(enum.StrEnum):
@@ -47,6 +61,9 @@ class ModelVersion:
     path: Path
     state: VersionState = VersionState.LOADING
     reason: str = ""
+    """Why it is not READY, in full (paths, library messages): the log and the admin view."""
+    redacted: tuple[str, str] | None = None
+    """(the ``reason`` it was made for, that reason without internals); see ``public_reason``."""
     runtime: Runtime | None = None
     predictor: Predictor | None = None
     load_seconds: float = 0.0
@@ -61,6 +78,12 @@ class ModelVersion:
     def ready(self) -> bool:
         return self.state is VersionState.READY
 
+    @property
+    def public_reason(self) -> str:
+        """``reason`` for unauthenticated callers. A load failure's reason has a redacted form;
+        the reasons set elsewhere ("unloaded by request") are plain words and shown as they are."""
+        return _public(self.reason, self.redacted)
+
 
 @dataclass(eq=False)
 class Model:
@@ -68,13 +91,34 @@ class Model:
     path: Path
     config: ModelConfig | None = None
     error: str = ""
+    """Why the model has no versions (its config.yaml is broken...), in full."""
+    redacted_error: tuple[str, str] | None = None
     versions: dict[str, ModelVersion] = field(default_factory=dict)
+
+    @property
+    def public_error(self) -> str:
+        """``error`` for unauthenticated callers (see ``ModelVersion.public_reason``)."""
+        return _public(self.error, self.redacted_error)
 
     def ready_versions(self) -> list[ModelVersion]:
         return sorted((v for v in self.versions.values() if v.ready), key=lambda v: int(v.version))
 
 
 PredictorFactory = Callable[[ModelVersion, Runtime], Predictor]
+
+
+def _public(reason: str, redacted: tuple[str, str] | None) -> str:
+    if redacted is not None and redacted[0] == reason:
+        return redacted[1]
+    return reason
+
+
+def confine(path: Path, root: Path) -> None:
+    """Refuse ``path`` unless it resolves (after following every link) inside ``root``, which
+    the caller has resolved already. A missing path resolves to itself: its own error comes later."""
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise ModelLoadError(f"{path}: {OUTSIDE} (it resolves to {real}, not under {root})", OUTSIDE, path)
 
 
 def version_dirs(model_dir: Path) -> tuple[list[int], list[str]]:
@@ -132,6 +176,30 @@ class ModelRepository:
     def model_dir(self, name: str) -> Path:
         return self.root if name == self.single_model else self.root / name
 
+    # -- confinement and public reasons ------------------------------------------------------
+    def relative(self, path: Path) -> str:
+        """``path`` named relative to the repository root, never as an absolute path."""
+        for base in (self.root, self.root.resolve()):
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+        return path.name
+
+    def public(self, exc: ModelLoadError, where: Path) -> str:
+        """The reason unauthenticated callers see: the file relative to the repository and the
+        cause class, without the library's message or the absolute path."""
+        name = self.relative(exc.path if exc.path is not None else where)
+        return f"{name}: {exc.public or _UNSHOWN}" if name not in ("", ".") else exc.public or _UNSHOWN
+
+    def read_config(self, model_dir: Path) -> ModelConfig:
+        """``load_config`` for a model folder, after checking that the folder and its
+        config.yaml resolve inside the repository."""
+        root = self.root.resolve()
+        confine(model_dir, root)
+        confine(model_dir / "config.yaml", root)
+        return load_config(model_dir / "config.yaml")
+
     def load_all(self) -> None:
         """Discover every model folder and load the versions its policy selects."""
         if not self.root.is_dir():
@@ -153,9 +221,10 @@ class ModelRepository:
         model = Model(name=name, path=model_dir)
         self.models[name] = model
         try:
-            model.config = load_config(model_dir / "config.yaml")
+            model.config = self.read_config(model_dir)
         except ModelLoadError as exc:
             model.error = exc.message
+            model.redacted_error = (exc.message, self.public(exc, model_dir / "config.yaml"))
             log.error("model %s unavailable: %s", name, exc.message)
             return model
         available, problems = version_dirs(model_dir)
@@ -164,6 +233,7 @@ class ModelRepository:
         selected = model.config.version_policy.select(available)
         if not selected:
             model.error = f"{model_dir}: no version folders match the version policy"
+            model.redacted_error = (model.error, f"{name}: no version folders match the version policy")
             log.error("model %s unavailable: %s", name, model.error)
         for number in selected:
             self._load_version(model, str(number))
@@ -183,18 +253,29 @@ class ModelRepository:
 
     def open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
         """Load a version's runtime and run its warmup requests (serving/warmup); returns the
-        runtime, load seconds and warmup seconds. Blocking and free of shared state, so the
-        model control API runs it on a worker thread while the old versions keep serving.
-        Raises ModelLoadError with the reason."""
+        runtime, load seconds and warmup seconds. Blocking and touches no shared state (only
+        the new entry's ``redacted``), so the model control API runs it on a worker thread while
+        the old versions keep serving. Raises ModelLoadError with the reason; the entry keeps
+        that reason's public form, so whoever marks it FAILED with ``exc.message`` shows it."""
+        try:
+            return self._open_runtime(entry)
+        except ModelLoadError as exc:
+            entry.redacted = (exc.message, self.public(exc, entry.path))
+            raise
+
+    def _open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
         start = time.perf_counter()
         try:
+            root = self.root.resolve()
+            confine(entry.path, root)
+            confine(model_file(entry.config, entry.path), root)
             runtime = load_runtime(entry.config, entry.path, self._settings)
         except ModelLoadError as exc:
             log.error("model %s version %s failed to load: %s", entry.model, entry.version, exc.message)
             raise
         except Exception as exc:  # a runtime library fault must not take the server down
             log.exception("model %s version %s failed to load", entry.model, entry.version)
-            raise ModelLoadError(f"{entry.path}: {type(exc).__name__}: {exc}") from None
+            raise ModelLoadError(f"{entry.path}: {type(exc).__name__}: {exc}", None, entry.path) from None
         loaded = time.perf_counter()
         try:
             run_warmup(runtime, entry.config)
@@ -202,7 +283,12 @@ class ModelRepository:
             runtime.close()
             message = f"{entry.path}: warmup failed: {type(exc).__name__}: {exc}"
             log.error("model %s version %s %s", entry.model, entry.version, message)
-            raise ModelLoadError(message) from None
+            public = (
+                f"warmup failed: {exc}"
+                if isinstance(exc, WarmupConfigError)
+                else "warmup failed: the model raised an error (the server log and the admin index have it)"
+            )
+            raise ModelLoadError(message, public, entry.path) from None
         return runtime, loaded - start, time.perf_counter() - loaded
 
     def activate(self, entry: ModelVersion, runtime: Runtime, load_s: float, warmup_s: float) -> None:
@@ -223,15 +309,18 @@ class ModelRepository:
             warmup_s * 1e3,
         )
 
-    def index(self) -> list[dict[str, str]]:
+    def index(self, detail: bool = False) -> list[dict[str, str]]:
+        """Every model version and its state, with the reason when it is not READY: the public
+        form, or with ``detail`` the full one (for the log and the authenticated admin view)."""
         rows: list[dict[str, str]] = []
         for model in sorted(self.models.values(), key=lambda m: m.name):
             if not model.versions:
-                rows.append({"name": model.name, "state": "UNAVAILABLE", "reason": model.error})
+                error = model.error if detail else model.public_error
+                rows.append({"name": model.name, "state": "UNAVAILABLE", "reason": error})
             for entry in sorted(model.versions.values(), key=lambda v: int(v.version)):
                 row = {"name": model.name, "version": entry.version, "state": entry.state.value}
                 if entry.reason:
-                    row["reason"] = entry.reason
+                    row["reason"] = entry.reason if detail else entry.public_reason
                 rows.append(row)
         return rows
 
@@ -250,6 +339,7 @@ def validate_repository(root: Path, settings: Settings | None = None) -> list[st
     if not root.is_dir():
         return [f"{root}: not a directory"]
     problems: list[str] = []
+    real_root = root.resolve()
     model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if (root / "config.yaml").is_file():  # one model's folder (KServe's /mnt/models layout)
         model_dirs = [root.resolve()]
@@ -262,6 +352,8 @@ def validate_repository(root: Path, settings: Settings | None = None) -> list[st
             problems.append(f"{model_dir}: {exc.message}")
             continue
         try:
+            confine(model_dir, real_root)
+            confine(model_dir / "config.yaml", real_root)
             config = load_config(model_dir / "config.yaml")
         except ModelLoadError as exc:
             problems.append(exc.message)
@@ -273,6 +365,8 @@ def validate_repository(root: Path, settings: Settings | None = None) -> list[st
             problems.append(f"{model_dir}: no version folders match the version policy")
         for number in selected:
             try:
+                confine(model_dir / str(number), real_root)
+                confine(model_file(config, model_dir / str(number)), real_root)
                 runtime = load_runtime(config, model_dir / str(number), settings)
             except ModelLoadError as exc:
                 problems.append(exc.message)

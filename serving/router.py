@@ -201,12 +201,13 @@ class Router:
             if not entry.ready:
                 raise ModelNotReady(
                     f"model '{model.name}' version {version} is {entry.state.value}"
-                    + (f": {entry.reason}" if entry.reason else "")
+                    + (f": {entry.public_reason}" if entry.reason else "")
                 )
         else:
             if not plan.entries:
-                reason = model.error or "; ".join(
-                    f"version {v.version} {v.state.value}: {v.reason}" for v in model.versions.values()
+                # 503 bodies are public: reasons without paths or library text (repository.py)
+                reason = model.public_error or "; ".join(
+                    f"version {v.version} {v.state.value}: {v.public_reason}" for v in model.versions.values()
                 )
                 raise ModelNotReady(
                     f"model '{model.name}' has no ready version" + (f" ({reason})" if reason else "")

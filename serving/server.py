@@ -100,7 +100,7 @@ def load_models(parts: Components) -> None:
                 parts.metrics.set_predict_paths(
                     model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
                 )
-    failed = [row for row in parts.repository.index() if row["state"] != "READY"]
+    failed = [row for row in parts.repository.index(detail=True) if row["state"] != "READY"]
     if failed and parts.settings.strict:
         raise ModelLoadError(
             "strict mode: " + "; ".join(f"{r['name']}: {r.get('reason', '')}" for r in failed)

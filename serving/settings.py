@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ADMIN_TOKEN_MIN_LENGTH = 24
+WEAK_ADMIN_TOKEN = (
+    "SERVING_ADMIN_TOKEN is {length} character{s} long; it guards model load/unload and traffic "
+    f"changes, so use at least {ADMIN_TOKEN_MIN_LENGTH}: SERVING_ADMIN_TOKEN=$(openssl rand -hex 24)"
+)
 
 
 class Settings(BaseSettings):
@@ -146,8 +152,20 @@ class Settings(BaseSettings):
     PERMISSION_DENIED), so a NetworkPolicy can keep inference callers away from them."""
 
     admin_token: str | None = None
-    """Bearer token for the admin endpoints (repository load/unload, traffic policy).
-    Unset: admin endpoints answer 403."""
+    """Bearer token for the admin endpoints (repository load/unload, traffic policy, full
+    failure reasons). Unset or empty: admin endpoints answer 403. At least
+    ``ADMIN_TOKEN_MIN_LENGTH`` (24) characters, surrounding whitespace ignored (a Secret
+    written from a file often ends in a newline); make one with ``openssl rand -hex 24``."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, token: str | None) -> str | None:
+        token = (token or "").strip()
+        if not token:
+            return None
+        if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(WEAK_ADMIN_TOKEN.format(length=len(token), s="" if len(token) == 1 else "s"))
+        return token
 
     unload_grace_seconds: float = Field(30.0, ge=0.0, le=3600.0)
     """Unloading a version waits up to this long for its in-flight requests before closing it."""

@@ -17,6 +17,11 @@ from serving.runtimes.base import Runtime
 from serving.types import Array
 
 
+class WarmupConfigError(ValueError):
+    """The config's warmup section does not fit the model: its own words, safe to show anyone
+    (a fault inside the runtime is any other exception, and its text stays in the log)."""
+
+
 def _generated(spec: TensorSpec, rows: int) -> Array:
     shape = (rows, *(1 if d == -1 else d for d in spec.shape[1:]))
     if spec.datatype == "BYTES":
@@ -26,14 +31,17 @@ def _generated(spec: TensorSpec, rows: int) -> Array:
 
 def _from_sample(spec: TensorSpec, sample: list[object], rows: int) -> Array:
     dtype = object if spec.datatype == "BYTES" else numpy_dtype(spec.datatype)
-    array = np.asarray(sample, dtype=dtype)
+    try:
+        array = np.asarray(sample, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise WarmupConfigError(f"warmup.inputs.{spec.name}: not {spec.datatype} rows ({exc})") from None
     if array.ndim == len(spec.shape) - 1:
         array = array[np.newaxis]
     if array.ndim != len(spec.shape) or array.shape[0] == 0:
-        raise ValueError(f"warmup.inputs.{spec.name}: expected rows of shape {list(spec.shape[1:])}")
+        raise WarmupConfigError(f"warmup.inputs.{spec.name}: expected rows of shape {list(spec.shape[1:])}")
     for got, want in zip(array.shape[1:], spec.shape[1:], strict=True):
         if want != -1 and got != want:
-            raise ValueError(
+            raise WarmupConfigError(
                 f"warmup.inputs.{spec.name}: shape {list(array.shape)} does not fit {list(spec.shape)}"
             )
     repeats = -(-rows // array.shape[0])
@@ -44,7 +52,7 @@ def warmup_inputs(config: ModelConfig, rows: int) -> dict[str, Array]:
     samples = config.warmup.inputs or {}
     unknown = set(samples) - {s.name for s in config.inputs}
     if unknown:
-        raise ValueError(f"warmup.inputs: {sorted(unknown)} are not inputs of the model")
+        raise WarmupConfigError(f"warmup.inputs: {sorted(unknown)} are not inputs of the model")
     return {
         spec.name: _from_sample(spec, samples[spec.name], rows)
         if spec.name in samples
@@ -64,6 +72,6 @@ def run_warmup(runtime: Runtime, config: ModelConfig) -> int:
             outputs = runtime.predict(inputs)
             missing = [s.name for s in config.outputs if s.name not in outputs]
             if missing:
-                raise ValueError(f"the runtime returned no {missing}")
+                raise WarmupConfigError(f"the runtime returned no {missing}")
             count += 1
     return count

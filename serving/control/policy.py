@@ -93,7 +93,11 @@ def parse_entry(text: str) -> StoredPolicy:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise StoreError(f"not valid YAML/JSON: {exc}") from None
+        # The reason is shown by the public GET /v2/models/{m}/traffic: the position, not the
+        # parser's text, which quotes the file (docs/security.md).
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise StoreError(f"not valid YAML/JSON{where}") from None
     if doc is None:
         # Most likely a writer caught mid-way (truncated, not yet written): refuse, so the
         # policy in effect stays; writers should write a temp file and rename it.
@@ -153,7 +157,9 @@ def read_entry(path: Path) -> tuple[Signature | None, StoredPolicy | None]:
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read {path.name}: {exc}") from None
+        raise StoreError(
+            f"cannot read {path.name}: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+        ) from None
     return before, parse_entry(text)
 
 

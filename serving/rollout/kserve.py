@@ -301,6 +301,10 @@ def split_problem(version: tuple[int, int, int], ingress: Obj, isvc: Obj) -> str
 # -- the Kubernetes side ---------------------------------------------------------------------
 def load_api_client(context: str | None = None) -> Any:
     """An ApiClient from the kubeconfig (``KUBECONFIG`` or ~/.kube/config), else in-cluster."""
+    from serving.extras import missing_extra
+
+    if problem := missing_extra("serving rollout"):
+        raise RolloutError(problem)
     from kubernetes import client, config
 
     try:

@@ -35,7 +35,8 @@ def model_file(config: ModelConfig, version_dir: Path) -> Path:
         candidate = version_dir / name
         if candidate.is_file():
             return candidate
-    raise ModelLoadError(f"{version_dir}: no {' or '.join(names)} for platform '{config.platform}'")
+    missing = f"no {' or '.join(names)} for platform '{config.platform}'"
+    raise ModelLoadError(f"{version_dir}: {missing}", missing, version_dir)
 
 
 def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> Runtime:

@@ -141,18 +141,24 @@ def _load(path: Path) -> lgb.Booster:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ModelLoadError(f"{path}: not a LightGBM text model (not UTF-8 text)") from None
+        raise ModelLoadError(
+            f"{path}: not a LightGBM text model (not UTF-8 text)", "not a valid LightGBM model", path
+        ) from None
     if text.lstrip("\ufeff").split("\n", 1)[0].strip() != "tree":
         # Booster.save_model's text starts with the line "tree": refuse anything else (a pickle,
         # a JSON dump) before LightGBM's parser sees it
         raise ModelLoadError(
-            f"{path}: not a LightGBM text model (Booster.save_model output starts with 'tree')"
+            f"{path}: not a LightGBM text model (Booster.save_model output starts with 'tree')",
+            "not a valid LightGBM model",
+            path,
         )
     try:
         return lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "unknown error"
-        raise ModelLoadError(f"{path}: LightGBM cannot load it: {reason}") from None
+        raise ModelLoadError(
+            f"{path}: LightGBM cannot load it: {reason}", "not a valid LightGBM model", path
+        ) from None
 
 
 def probe_rows(n_features: int, extra: Array | None = None, seed: int = 0) -> Array:
@@ -228,17 +234,17 @@ class LightGBMRuntime:
         n_features = booster.num_feature()
         declared = config.inputs[0].shape[1]
         if n_features != declared:
-            raise ModelLoadError(
-                f"{path}: the booster takes {n_features} features but config.yaml declares {declared}"
-            )
+            mismatch = f"the booster takes {n_features} features but config.yaml declares {declared}"
+            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
         per_row = booster.num_model_per_iteration()
         expected_shape = [-1] if per_row == 1 else [-1, per_row]
         declared_out = list(config.outputs[0].shape)
         if declared_out != expected_shape:
-            raise ModelLoadError(
-                f"{path}: the booster gives {per_row} value{'s' if per_row > 1 else ''} per row "
+            mismatch = (
+                f"the booster gives {per_row} value{'s' if per_row > 1 else ''} per row "
                 f"(output shape {expected_shape}) but config.yaml declares output shape {declared_out}"
             )
+            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
         self._booster = booster
         self._n_features = n_features
         self._per_row = per_row

@@ -31,6 +31,14 @@ ORT_TYPES = {
     "tensor(string)": "BYTES",
 }
 
+# onnxruntime's exception class (onnxruntime_pybind11_state) -> the cause class unauthenticated
+# callers see; its message (parser text, node names) goes to the log and the admin view only.
+_LOAD_FAILURES = {
+    "InvalidProtobuf": "not a valid ONNX model",
+    "InvalidGraph": "not a valid ONNX graph",
+    "NotImplemented": "uses an operator onnxruntime does not know",
+}
+
 
 def _signature_problems(kind: str, declared: tuple[TensorSpec, ...], actual: list[ort.NodeArg]) -> list[str]:
     """Every mismatch between config.yaml and the model's inputs or outputs."""
@@ -120,7 +128,9 @@ def check_external_data(path: Path) -> None:
         if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
             raise ModelLoadError(
                 f"{path}: tensor '{tensor.name}' keeps its data in '{location}', outside the "
-                "model's folder; external data must sit beside model.onnx"
+                "model's folder; external data must sit beside model.onnx",
+                "keeps tensor data outside the model's folder (external data must sit beside model.onnx)",
+                path,
             )
 
 
@@ -136,11 +146,15 @@ class OnnxRuntime:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
+            cause = _LOAD_FAILURES.get(type(exc).__name__, "onnxruntime cannot load it")
+            if "is not a registered function/op" in str(exc):  # raised as the generic Fail
+                cause = _LOAD_FAILURES["NotImplemented"]
+            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}", cause, path) from None
         problems = _signature_problems("input", config.inputs, self._session.get_inputs())
         problems += _signature_problems("output", config.outputs, self._session.get_outputs())
         if problems:
-            raise ModelLoadError(f"{path}: " + "; ".join(problems))
+            mismatch = "; ".join(problems)
+            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
         self._output_names = [spec.name for spec in config.outputs]
         self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
 

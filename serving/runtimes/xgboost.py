@@ -98,12 +98,13 @@ class XGBoostRuntime:
         except xgb.core.XGBoostError as exc:
             # XGBoost prefixes its messages with "[hh:mm:ss] /build/path/file.cc:123: "
             reason = _XGB_PREFIX.sub("", str(exc).splitlines()[0])
-            raise ModelLoadError(f"{path}: XGBoost cannot load it: {reason}") from None
+            raise ModelLoadError(
+                f"{path}: XGBoost cannot load it: {reason}", "not a valid XGBoost model", path
+            ) from None
         declared = config.inputs[0].shape[1]
         if n_features != declared:
-            raise ModelLoadError(
-                f"{path}: the booster takes {n_features} features but config.yaml declares {declared}"
-            )
+            mismatch = f"the booster takes {n_features} features but config.yaml declares {declared}"
+            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
         booster.set_param({"nthread": settings.xgboost_nthread})
         self._small = booster
         self._large = booster.copy()
@@ -130,10 +131,11 @@ class XGBoostRuntime:
         output_rank = len(config.outputs[0].shape)
         probe = self._library(np.zeros((1, n_features), dtype=np.float32))
         if probe.ndim != output_rank:
-            raise ModelLoadError(
-                f"{path}: the booster's output has shape {list(probe.shape)} per row batch, "
+            mismatch = (
+                f"the booster's output has shape {list(probe.shape)} per row batch, "
                 f"but config.yaml declares output rank {output_rank} ({list(config.outputs[0].shape)})"
             )
+            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
         self._twin: Callable[[Array], Array] | None = None
         self._twin_rows = 0
         self._direct_ok = False

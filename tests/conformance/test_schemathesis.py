@@ -1,4 +1,4 @@
-"""schemathesis against the published OIP v2 REST OpenAPI spec (read from ../shared/kserve).
+"""schemathesis against the published OIP v2 REST OpenAPI spec (found by tests.references).
 
 Property-based requests for every operation: no response may be a server error, and every
 documented response must match its schema. Two deviations from the file, both where the spec
@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
 
 from tests.conformance.reference import MODELS, sample
-from tests.server_process import ROOT, ServerProcess
+from tests.references import reference
+from tests.server_process import ServerProcess
 
-SPEC = ROOT.parent / "shared" / "kserve" / "oip_v2_rest_predict_v2.yaml"
+SPEC = reference("kserve/oip_v2_rest_predict_v2.yaml", module_level=True)
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 
@@ -41,8 +42,6 @@ def load_spec(pinned: bool = False) -> dict[str, Any]:
     return doc
 
 
-if not SPEC.exists():
-    pytest.skip(f"OIP v2 REST spec not found at {SPEC}", allow_module_level=True)
 # Loaded at import (a local file): schemathesis' lazy from_fixture does not work with pytest 9.
 schema = schemathesis.openapi.from_dict(load_spec())
 pinned_schema = schemathesis.openapi.from_dict(load_spec(pinned=True))

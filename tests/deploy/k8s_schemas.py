@@ -19,9 +19,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from tests.server_process import ROOT
+from tests.references import reference
 
-KSERVE_CRDS = ROOT.parent / "shared" / "kserve"
 KUBERNETES_VERSION = "1.31.0"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Kinds from operators whose CRDs are not available here: checked for the fields we rely on.
@@ -52,8 +51,9 @@ def _strict(schema: Any) -> Any:
 def kserve_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
     """(apiVersion, kind) -> validator, for every version served by the CRDs in shared/kserve."""
     validators: dict[tuple[str, str], jsonschema.Draft7Validator] = {}
-    crd_files = sorted(KSERVE_CRDS.glob("crd_*.yaml"))
-    assert crd_files, f"no KServe CRDs in {KSERVE_CRDS}"
+    crds = reference("kserve/crd_inferenceservices.yaml").parent
+    crd_files = sorted(crds.glob("crd_*.yaml"))
+    assert crd_files, f"no KServe CRDs in {crds}"
     for path in crd_files:
         crd = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # 2 MB: the C loader is 6x faster
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]

@@ -18,7 +18,6 @@ import copy
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -28,9 +27,8 @@ from kubernetes import client
 
 from tests.deploy import kserve_rules
 from tests.deploy.kserve_rules import KServe, Refused
+from tests.references import reference
 
-ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT.parent / "shared" / "kserve" / "crd_inferenceservices.yaml"
 HOST = "https://kube.invalid"
 
 
@@ -215,7 +213,8 @@ def install_kserve(fake: FakePoolManager, tag: str = "v0.21.0", gateway: bool = 
 
 def load_crd() -> dict[str, Any]:
     crd: dict[str, Any] = yaml.load(
-        CRD_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        reference("kserve/crd_inferenceservices.yaml").read_text(),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
     )
     return crd
 

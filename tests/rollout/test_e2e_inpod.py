@@ -54,7 +54,7 @@ from tests.server_process import (
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "rollout-test-token"
+TOKEN = "rollout-test-token-0123456789"
 GOOD, BAD = "iris-good", "iris-bad"
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
 # Seconds-scale windows so the whole file runs in well under a minute and a half.

@@ -14,7 +14,7 @@ import yaml
 
 from tests.server_process import DEMO_REPO, ServerProcess, start_server
 
-TOKEN = "test-admin-token-5f1c"
+TOKEN = "test-admin-token-5f1c-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENV = {"SERVING_ADMIN_TOKEN": TOKEN, "SERVING_DRAIN_DELAY_SECONDS": "0"}
 ROW = [5.1, 3.5, 1.4, 0.2]

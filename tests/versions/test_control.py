@@ -25,7 +25,7 @@ def request() -> InferenceRequest:
 
 
 def start(repo: Path, **settings: object) -> Components:
-    parts = build(Settings(model_repo=repo, admin_token="t", **settings))  # type: ignore[arg-type]
+    parts = build(Settings(model_repo=repo, admin_token="control-test-token-0123456789", **settings))  # type: ignore[arg-type]
     load_models(parts)
     parts.dataplane.started = True
     return parts

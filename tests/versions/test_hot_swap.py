@@ -142,7 +142,7 @@ def test_a_broken_version_fails_to_load_with_its_reason_and_traffic_is_untouched
         assert response.status_code == 500
         assert "version 4 failed to load" in response.json()["error"]
         rows = {r["version"]: r for r in httpx.get(f"{server.url}/v2/repository/index").json()}
-        assert rows["4"]["state"] == "FAILED" and "XGBoost cannot load it" in rows["4"]["reason"]
+        assert rows["4"]["state"] == "FAILED" and "not a valid XGBoost model" in rows["4"]["reason"]
         assert httpx.get(f"{server.url}/v2/models/iris-xgb/versions/4/ready").status_code == 503
         meta = httpx.get(f"{server.url}/v2/models/iris-xgb/versions/4").json()
         assert meta["parameters"]["version_states"]["4"]["state"] == "FAILED"

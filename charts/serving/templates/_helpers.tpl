@@ -67,6 +67,13 @@ serviceAccountName imagePullSecrets nodeSelector tolerations affinity topologySp
 {{- if and (hasKey $m "canaryTrafficPercent") (ne $class "knative") }}
 {{- fail (printf "models[%s]: canaryTrafficPercent needs autoscaler.class knative (KServe canaries run on Knative revisions); use inPodTraffic in Standard mode" $m.name) }}
 {{- end }}
+{{- range $m.env }}
+{{- if and (eq .name "SERVING_ADMIN_TOKEN") (hasKey . "value") }}
+{{- fail (printf "models[%s]: env SERVING_ADMIN_TOKEN has a plain value; keep the token in a Secret and set adminToken.secretName (docs/security.md)" $m.name) }}
+{{- else if and (eq .name "SERVING_ADMIN_TOKEN") (or $m.adminToken $m.inPodTraffic) }}
+{{- fail (printf "models[%s]: SERVING_ADMIN_TOKEN is set both in env and by adminToken/inPodTraffic; keep one" $m.name) }}
+{{- end }}
+{{- end }}
 {{- if gt (int $m.minReplicas) (int $m.maxReplicas) }}
 {{- fail (printf "models[%s]: minReplicas (%v) is greater than maxReplicas (%v)" $m.name $m.minReplicas $m.maxReplicas) }}
 {{- end }}

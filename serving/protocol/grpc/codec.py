@@ -8,15 +8,15 @@ tritonclient and KServe clients get raw bytes and grpcurl users get readable typ
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
+from google.protobuf.internal.containers import MessageMap
 
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
 from serving.modelconfig import check_model_name, check_version_name
-from serving.protocol.grpc.stubs import load
+from serving.protocol.grpc.generated import oip_v2_pb2 as oip
 from serving.protocol.rawtensor import from_raw, to_raw
 from serving.protocol.rest.codec import check_shape
 from serving.types import Array, InferenceRequest, InferenceResponse, Parameters, RequestedOutput, Tensor
@@ -42,7 +42,7 @@ _MAX_RANK = 16  # as serving.protocol.rest.codec.check_shape, which words every 
 _KNOWN_NAMES_MAX = 1024  # valid model names decode_request remembers per caller
 
 
-def params_from_pb(params: Any) -> Parameters | None:
+def params_from_pb(params: Mapping[str, oip.InferParameter]) -> Parameters | None:
     """map<string, InferParameter> -> dict (None when empty)."""
     if not params:
         return None
@@ -53,7 +53,7 @@ def params_from_pb(params: Any) -> Parameters | None:
     return out
 
 
-def params_to_pb(target: MutableMapping[str, Any], params: Parameters) -> None:
+def params_to_pb(target: MessageMap[str, oip.InferParameter], params: Parameters) -> None:
     for key, value in params.items():
         if isinstance(value, bool):
             target[key].bool_param = value
@@ -63,7 +63,9 @@ def params_to_pb(target: MutableMapping[str, Any], params: Parameters) -> None:
             target[key].string_param = value if isinstance(value, str) else str(value)
 
 
-def _from_contents(name: str, datatype: str, shape: tuple[int, ...], contents: Any) -> Array:
+def _from_contents(
+    name: str, datatype: str, shape: tuple[int, ...], contents: oip.InferTensorContents
+) -> Array:
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         numpy_dtype(datatype)  # unknown datatype -> InvalidInput naming the choices
@@ -97,7 +99,9 @@ def _shape(name: str, dims: tuple[int, ...], max_elements: int) -> tuple[int, ..
     return check_shape(name, list(dims), max_elements)
 
 
-def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = None) -> InferenceRequest:
+def decode_request(
+    pb: oip.ModelInferRequest, max_elements: int, known_names: set[str] | None = None
+) -> InferenceRequest:
     """ModelInferRequest -> InferenceRequest; InvalidInput names the tensor and the problem.
 
     ``known_names`` (the caller's, kept across calls) remembers model names that passed
@@ -143,9 +147,9 @@ def decode_request(pb: Any, max_elements: int, known_names: set[str] | None = No
     )
 
 
-def encode_response(response: InferenceResponse, raw: bool) -> Any:
+def encode_response(response: InferenceResponse, raw: bool) -> oip.ModelInferResponse:
     """InferenceResponse -> ModelInferResponse, raw_output_contents when ``raw`` (or FP16)."""
-    out = load().messages["ModelInferResponse"](
+    out = oip.ModelInferResponse(
         model_name=response.model, model_version=response.version, id=response.id or ""
     )
     if response.parameters:

@@ -23,6 +23,7 @@ from serving.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc import codec
+from serving.protocol.grpc.generated import oip_v2_pb2 as pb
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
 from serving.settings import Settings
 
@@ -86,13 +87,19 @@ class InferenceServicer:
         self._max_elements = settings.max_tensor_elements
         self._model_names: set[str] = set()  # names that passed check_model_name (bounded)
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return self._pb.ServerLiveResponse(live=self._dataplane.live())
 
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return self._pb.ServerReadyResponse(ready=self._dataplane.ready())
 
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         version = _model(request.name, request.version)
         try:
             ready = self._dataplane.model_ready(request.name, version)
@@ -100,13 +107,17 @@ class InferenceServicer:
             ready = False  # "is it ready?" -> "no", as Triton answers and tritonclient expects
         return self._pb.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         meta = self._dataplane.server_metadata()
         return self._pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         meta = self._dataplane.model_metadata(request.name, _model(request.name, request.version))
         tensor = self._pb.ModelMetadataResponse.TensorMetadata
         return self._pb.ModelMetadataResponse(
@@ -117,7 +128,9 @@ class InferenceServicer:
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         infer_request = codec.decode_request(request, self._max_elements, self._model_names)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -142,12 +155,16 @@ class InferenceServicer:
             sent if isinstance(sent, str) or sent is None else sent.decode(errors="replace")
         )
 
-    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
         self._check_admin(context)
         await self._control.load(request.model_name)
         return self._pb.RepositoryModelLoadResponse(model_name=request.model_name, isLoaded=True)
 
-    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
         self._check_admin(context)
         await self._control.unload(request.model_name)
         return self._pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)

@@ -1,79 +1,65 @@
-"""OIP v2 protobuf messages, built from the ``kserve`` package's generated module.
+"""The OIP v2 gRPC schema this server owns: typed message classes from ``oip_v2.proto``.
 
-The descriptor is the one KServe's Python server compiles (``grpc_predict_v2.proto``, package
-``inference``, with the model-repository RPCs). We read its serialized bytes out of
-``kserve/protocol/grpc/grpc_predict_v2_pb2.py`` and build the message classes in a *private*
-descriptor pool instead of importing that module, because:
-
-- importing anything under ``kserve`` runs ``kserve/__init__`` (≈1.4 s, ~1,500 modules) in
-  every worker;
-- the default pool allows one definition per symbol, so ``inference.ModelInferRequest`` from
-  KServe and from ``tritonclient.grpc`` cannot live in one process. A private pool keeps the
-  server (and its tests) independent of whichever client is imported next to it.
-
-Nothing is generated or copied into this repository; the service handlers are built from the
-service descriptor in ``server.py``.
+``serving/protocol/grpc/oip_v2.proto`` (package ``inference``, service
+``GRPCInferenceService``) is wire-compatible with KServe's and Triton's; ``generated/`` holds
+grpcio-tools' modules and ``.pyi`` stubs for it, committed and checked against the .proto by the
+tests (``scripts/gen_proto.py`` regenerates them). The generated module keeps its descriptors
+in a pool of its own, not protobuf's default pool, where ``tritonclient.grpc`` and ``kserve``
+register the same ``inference.*`` names: the server runs beside either client in one process.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
-from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
+
+from serving.protocol.grpc.generated import oip_v2_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
 
 
-@dataclass(frozen=True)
 class Stubs:
-    pool: descriptor_pool.DescriptorPool
-    service: Any
-    """The ``inference.GRPCInferenceService`` ServiceDescriptor."""
-    messages: dict[str, Any]
-    """Message classes by short name: ``messages["ModelInferRequest"]``."""
+    """The schema as one object the servicer is given: message classes as typed attributes
+    (``stubs.ModelInferResponse(...)`` is a ``pb.ModelInferResponse``), by name in
+    ``messages``, the service descriptor, and the pool server reflection answers from."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.messages[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    ServerLiveRequest = pb.ServerLiveRequest
+    ServerLiveResponse = pb.ServerLiveResponse
+    ServerReadyRequest = pb.ServerReadyRequest
+    ServerReadyResponse = pb.ServerReadyResponse
+    ModelReadyRequest = pb.ModelReadyRequest
+    ModelReadyResponse = pb.ModelReadyResponse
+    ServerMetadataRequest = pb.ServerMetadataRequest
+    ServerMetadataResponse = pb.ServerMetadataResponse
+    ModelMetadataRequest = pb.ModelMetadataRequest
+    ModelMetadataResponse = pb.ModelMetadataResponse
+    ModelInferRequest = pb.ModelInferRequest
+    ModelInferResponse = pb.ModelInferResponse
+    InferParameter = pb.InferParameter
+    InferTensorContents = pb.InferTensorContents
+    RepositoryModelLoadRequest = pb.RepositoryModelLoadRequest
+    RepositoryModelLoadResponse = pb.RepositoryModelLoadResponse
+    RepositoryModelUnloadRequest = pb.RepositoryModelUnloadRequest
+    RepositoryModelUnloadResponse = pb.RepositoryModelUnloadResponse
 
-
-def _kserve_descriptor_bytes() -> bytes:
-    spec = importlib.util.find_spec("kserve")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("gRPC needs the 'kserve' package for the OIP v2 protobuf descriptor")
-    path = Path(next(iter(spec.submodule_search_locations))) / "protocol/grpc/grpc_predict_v2_pb2.py"
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "AddSerializedFile"
-            and node.args
-        ):
-            value = ast.literal_eval(node.args[0])
-            if isinstance(value, bytes):
-                return value
-    raise RuntimeError(f"no serialized descriptor found in {path}")
+    def __init__(self) -> None:
+        self.service: ServiceDescriptor = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+        self.messages: Mapping[str, type[Message]] = {
+            name: getattr(pb, name) for name in pb.DESCRIPTOR.message_types_by_name
+        }
+        # Reflection describes the health service too, so both files go into one pool (a copy:
+        # the generated module's own pool stays exactly what protoc wrote).
+        self.pool = descriptor_pool.DescriptorPool()
+        self.pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+        self.pool.AddSerializedFile(pb.DESCRIPTOR.serialized_pb)
 
 
 @cache
 def load() -> Stubs:
-    """Build (once per process) the pool and message classes."""
-    pool = descriptor_pool.DescriptorPool()
-    # The health service goes into the same pool so reflection can describe it too.
-    pool.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
-    serialized = _kserve_descriptor_bytes()
-    pool.AddSerializedFile(serialized)
-    fd = pool.FindFileByName(descriptor_pb2.FileDescriptorProto.FromString(serialized).name)
-    messages: dict[str, Any] = {}
-    for name, desc in fd.message_types_by_name.items():
-        messages[name] = message_factory.GetMessageClass(desc)
-    return Stubs(pool, fd.services_by_name["GRPCInferenceService"], messages)
+    """The schema, built once per process."""
+    return Stubs()

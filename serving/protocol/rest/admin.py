@@ -1,6 +1,7 @@
 """REST routes of the model control API (OIP model repository extension + traffic policy).
 
-Read-only, no token needed (like model metadata):
+Read-only, no token needed (like model metadata); reasons name files relative to the
+repository and give a short cause, without absolute paths or library messages:
 
     GET|POST /v2/repository/index                 body {"ready": true} lists READY only
     GET    /v2/models/{m}/traffic                the policy this process applies, its
@@ -13,6 +14,7 @@ header on; it holds weights and version names, nothing secret.
 Admin, ``Authorization: Bearer <SERVING_ADMIN_TOKEN>`` (403 when no token is configured,
 401 when missing or wrong); with ``SERVING_ADMIN_PORT`` set, only on that port:
 
+    GET|POST /v2/repository/index/detail        the same with full reasons (paths, library messages)
     POST   /v2/repository/models/{m}/load        body {"parameters": {"version": "3"}} optional
     POST   /v2/repository/models/{m}/unload      body {"parameters": {"version": "1"}} optional
     POST   /v2/repository/reload                 re-read model_repo/ (new or removed folders)
@@ -59,16 +61,20 @@ def _version_param(doc: Any) -> str | None:
     return check_version_name(str(value))
 
 
+async def _ready_only(request: Request) -> bool:
+    doc = await _json_body(request) if request.method == "POST" else None
+    ready = doc.get("ready", False) if isinstance(doc, dict) else False
+    if not isinstance(ready, bool):
+        raise InvalidInput("'ready' must be true or false")
+    return ready
+
+
 def read_routes(control: ModelControl) -> APIRouter:
     routes = APIRouter()
 
     @routes.api_route("/v2/repository/index", methods=["GET", "POST"])
     async def repository_index(request: Request) -> Any:
-        doc = await _json_body(request) if request.method == "POST" else None
-        ready = doc.get("ready", False) if isinstance(doc, dict) else False
-        if not isinstance(ready, bool):
-            raise InvalidInput("'ready' must be true or false")
-        return control.index(ready_only=ready)
+        return control.index(ready_only=await _ready_only(request))
 
     @routes.get("/v2/models/{name}/traffic")
     async def get_traffic(name: str) -> Any:
@@ -83,6 +89,10 @@ def admin_routes(control: ModelControl) -> APIRouter:
 
     admin = [Depends(require_admin)]
     routes = APIRouter()
+
+    @routes.api_route("/v2/repository/index/detail", methods=["GET", "POST"], dependencies=admin)
+    async def repository_index_detail(request: Request) -> Any:
+        return control.index(ready_only=await _ready_only(request), detail=True)
 
     @routes.post("/v2/repository/models/{name}/load", dependencies=admin)
     async def load(name: str, request: Request) -> Any:
@@ -121,6 +131,7 @@ def admin_elsewhere(port: int) -> APIRouter:
         raise ModelNotFound(f"model control is served on the admin port ({port}) only")
 
     for path, methods in (
+        ("/v2/repository/index/detail", ["GET", "POST"]),
         ("/v2/repository/models/{name}/load", ["POST"]),
         ("/v2/repository/models/{name}/unload", ["POST"]),
         ("/v2/repository/reload", ["POST"]),
