@@ -53,8 +53,9 @@ def online_grpc(
     client = grpcclient.InferenceServerClient(server.grpc_target)
     parts: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in names}
     try:
-        for start in range(0, len(x), rows):
-            chunk = np.ascontiguousarray(x[start : start + rows])
+        # Requests of about ``rows`` rows, none smaller (a short last one would take another path).
+        for part in np.array_split(x, max(len(x) // rows, 1)):
+            chunk = np.ascontiguousarray(part)
             tensor = grpcclient.InferInput("input", list(chunk.shape), "FP32")
             tensor.set_data_from_numpy(chunk)
             result = client.infer(model, [tensor], model_version=version)
