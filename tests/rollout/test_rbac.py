@@ -141,6 +141,25 @@ def derived_rules(monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str, str, s
     return rules
 
 
+def fleet_rules() -> set[tuple[str, str, str, str, str]]:
+    """In-pod fleet mode on Kubernetes (ConfigMap patch, pods read through the API server's
+    proxy) needs real servers behind its pods, so its calls are recorded by
+    tests/rollout/test_inpod_fleet.py, which asserts them as FLEET_CALLS; here they become rules."""
+    from tests.rollout.test_inpod_fleet import FLEET_CALLS
+
+    groups = {"inferenceservices": "serving.kserve.io"}
+
+    def verb(method: str, resource: str) -> str:
+        if method == "GET":  # the pods collection is listed; everything else is read by name
+            return "list" if resource == "pods" else "get"
+        return VERBS[method]
+
+    return {
+        ("release", groups.get(resource, ""), resource, verb(method, resource), "*")
+        for method, resource in FLEET_CALLS
+    }
+
+
 def chart_rules(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str]]:
     rules = set()
     for role in (o for o in objects if o["kind"] == "Role"):
@@ -155,7 +174,7 @@ def chart_rules(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str, 
 
 
 def test_chart_role_grants_exactly_what_the_cli_uses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    needed = derived_rules(monkeypatch)
+    needed = derived_rules(monkeypatch) | fleet_rules()
     assert ("release", "serving.kserve.io", "inferenceservices", "patch", "*") in needed
     assert ("kserve", "", "configmaps", "get", "inferenceservice-config") in needed
     subjects = [{"kind": "ServiceAccount", "name": "rollout", "namespace": "ci"}]
