@@ -16,8 +16,8 @@ Hot swap, the rules every operation follows:
 - ``rescan`` (``POST /v2/repository/reload``, or every ``repository_poll_seconds``) loads
   model and version folders that appeared since the last look, unloads versions whose folder
   disappeared and, once a newly selected version is READY, the versions the version policy
-  no longer selects. It never reloads what an operator unloaded or reloads a failed version
-  (an explicit load does).
+  no longer selects, and retries a FAILED version whose files or config changed since it
+  failed. It never reloads what an operator unloaded (an explicit load does).
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ class ModelControl:
                     await self._drain(entry, "version folder removed")
                     del model.versions[entry.version]
                     changes["unloaded"].append(f"{name}/{entry.version}")
-            new = [v for v in selected if v not in model.versions]
+            new = [v for v in selected if v not in model.versions or model.versions[v].retry_due(config)]
             if not new:
                 return
             for version in new:

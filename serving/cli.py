@@ -1,7 +1,8 @@
-"""The ``serving`` command: serve, validate-repo, export, demo-models.
+"""The ``serving`` command: serve, validate-repo, export, demo-models, rollout.
 
 Flags override ``SERVING_*`` environment variables, which override defaults; the CLI builds
-one Settings object and passes it down.
+one Settings object and passes it down. Failures print one line (``serving: error: ...``)
+and exit non-zero; the traceback goes to the log at debug level (``--log-level debug``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,39 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving.errors import ServingError
 from serving.settings import Settings
+
+EXAMPLES = {
+    "serve": """examples:
+  serving serve --model-repo model_repo
+  serving serve --model-repo model_repo --http-port 9000 --grpc-port 9001 --strict
+  SERVING_ADMIN_TOKEN=change-me serving serve   # enables the model control API""",
+    "validate-repo": """example:
+  serving validate-repo model_repo   # prints every problem; exit 1 if any""",
+    "export": """example:
+  serving export booster.ubj --model cancer-onnx --repo model_repo
+  # writes model_repo/cancer-onnx/<next version>/model.onnx only if the parity check passes""",
+    "batch": """example:
+  serving batch iris-xgb --repo model_repo --input rows.parquet --output scores.parquet""",
+    "demo-models": """example:
+  serving demo-models model_repo   # byte-for-byte the committed demo models""",
+    "rollout": """example:
+  serving rollout start iris-xgb --mode inpod --server http://127.0.0.1:8080 --canary-version 2 --percent 10""",
+    "rollout start": """example:
+  serving rollout start iris-xgb --mode inpod --server http://127.0.0.1:8080 --canary-version 2 --percent 10""",
+    "rollout status": """example:
+  serving rollout status iris-xgb --mode inpod --server http://127.0.0.1:8080""",
+    "rollout promote": """example:
+  serving rollout promote iris-xgb --mode inpod --server http://127.0.0.1:8080""",
+    "rollout rollback": """example:
+  serving rollout rollback iris-xgb --mode inpod --server http://127.0.0.1:8080""",
+    "rollout analyze": """example:
+  serving rollout analyze iris-xgb --mode inpod --server http://127.0.0.1:8080 --prometheus http://127.0.0.1:9090""",
+    "rollout auto": """example:
+  serving rollout auto iris-xgb --mode inpod --server http://127.0.0.1:8080 --prometheus http://127.0.0.1:9090 --interval 5m""",
+}
+"""One example per command, shown at the end of its ``--help`` (tests check every command has one)."""
 
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -73,12 +106,25 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    _setup_logging(settings.log_level)
-    from serving.server import run
+log = logging.getLogger("serving.cli")
 
-    run(settings)
+
+def fail(message: str) -> int:
+    """One line on stderr, exit code 1: how every command reports a failure."""
+    log.debug("failed", exc_info=True)
+    print(f"serving: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)  # bad settings: one line and exit 1 (SystemExit)
+    _setup_logging(settings.log_level)
+    from serving.server import StartupError, run
+
+    try:
+        run(settings)
+    except StartupError as exc:
+        return fail(str(exc))
     return 0
 
 
@@ -108,16 +154,14 @@ def _without_extra(command: str) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     if _without_extra("serving export"):
         return 2
-    from serving.errors import ServingError
     from serving.export import export_booster
 
     try:
         report = export_booster(
             args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
         )
-    except ServingError as exc:  # a refusal (LightGBM parity, categorical splits) or a bad name
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    except ServingError as exc:
+        return fail(exc.message)
     print(report.describe())
     return 0 if report.ok else 1
 
@@ -133,10 +177,16 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serving", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="serving",
+        description="Open Inference Protocol server for ONNX and XGBoost models, and its tools.",
+        epilog="Run 'serving COMMAND --help' for a command's flags and an example.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the inference server (REST and gRPC)")
+    serve = sub.add_parser(
+        "serve", help="run the inference server (REST and gRPC)", description="Run the inference server."
+    )
     _serve_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -161,11 +211,31 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.rollout.cli import add_rollout_parser
 
     add_rollout_parser(sub)
-
     from serving.batch.cli import add_batch_parser
 
     add_batch_parser(sub)
+    _add_examples(parser)
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (nested) command's parser by its path, e.g. ``"rollout start"``."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                path = f"{prefix}{name}"
+                found[path] = child
+                found.update(subcommands(child, path + " "))
+    return found
+
+
+def _add_examples(parser: argparse.ArgumentParser) -> None:
+    for path, child in subcommands(parser).items():
+        example = EXAMPLES.get(path)
+        if example is not None:
+            child.epilog = example if not child.epilog else f"{child.epilog}\n\n{example}"
+            child.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,13 @@
-"""Protocol-agnostic inference, readiness and metadata: the only thing adapters call."""
+"""Protocol-agnostic inference, readiness and metadata: the only thing adapters call.
+
+``DataPlane.infer`` is a short sequence of named steps (route, validate, admit, predict,
+shape outputs), each a method tests call directly. It raises typed errors (serving.errors)
+and returns results; counting requests and naming outcomes is the adapters' job
+(serving.protocol.edge). It records what only it sees: in-flight requests and rejections.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -21,12 +26,13 @@ from serving.errors import (
 from serving.faults import FaultInjector
 from serving.limits import RequestLimits
 from serving.metrics import Metrics
-from serving.repository import ModelRepository
-from serving.router import Router
+from serving.predictor import Predictor
+from serving.repository import Model, ModelRepository, ModelVersion
+from serving.router import Route, Router
 from serving.runtimes.base import PLATFORMS
 from serving.runtimes.fastpath import PathChoice
 from serving.shadow import ShadowRunner
-from serving.types import InferenceRequest, InferenceResponse, Tensor
+from serving.types import Array, InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
 
 log = logging.getLogger("serving.dataplane")
@@ -115,117 +121,128 @@ class DataPlane:
     def repository_index(self) -> list[dict[str, str]]:
         return self.repository.index()
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a model of the repository (adapters label metrics with it)."""
+        return name in self.repository.models
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """Raise ModelNotFound for an unknown model or version: adapters call it before they
+        read a body, so the most fundamental mistake is reported first."""
+        model = self.repository.models.get(name)
+        if model is None:
+            self.repository.get(name)  # raises, with the message
+        elif version is not None and version not in model.versions:
+            self.repository.version(name, version)
+
+    def first_input(self, name: str) -> tuple[str, str]:
+        """(name, datatype) of the model's first input, for KServe v1's ``instances``; FP32
+        under an empty name when the model's config did not load (the request then fails
+        with the model's reason)."""
+        config = self.repository.get(name).config
+        if config is None:
+            return "", "FP32"
+        spec = config.inputs[0]
+        return spec.name, spec.datatype
+
     # -- inference ----------------------------------------------------------------------
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        start = time.perf_counter()
-        version_name = "none"
-        variant = "stable"
-        outcome_error: ServingError | None = None
-        succeeded = cancelled = False
-        model = self.repository.models.get(request.model)
-        inflight = self.metrics.inflight_for(request.model) if model is not None else None
-        if request.deadline is None and self.limits.default_timeout is not None:
-            request.deadline = time.monotonic() + self.limits.default_timeout
-        if inflight is not None:
-            inflight.inc()
+        """Route, validate, admit, predict, shape the outputs. Raises a ServingError (or
+        CancelledError when the caller went away); the adapter counts the outcome."""
+        model = self.repository.get(request.model)
+        inflight = self.metrics.inflight_for(request.model)
+        inflight.inc()
         try:
-            if model is None:
-                self.repository.get(request.model)  # raises ModelNotFound with the message
-                raise AssertionError("unreachable")
-            key = request.routing_key
-            if key is None and request.parameters and isinstance(request.parameters.get("routing_key"), str):
-                key = request.parameters["routing_key"]
-            route = self.router.select(model, request.version, key)
+            route = self.route(model, request)
             entry = route.entry
-            version_name, variant = entry.version, route.variant
-            # No await between routing and ``entry.inflight += 1`` below: an unload that
+            # No await from routing to ``entry.inflight += 1`` in ``predict``: an unload that
             # starts after the route sees this request in flight and waits for it.
-            try:
-                inputs = validate_inputs(entry.config, request)
-            except InvalidInput:
-                self.metrics.rejections.labels(request.model, "invalid").inc()
-                raise
-            if request.deadline is not None and time.monotonic() > request.deadline:
-                self.metrics.rejections.labels(request.model, "deadline").inc()
-                raise DeadlineExceeded("the request's deadline passed before compute")
-            predictor = entry.predictor
-            if predictor is None:
-                raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
-            limit = self.limits.max_inflight
-            if limit and entry.inflight >= limit and not entry.config.batching.enabled:
-                self.metrics.rejections.labels(request.model, "overload").inc()
-                raise Overloaded(
-                    f"model '{request.model}' version {entry.version}: {entry.inflight} requests "
-                    f"already in flight (max_inflight {limit}); retry later"
-                )
-            entry.inflight += 1
-            try:
-                if self.faults is not None:  # rollout drills only (Settings.fault_target)
-                    await self.faults.apply(request.model, entry.version)
-                results = await predictor.predict(inputs, request.deadline)
-            except ServingError:
-                raise
-            except Exception as exc:
-                log.exception("model %s version %s failed at predict", request.model, entry.version)
-                # First line only, bounded: runtimes (XGBoost) append C++ backtraces to messages.
-                detail = (str(exc).strip().splitlines() or [""])[0][:300]
-                raise RuntimeFault(
-                    f"model '{request.model}' version {entry.version} failed: {type(exc).__name__}: {detail}"
-                ) from None
-            finally:
-                entry.inflight -= 1
+            inputs = self.validate(entry, request)
+            predictor = self.admit(entry, request)
+            results = await self.predict(entry, predictor, inputs, request.deadline)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
                 self.shadow.submit(
-                    route.shadow, entry.version, inputs, results, route.tolerance, request.protocol
+                    route.shadow, entry.version, inputs, results, route.tolerance, request.edge
                 )
-            wanted = [o.name for o in request.outputs] if request.outputs else None
-            outputs = []
-            for spec in entry.config.outputs:
-                if wanted is not None and spec.name not in wanted:
-                    continue
-                array = results[spec.name]
-                dtype = numpy_dtype(spec.datatype)
-                if array.dtype != dtype and spec.datatype != "BYTES":
-                    array = array.astype(dtype)
-                outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
-            response = InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
-            succeeded = True
-            return response
-        except ServingError as exc:
-            outcome_error = exc
-            raise
-        except asyncio.CancelledError:
-            cancelled = True  # the client went away (disconnect, gRPC deadline or cancel)
-            raise
+            return self.shape_outputs(entry, request, results, route.variant)
         finally:
-            if inflight is not None:
-                inflight.dec()
-            if succeeded:
-                outcome = "2xx" if request.protocol == "rest" else "OK"
-            elif cancelled:
-                outcome = "4xx" if request.protocol == "rest" else "CANCELLED"
-            elif outcome_error is None:  # an unexpected fault the adapter turns into a 500
-                outcome = "5xx" if request.protocol == "rest" else "INTERNAL"
-            elif request.protocol == "rest":
-                outcome = f"{outcome_error.http_status // 100}xx"
-            else:
-                outcome = outcome_error.grpc_code
-            seconds = time.perf_counter() - start
-            if model is not None:  # unknown names stay out of the labels (cardinality)
-                self.metrics.observe_request(
-                    request.model, version_name, variant, request.protocol, outcome, seconds
-                )
-            if self.access_log is not None:
-                self.access_log.record(
-                    request.id,
-                    request.model[:128],
-                    version_name,
-                    variant,
-                    request.protocol,
-                    outcome,
-                    seconds,
-                    outcome_error,
-                )
+            inflight.dec()
+
+    def route(self, model: Model, request: InferenceRequest) -> Route:
+        """The version to run (pin, weights, sticky key), recorded on the request."""
+        key = request.routing_key
+        if key is None and request.parameters and isinstance(request.parameters.get("routing_key"), str):
+            key = request.parameters["routing_key"]
+        route = self.router.select(model, request.version, key)
+        request.served_version, request.variant = route.entry.version, route.variant
+        return route
+
+    def validate(self, entry: ModelVersion, request: InferenceRequest) -> dict[str, Array]:
+        """The inputs checked against the version's signature, keyed by name."""
+        try:
+            return validate_inputs(entry.config, request)
+        except InvalidInput:
+            self.metrics.rejections.labels(request.model, "invalid").inc()
+            raise
+
+    def admit(self, entry: ModelVersion, request: InferenceRequest) -> Predictor:
+        """Refuse what cannot be served in time: a passed deadline, a version without a
+        predict stage, a full version (unbatched path; batchers bound their own queue).
+        Gives the request the server's default deadline when the caller set none."""
+        if request.deadline is None and self.limits.default_timeout is not None:
+            request.deadline = time.monotonic() + self.limits.default_timeout
+        elif request.deadline is not None and time.monotonic() > request.deadline:
+            self.metrics.rejections.labels(request.model, "deadline").inc()
+            raise DeadlineExceeded("the request's deadline passed before compute")
+        predictor = entry.predictor
+        if predictor is None:
+            raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
+        limit = self.limits.max_inflight
+        if limit and entry.inflight >= limit and not entry.config.batching.enabled:
+            self.metrics.rejections.labels(request.model, "overload").inc()
+            raise Overloaded(
+                f"model '{request.model}' version {entry.version}: {entry.inflight} requests "
+                f"already in flight (max_inflight {limit}); retry later"
+            )
+        return predictor
+
+    async def predict(
+        self, entry: ModelVersion, predictor: Predictor, inputs: dict[str, Array], deadline: float | None
+    ) -> dict[str, Array]:
+        """Run the version's predict stage; a runtime exception becomes a RuntimeFault whose
+        message names model and version (the traceback goes to the log)."""
+        entry.inflight += 1
+        try:
+            if self.faults is not None:  # rollout drills only (Settings.fault_target)
+                await self.faults.apply(entry.model, entry.version)
+            return await predictor.predict(inputs, deadline)
+        except ServingError:
+            raise
+        except Exception as exc:
+            log.exception("model %s version %s failed at predict", entry.model, entry.version)
+            # First line only, bounded: runtimes (XGBoost) append C++ backtraces to messages.
+            detail = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise RuntimeFault(
+                f"model '{entry.model}' version {entry.version} failed: {type(exc).__name__}: {detail}"
+            ) from None
+        finally:
+            entry.inflight -= 1
+
+    @staticmethod
+    def shape_outputs(
+        entry: ModelVersion, request: InferenceRequest, results: dict[str, Array], variant: str
+    ) -> InferenceResponse:
+        """The requested outputs (all by default) in the config's order and datatypes."""
+        wanted = [o.name for o in request.outputs] if request.outputs else None
+        outputs = []
+        for spec in entry.config.outputs:
+            if wanted is not None and spec.name not in wanted:
+                continue
+            array = results[spec.name]
+            dtype = numpy_dtype(spec.datatype)
+            if array.dtype != dtype and spec.datatype != "BYTES":
+                array = array.astype(dtype)
+            outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
+        return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
 
 
 def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:

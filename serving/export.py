@@ -14,6 +14,9 @@ whose outputs differ from ``Booster.predict`` by more than the tolerance on rand
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +78,9 @@ def export_booster(
     """Convert ``booster_path`` to ``repo/model/<version>/model.onnx`` and write config.yaml.
 
     Parity: the booster and onnxruntime predict the same sample (given, or 512 rows drawn
-    deterministically); the report carries the largest absolute difference. A failed check
-    removes nothing but the report says FAILED and the CLI exits 1. LightGBM text models go to
+    deterministically); the report carries the largest absolute difference. The version is
+    written only when the check passes, atomically (``_publish``); on a failed check the
+    repository is untouched, the report says FAILED and the CLI exits 1. LightGBM text models go to
     :func:`export_lightgbm`, which refuses (ModelLoadError) instead of writing a failed version.
     """
     check_model_name(model)
@@ -93,13 +97,16 @@ def export_booster(
     )
     serialized, session, config_doc = _onnx_version(onnx_model, model, n_features)
     config_doc["description"] = f"exported from {booster_path.name} ({_objective(booster)})"
-    path, version = _write_version(repo, model, config_doc, serialized, version)
+    version_dir, version, _ = _plan_version(repo, model, config_doc, version)  # refusals first
 
     if sample is None:
         sample = np.random.default_rng(0).normal(size=(512, n_features)).astype(np.float32)
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     diff = _native_vs_onnx(booster.inplace_predict(sample), _run(session, sample))
-    return ExportReport(path, version, diff, tolerance, len(sample))
+    report = ExportReport(version_dir / "model.onnx", version, diff, tolerance, len(sample))
+    if report.ok:
+        _write_version(repo, model, config_doc, serialized, version)
+    return report
 
 
 def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, Any, dict[str, Any]]:
@@ -133,11 +140,12 @@ def _run(session: Any, sample: np.ndarray[Any, Any]) -> dict[str, Any]:
     )
 
 
-def _write_version(
-    repo: Path, model: str, config_doc: dict[str, Any], serialized: bytes, version: int | None
-) -> tuple[Path, int]:
-    """Write config.yaml (or check the existing one has the same signature) and the next (or
-    the given) version's model.onnx; returns the file and the version number."""
+def _plan_version(
+    repo: Path, model: str, config_doc: dict[str, Any], version: int | None
+) -> tuple[Path, int, bool]:
+    """Where the version goes, without writing: its folder, its number (the next free one if not
+    given) and whether the model is new (config.yaml to write). Refuses an existing model with
+    another signature and an existing version folder."""
     model_dir = repo / model
     config_path = model_dir / "config.yaml"
     if config_path.exists():
@@ -151,17 +159,54 @@ def _write_version(
             raise ModelLoadError(
                 f"{config_path}: model '{model}' exists with another platform or signature; export to a new name"
             )
-    else:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(config_doc, sort_keys=False))
     if version is None:
-        taken = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        taken = (
+            [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+            if model_dir.is_dir()
+            else []
+        )
         version = max(taken, default=0) + 1
     version_dir = model_dir / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    path = version_dir / "model.onnx"
-    path.write_bytes(serialized)
-    return path, version
+    if version_dir.exists():
+        raise ModelLoadError(f"{version_dir} exists already; export to a new version")
+    return version_dir, version, not config_path.exists()
+
+
+def _write_version(
+    repo: Path, model: str, config_doc: dict[str, Any], serialized: bytes, version: int | None
+) -> tuple[Path, int]:
+    """Publish config.yaml (for a new model) and the version's model.onnx atomically; returns
+    the file and the version number."""
+    version_dir, version, new_model = _plan_version(repo, model, config_doc, version)
+    _publish(repo, repo / model, version_dir, serialized, config_doc if new_model else None)
+    return version_dir / "model.onnx", version
+
+
+def _publish(
+    repo: Path, model_dir: Path, version_dir: Path, onnx: bytes, config_doc: dict[str, Any] | None
+) -> None:
+    """Write the version (and, for a new model, its config.yaml) into a hidden temporary folder
+    of the repository, then move it into place with one rename: a polling server never sees a
+    half-written version, and a failure leaves nothing behind. Hidden folders (``.name``) are
+    never read as models or versions."""
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=repo))
+    try:
+        if config_doc is not None:  # a new model: stage the whole model folder
+            staged_version = staging / version_dir.name
+            staged_version.mkdir()
+            (staged_version / "model.onnx").write_bytes(onnx)
+            (staging / "config.yaml").write_text(yaml.safe_dump(config_doc, sort_keys=False))
+            os.rename(staging, model_dir)  # fails if the folder appeared meanwhile: nothing lost
+        else:
+            (staging / "model.onnx").write_bytes(onnx)
+            os.rename(staging, version_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelLoadError(f"could not write {version_dir}: {exc.strerror or exc}") from None
+    os.chmod(version_dir, 0o755)  # mkdtemp makes it 0700
+    if config_doc is not None:
+        os.chmod(model_dir, 0o755)
 
 
 def is_lightgbm_model(path: Path) -> bool:

@@ -70,7 +70,7 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "serving_request_duration_seconds",
-            "End-to-end inference time inside the server, decode to encode.",
+            "End-to-end inference time inside the server, decode to encode (measured by the adapter).",
             ["model", "version", "variant", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -70,6 +71,8 @@ class ModelVersion:
     """Load plus warmup time."""
     warmup_seconds: float = 0.0
     inflight: int = 0
+    files: tuple[tuple[str, int, int], ...] = ()
+    """``version_files`` as the last load attempt saw them (a FAILED version retries when they change)."""
     predict_paths: dict[str, PathChoice] = field(default_factory=dict)
     """Which computation serves small and large batches, and why a faster one does not
     (runtimes with guarded fast paths; empty for the others)."""
@@ -77,6 +80,13 @@ class ModelVersion:
     @property
     def ready(self) -> bool:
         return self.state is VersionState.READY
+
+    def retry_due(self, config: ModelConfig) -> bool:
+        """A FAILED version whose files or config changed since it failed: a repository
+        re-read loads it again (a fixed file makes it READY without a restart)."""
+        if self.state is not VersionState.FAILED:
+            return False
+        return config != self.config or version_files(self.path) != self.files
 
     @property
     def public_reason(self) -> str:
@@ -105,6 +115,15 @@ class Model:
 
 
 PredictorFactory = Callable[[ModelVersion, Runtime], Predictor]
+
+
+def version_files(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(relative name, size, mtime in ns) of every file under a version folder."""
+    try:
+        found = [(f, f.stat()) for f in path.rglob("*") if f.is_file()]
+    except OSError:
+        return ()
+    return tuple(sorted((str(f.relative_to(path)), st.st_size, st.st_mtime_ns) for f, st in found))
 
 
 def _public(reason: str, redacted: tuple[str, str] | None) -> str:
@@ -200,8 +219,9 @@ class ModelRepository:
         confine(model_dir / "config.yaml", root)
         return load_config(model_dir / "config.yaml")
 
-    def load_all(self) -> None:
-        """Discover every model folder and load the versions its policy selects."""
+    def load_all(self, stop: threading.Event | None = None) -> None:
+        """Discover every model folder and load the versions its policy selects; once
+        ``stop`` is set (SIGTERM during start-up), load no more models."""
         if not self.root.is_dir():
             raise ModelLoadError(f"model repository {self.root} is not a directory")
         wanted = self.single_model or self._settings.model_name
@@ -211,6 +231,8 @@ class ModelRepository:
             self.load_model(wanted)
             return
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if stop is not None and stop.is_set():
+                return
             self.load_model(model_dir.name)
 
     def load_model(self, name: str) -> Model:
@@ -265,6 +287,7 @@ class ModelRepository:
 
     def _open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
         start = time.perf_counter()
+        entry.files = version_files(entry.path)
         try:
             root = self.root.resolve()
             confine(entry.path, root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import math
@@ -16,6 +17,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,14 @@ from serving.settings import Settings
 from serving.shadow import ShadowRunner
 
 log = logging.getLogger("serving.server")
+
+STARTUP_FAILED = 3
+"""Exit code of a worker process that could not start (the supervisor then stops)."""
+
+
+class StartupError(Exception):
+    """The server cannot start: one line for the operator, with what to do (serving.cli
+    prints it without a traceback; the traceback goes to the log at debug level)."""
 
 
 @dataclass
@@ -90,8 +100,16 @@ async def close_predictors(repository: ModelRepository) -> None:
                 await entry.predictor.close()
 
 
-def load_models(parts: Components) -> None:
-    parts.repository.load_all()
+def load_models(parts: Components, stop: threading.Event | None = None) -> None:
+    """Load every model version (``stop`` set: finish the current version, load no more).
+    Raises StartupError for an unreadable repository and, with ``strict``, a failed model."""
+    root = parts.repository.root
+    try:
+        parts.repository.load_all(stop)
+    except ModelLoadError as exc:
+        raise StartupError(f"{exc.message}; check --model-repo (env SERVING_MODEL_REPO)") from exc
+    except OSError as exc:
+        raise StartupError(f"cannot read the model repository {root}: {exc.strerror or exc}") from exc
     for model in parts.repository.models.values():
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
@@ -101,10 +119,42 @@ def load_models(parts: Components) -> None:
                     model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
                 )
     failed = [row for row in parts.repository.index(detail=True) if row["state"] != "READY"]
-    if failed and parts.settings.strict:
-        raise ModelLoadError(
-            "strict mode: " + "; ".join(f"{r['name']}: {r.get('reason', '')}" for r in failed)
+    if failed and parts.settings.strict and not (stop is not None and stop.is_set()):
+        raise StartupError(
+            f"--strict: {len(failed)} model version(s) failed to load: "
+            + "; ".join(
+                f"{r['name']}{'/' + r['version'] if 'version' in r else ''}: {r.get('reason', '')}"
+                for r in failed
+            )
+            + " (fix them, or start without --strict to serve the others)"
         )
+
+
+def _port_hint(settings: Settings, port: int, exc: OSError) -> StartupError:
+    flag = "--http-port" if port == settings.http_port else "--grpc-port"
+    if port == settings.metrics_port:
+        flag = "SERVING_METRICS_PORT"
+    elif port == settings.admin_port:
+        flag = "SERVING_ADMIN_PORT"
+    reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror or exc})"
+    return StartupError(
+        f"port {port} on {settings.host} {reason}: stop the other process or pick another port with {flag}"
+    )
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail fast, before loading models, when a port is taken. Binds without SO_REUSEPORT,
+    so another server sharing its port with its own workers counts as taken too."""
+    for port in (settings.http_port, settings.grpc_port, settings.metrics_port, settings.admin_port):
+        if port <= 0:
+            continue
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                raise _port_hint(settings, port, exc) from exc
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -120,18 +170,42 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    # The REST port first: a clash is reported before minutes of model loading.
+    try:
+        sock = sock or bind_socket(settings.host, settings.http_port, reuse_port=settings.workers > 1)
+    except OSError as exc:
+        raise _port_hint(settings, settings.http_port, exc) from exc
     parts = build(settings)
-    await asyncio.get_running_loop().run_in_executor(None, load_models, parts)
+    stop = threading.Event()
+    early = _stop_on_signals(loop, stop)  # SIGTERM while loading: load no more, exit 0
+    try:
+        await loop.run_in_executor(None, load_models, parts, stop)
+    finally:
+        _restore_signals(loop, early)
+    if stop.is_set():
+        log.info("stopped during start-up")
+        sock.close()
+        await close_predictors(parts.repository)
+        parts.repository.close()
+        parts.executor.shutdown(wait=False, cancel_futures=True)
+        return
     policies = parts.control.policies if parts.control is not None else None
     if policies is not None:
         # The store's policies apply before this process turns ready (or, as a worker, takes
         # connections): a replica or worker that starts mid-rollout serves the current split.
-        await asyncio.get_running_loop().run_in_executor(None, policies.sync_now)
+        await loop.run_in_executor(None, policies.sync_now)
     grpc_server = None
     if settings.grpc_port >= 0:
         from serving.protocol.grpc.server import start_grpc_server
 
-        grpc_server = await start_grpc_server(settings, parts.dataplane, parts.control)
+        try:
+            grpc_server = await start_grpc_server(settings, parts.dataplane, parts.control)
+        except RuntimeError as exc:  # grpc's bind failure (the port was free at check_ports)
+            raise StartupError(
+                f"gRPC port {settings.grpc_port} on {settings.host} cannot be bound: stop the other "
+                "process or pick another port with --grpc-port"
+            ) from exc
     parts.dataplane.started = True
     config = uvicorn.Config(
         parts.rest_app,
@@ -151,7 +225,6 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         backlog=2048,
     )
     server = DrainingServer(config)
-    sock = sock or bind_socket(settings.host, settings.http_port, reuse_port=settings.workers > 1)
     log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
     drain = Drain(settings, parts.dataplane, server, grpc_server)
     drain.install()
@@ -166,7 +239,10 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         admin_server, admin_task = start_admin_server(settings, parts.control)
     metrics_server = None
     if settings.metrics_port >= 0:
-        metrics_sock = bind_socket(settings.host, settings.metrics_port, reuse_port=settings.workers > 1)
+        try:
+            metrics_sock = bind_socket(settings.host, settings.metrics_port, reuse_port=settings.workers > 1)
+        except OSError as exc:
+            raise _port_hint(settings, settings.metrics_port, exc) from exc
         metrics_server = await start_metrics_server(metrics_sock, parts.metrics)
     # Modules, models and config live as long as the process: freeze them out of the cyclic
     # collector, so its full collections scan only per-request garbage. Without this a full
@@ -195,6 +271,26 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         parts.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: threading.Event) -> bool:
+    """Until ``Drain`` takes over: SIGTERM/SIGINT set ``stop`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def stopping(sig: signal.Signals) -> None:
+        log.info("%s during start-up: loading no more models, exiting", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping, sig)
+    return True
+
+
+def _restore_signals(loop: asyncio.AbstractEventLoop, installed: bool) -> None:
+    if installed:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 def start_admin_server(
     settings: Settings, control: ModelControl
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
@@ -212,7 +308,10 @@ def start_admin_server(
         server_header=False,
     )
     server = DrainingServer(config)
-    sock = bind_socket(settings.host, settings.admin_port, reuse_port=settings.workers > 1)
+    try:
+        sock = bind_socket(settings.host, settings.admin_port, reuse_port=settings.workers > 1)
+    except OSError as exc:
+        raise _port_hint(settings, settings.admin_port, exc) from exc
     log.info("admin API listening on http://%s:%d", settings.host, sock.getsockname()[1])
     return server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
 
@@ -305,6 +404,16 @@ def run_worker(settings: Settings) -> None:
         uvloop.run(serve(settings))
 
 
+def _worker_process(settings: Settings) -> None:
+    """A supervised worker: a start-up failure is one line and exit code STARTUP_FAILED."""
+    try:
+        run_worker(settings)
+    except StartupError as exc:
+        log.debug("worker start-up failed", exc_info=True)
+        print(f"serving: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILED)
+
+
 def share_threads(settings: Settings, cores: int | None = None) -> Settings:
     """Thread settings left at 0 ("all cores") become each worker's share of the cores, so
     N workers never run N x cores threads (oversubscription costs more than it gives)."""
@@ -322,6 +431,7 @@ def run(settings: Settings) -> None:
     that dies is replaced; SIGTERM/SIGINT are passed on to every worker, which drain.
     """
     settings = share_threads(settings)
+    check_ports(settings)
     if settings.workers == 1:
         run_worker(settings)
         return
@@ -334,7 +444,7 @@ def run(settings: Settings) -> None:
     metrics_dir = setup_multiprocess_dir()  # workers merge their metrics through it
 
     def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=run_worker, args=(settings,), daemon=False)
+        proc = ctx.Process(target=_worker_process, args=(settings,), daemon=False)
         proc.start()
         return proc
 
@@ -353,6 +463,11 @@ def run(settings: Settings) -> None:
     while not stopping:
         time.sleep(0.5)
         for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping and proc.exitcode == STARTUP_FAILED:
+                forward(signal.SIGTERM, None)  # the others would fail the same way
+                for other in procs:
+                    other.join()
+                raise StartupError("a worker could not start (its error is above)")
             if not proc.is_alive() and not stopping:
                 log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
                 if proc.pid is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.metrics import Metrics
+from serving.outcomes import INTERNAL, Edge
 from serving.repository import ModelVersion
 from serving.router import SHADOW
 from serving.types import Array
@@ -42,7 +43,7 @@ class _Copy:
     inputs: dict[str, Array]
     primary: dict[str, Array]
     tolerance: float
-    protocol: str
+    edge: Edge | None
 
 
 def max_abs_diff(primary: dict[str, Array], shadow: dict[str, Array]) -> float:
@@ -87,16 +88,17 @@ class ShadowRunner:
         inputs: dict[str, Array],
         primary: dict[str, Array],
         tolerance: float,
-        protocol: str,
+        edge: Edge | None,
     ) -> bool:
         """Queue a copy without waiting; False (and counted) when the queue is full.
-        Call from the event loop."""
+        Call from the event loop. ``edge`` (the primary request's adapter) labels the shadow
+        run in ``serving_requests_total``; None leaves it uncounted there."""
         if self._queue is None:
             self._queue = asyncio.Queue(self._queue_size)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
             self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
         try:
-            self._queue.put_nowait(_Copy(shadow, primary_version, inputs, primary, tolerance, protocol))
+            self._queue.put_nowait(_Copy(shadow, primary_version, inputs, primary, tolerance, edge))
         except asyncio.QueueFull:
             self.dropped += 1
             self._metrics.shadow_dropped.labels(shadow.model).inc()
@@ -128,16 +130,21 @@ class ShadowRunner:
         except Exception as exc:
             log.warning("shadow %s version %s failed: %s: %s", model, version, type(exc).__name__, exc)
             self._metrics.shadow_comparisons.labels(*labels, "error").inc()
-            outcome = "5xx" if copy.protocol == "rest" else "INTERNAL"
-            self._metrics.observe_request(
-                model, version, SHADOW, copy.protocol, outcome, time.perf_counter() - start
-            )
+            if copy.edge is not None:
+                self._metrics.observe_request(
+                    model,
+                    version,
+                    SHADOW,
+                    copy.edge.protocol,
+                    copy.edge.of_error(INTERNAL),
+                    time.perf_counter() - start,
+                )
             return
         finally:
             entry.inflight -= 1
         seconds = time.perf_counter() - start
-        outcome = "2xx" if copy.protocol == "rest" else "OK"
-        self._metrics.observe_request(model, version, SHADOW, copy.protocol, outcome, seconds)
+        if copy.edge is not None:
+            self._metrics.observe_request(model, version, SHADOW, copy.edge.protocol, copy.edge.ok, seconds)
         diff = max_abs_diff(copy.primary, outputs)
         if diff != float("inf"):
             self._metrics.shadow_abs_diff.labels(*labels).observe(diff)

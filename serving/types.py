@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy.typing as npt
 
+from serving.outcomes import Edge
+
 Array = npt.NDArray[Any]
 Parameters = dict[str, Any]
 
@@ -38,12 +40,16 @@ class InferenceRequest:
     id: str | None = None
     outputs: list[RequestedOutput] | None = None
     parameters: Parameters | None = None
-    protocol: str = "rest"
-    """Which adapter decoded it ("rest" or "grpc"): a metrics label only."""
+    edge: Edge | None = None
+    """The adapter that decoded it: labels for work done on its behalf (shadow copies)."""
     routing_key: str | None = None
     """Sticky-routing key (header ``x-routing-key`` or parameter ``routing_key``)."""
     deadline: float | None = None
     """Absolute ``time.monotonic()`` after which the caller no longer wants an answer."""
+    served_version: str | None = None
+    """Set by the dataplane once it chose a version, so a request that fails afterwards is
+    still counted under that version and variant."""
+    variant: str = "stable"
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,6 +96,11 @@ def wait_until_ready(server: ServerProcess, timeout: float = 90) -> None:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
 
 
+# A Python warning the server process printed (``path:line: SomeWarning: message``): pytest's
+# warnings-as-errors does not reach a subprocess, so ``running_server`` fails on these instead.
+PYTHON_WARNING = re.compile(r"^\S+:\d+: \w*Warning: .*$", re.MULTILINE)
+
+
 @contextlib.contextmanager
 def running_server(repo: Path, log_dir: Path, **kwargs: object) -> Iterator[ServerProcess]:
     server = start_server(repo, log_dir, **kwargs)  # type: ignore[arg-type]
@@ -102,3 +108,5 @@ def running_server(repo: Path, log_dir: Path, **kwargs: object) -> Iterator[Serv
         yield server
     finally:
         server.stop()
+    warnings = PYTHON_WARNING.findall(server.log())
+    assert not warnings, f"the server logged Python warnings: {warnings[:3]}"

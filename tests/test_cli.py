@@ -143,3 +143,17 @@ def test_demo_models_reproduce_the_committed_repository_byte_for_byte(tmp_path: 
     assert written == expected
     for name in expected:
         assert filecmp.cmp(DEMO_REPO / name, tmp_path / "repo" / name, shallow=False), name
+
+
+def test_top_level_help_lists_every_command_and_each_help_has_an_example() -> None:
+    from serving.cli import build_parser, subcommands
+
+    parser = build_parser()
+    top = parser.format_help()
+    commands = subcommands(parser)
+    for name in (n for n in commands if " " not in n):
+        assert name in top, f"serving --help does not list {name}"
+    assert "rollout" in top
+    for path, child in commands.items():
+        text = child.format_help()
+        assert "example" in text and f"serving {path}" in text.split("example", 1)[1], f"{path}: no example"

@@ -114,3 +114,27 @@ def test_export_cli_reports_parity_and_exit_code(tmp_path: Path) -> None:
     )
     assert strict.returncode == 1
     assert "(version 2)" in strict.stdout and strict.stdout.strip().endswith("(tolerance -1) FAILED")
+
+
+def test_failed_parity_leaves_the_repository_untouched(tmp_path: Path) -> None:
+    path = save(train_booster(n_features=6), tmp_path)
+    repo = tmp_path / "repo"
+    failed = export_booster(path, repo, "new-model", tolerance=-1.0)  # no difference passes
+    assert not failed.ok and not (repo / "new-model").exists()
+    assert not repo.exists() or list(repo.iterdir()) == []  # no temporary folder left either
+    export_booster(path, repo, "m")
+    before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    assert not export_booster(path, repo, "m", tolerance=-1.0).ok
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before
+    with pytest.raises(ModelLoadError, match="exists already"):
+        export_booster(path, repo, "m", version=1)
+
+
+def test_cli_export_whose_parity_fails_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    path = save(train_booster(n_features=6), tmp_path)
+    cmd = [sys.executable, "-m", "serving.cli", "export", str(path), "--repo", str(tmp_path / "repo")]
+    done = subprocess.run(
+        [*cmd, "--model", "m", "--tolerance", "-1"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 1 and "FAILED" in done.stdout and "Traceback" not in done.stderr
+    assert not (tmp_path / "repo" / "m").exists()

@@ -103,6 +103,6 @@ def test_export_cli_with_a_lightgbm_model(tmp_path: Path) -> None:
         timeout=120,
     )
     assert refused.returncode == 1 and refused.stdout == ""
-    assert refused.stderr.startswith(f"error: {path}: not exported: the ONNX conversion differs")
+    assert refused.stderr.startswith(f"serving: error: {path}: not exported: the ONNX conversion differs")
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert sorted(p.name for p in (tmp_path / "repo" / "cli").iterdir()) == ["1", "config.yaml"]

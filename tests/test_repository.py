@@ -243,3 +243,30 @@ def test_missing_repository_is_an_error(tmp_path: Path, executor: ThreadPoolExec
     repository = ModelRepository(Settings(model_repo=tmp_path / "nope"), executor)
     with pytest.raises(ModelLoadError, match="is not a directory"):
         repository.load_all()
+
+
+def test_a_repository_re_read_retries_a_failed_version_once_its_files_change(tmp_path: Path) -> None:
+    import asyncio
+
+    from serving.server import build, load_models
+    from tests.tinymodels import identity_onnx, write_identity_model
+
+    write_identity_model(tmp_path / "repo", "m", "FP32")
+    good = (tmp_path / "repo" / "m" / "1" / "model.onnx").read_bytes()
+    (tmp_path / "repo" / "m" / "1" / "model.onnx").write_bytes(b"broken")
+    parts = build(Settings(model_repo=tmp_path / "repo", grpc_port=-1))
+    load_models(parts)
+    assert parts.control is not None
+    entry = parts.repository.models["m"].versions["1"]
+    assert entry.state is VersionState.FAILED
+
+    async def rescan() -> dict[str, list[str]]:
+        assert parts.control is not None
+        return await parts.control.rescan()
+
+    assert asyncio.run(rescan()) == {"loaded": [], "unloaded": [], "failed": []}  # unchanged: no retry
+    (tmp_path / "repo" / "m" / "1" / "model.onnx").write_bytes(good)
+    assert good == identity_onnx("FP32", 3)
+    assert asyncio.run(rescan())["loaded"] == ["m/1"]
+    assert parts.repository.models["m"].versions["1"].state is VersionState.READY
+    parts.executor.shutdown()

@@ -35,8 +35,24 @@ def make_target(args: argparse.Namespace) -> TrafficTarget:
 
     mode = None if args.mode == "auto" else args.mode
     return InferenceServiceTarget(
-        load_api_client(args.context), args.name, args.namespace, mode, args.canary_name
+        load_api_client(args.context),
+        args.name,
+        args.namespace,
+        mode,
+        args.canary_name,
+        args.kserve_namespace,
+        args.kserve_version,
     )
+
+
+def checked_target(args: argparse.Namespace) -> TrafficTarget:
+    """The target, after the mode's own check that its traffic split is really applied
+    (Standard mode: KServe version and Gateway API; see kserve.split_problem)."""
+    target = make_target(args)
+    check: Callable[[], None] | None = getattr(target, "check_traffic_split", None)
+    if check is not None:
+        check()
+    return target
 
 
 def thresholds_from(args: argparse.Namespace) -> Thresholds:
@@ -141,7 +157,7 @@ def analysis_table(a: Analysis) -> str:
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, out: Out) -> int:
-    state = make_target(args).state()
+    state = checked_target(args).state()
     data: dict[str, Any] = {"state": state.to_dict()}
     text = state_table(state)
     if args.prometheus and state.canary is not None:
@@ -177,7 +193,7 @@ def cmd_rollback(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace, out: Out) -> int:
-    state = make_target(args).state()
+    state = checked_target(args).state()
     if state.canary is None:
         raise RolloutError(f"{state.target} has no canary to analyse")
     analysis = analyze_state(state, PrometheusClient(args.prometheus), args.window, thresholds_from(args))
@@ -213,13 +229,22 @@ def run_auto(
         if canary is None:
             out.emit("done", f"{state.target}: no canary; nothing to roll out", state=state.to_dict())
             return 0
-        if canary.percent == 0:
+        if canary.percent == 0 and canary.ready:
             out.emit(
                 "done",
                 f"{state.target}: canary {canary.name} has 0% (rolled back or not started)",
                 state=state.to_dict(),
             )
             return 1
+        if canary.percent == 0:
+            # Not ready yet: the cluster routes nothing to it (Standard mode) until it is.
+            holds += 1
+            if max_holds and holds >= max_holds:
+                out.emit("gave_up", f"canary {canary.name} not ready after {holds} checks", percent=0)
+                return 2
+            out.emit("wait", f"canary {canary.name} not ready; no traffic yet", canary=canary.name, percent=0)
+            sleep(interval_s)
+            continue
         current = canary.percent
         index = next((i for i, s in enumerate(steps) if s >= current), len(steps) - 1)
         out.emit(
@@ -271,7 +296,7 @@ def run_auto(
 
 
 def cmd_auto(args: argparse.Namespace, out: Out) -> int:
-    target = make_target(args)
+    target = checked_target(args)
     return run_auto(
         target,
         PrometheusClient(args.prometheus),
@@ -318,7 +343,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", help="in-pod mode: model name (default: NAME)")
     p.add_argument("--token", help="in-pod mode: admin bearer token (default: env SERVING_ADMIN_TOKEN)")
-    p.add_argument("--canary-name", help="standard mode: which spec.canary[] entry (default: the only one)")
+    p.add_argument(
+        "--canary-name",
+        help="standard mode: which spec.canary[] entry (default: the only one; start: 'canary')",
+    )
+    p.add_argument(
+        "--kserve-namespace", default="kserve", help="standard mode: where KServe's controller runs (kserve)"
+    )
+    p.add_argument(
+        "--kserve-version",
+        help="standard mode: the KServe version, when its controller Deployment cannot be read",
+    )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
 

@@ -5,9 +5,14 @@ latest revision (canary) and the previous rolled-out one (``prev`` tag); revisio
 from ``status.components.predictor.traffic``. Promote removes the field (100 % to latest),
 rollback sets it to 0.
 
-Standard (KServe >= 0.20): ``spec.canary[]`` holds named canaries, each a predictor overlay
-and a ``trafficPercent``; status is in ``status.canaryStatuses``. Promote retargets the stable
-predictor to the canary (its name and model) and empties the list; rollback removes the entry.
+Standard (RawDeployment): ``spec.canary[]`` holds named canaries, each a predictor overlay and
+a ``trafficPercent``; KServe v0.20.0 runs a Deployment per canary, but only a KServe built after
+v0.20.0 splits traffic to it, and only on Gateway API HTTPRoutes (``applyCanaryWeights``,
+``ingress.enableGatewayApi``). So every Standard command first checks the controller version
+and the ingress config, and the live split is read from the ``<isvc>-predictor`` HTTPRoute's
+backend weights, never from the spec. Promote rolls the stable predictor to the canary's model
+(the webhook forbids a container ``name`` there, and keeping the stable predictor's own name
+keeps its Deployment, Service and scalers) and removes the entry; rollback removes the entry.
 
 Every change is a JSON merge patch (the CustomObjectsApi default content type), built by the
 pure ``*_patch`` functions below so tests can validate each one against the CRD schema.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from serving.rollout.prometheus import Side
@@ -25,7 +31,6 @@ from serving.rollout.state import Revision, RolloutError, TrafficState
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
 PLURAL = "inferenceservices"
-CRD_NAME = f"{PLURAL}.{GROUP}"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 DEFAULT_CANARY_NAME = "canary"
 
@@ -48,16 +53,6 @@ def deployment_mode(isvc: Obj) -> str:
     if raw in ("", "Serverless", "Knative"):
         return "knative"
     raise RolloutError(f"deployment mode '{raw}' has no canary support here (use --mode inpod)")
-
-
-def crd_has_canary_list(crd: Obj) -> bool:
-    """True when the installed InferenceService CRD has ``spec.canary`` (KServe >= 0.20)."""
-    for version in crd.get("spec", {}).get("versions", []):
-        if version.get("name") != VERSION:
-            continue
-        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        return "canary" in spec.get("properties", {})
-    return False
 
 
 def _model_key(predictor: Obj) -> str:
@@ -116,6 +111,27 @@ def knative_state(isvc: Obj) -> TrafficState:
 
 
 # -- Standard (spec.canary[]) --------------------------------------------------------------
+# KServe's own names (pkg/constants/constants.go) and the first controller version whose
+# HTTPRoutes carry canary weights (applyCanaryWeights landed on master after v0.20.0).
+KSERVE_NAMESPACE = "kserve"
+CONTROLLER_DEPLOYMENT = "kserve-controller-manager"
+CONFIG_MAP = "inferenceservice-config"
+SPLIT_SINCE = (0, 21, 0)
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+
+
+def predictor_service(isvc_name: str, predictor_name: str | None = None) -> str:
+    """KServe's PredictorServiceName: the Deployment and Service of a (named) predictor."""
+    return f"{isvc_name}-{predictor_name}-predictor" if predictor_name else f"{isvc_name}-predictor"
+
+
+def default_canary_name(isvc: Obj) -> str:
+    """``canary``, unless the stable predictor already carries that name (the webhook refuses
+    a canary named like the stable predictor)."""
+    taken = isvc["spec"]["predictor"].get("name")
+    return DEFAULT_CANARY_NAME if taken != DEFAULT_CANARY_NAME else f"{DEFAULT_CANARY_NAME}-2"
+
+
 def standard_start_patch(isvc: Obj, storage_uri: str, percent: int, canary_name: str) -> Obj:
     predictor = isvc["spec"]["predictor"]
     key = _model_key(predictor)
@@ -152,10 +168,22 @@ def standard_percent_patch(isvc: Obj, percent: int, canary_name: str | None) -> 
 
 
 def standard_promote_patch(isvc: Obj, canary_name: str | None) -> Obj:
+    """The stable predictor takes the canary's model; everything else of the stable predictor
+    (its name, replicas, autoscaling) stays. The model carries no container ``name`` (KServe
+    refuses one in the stable predictor, v0.16.0+) and the stable predictor keeps its own name,
+    so the next canary may again be called ``canary`` and the stable Deployment, Service,
+    HTTPRoute backend and scaler keep their names: KServe rolls the stable pods to the model."""
     target = _find_canary(isvc, canary_name)
-    # The canary's fields overlay the stable predictor (as the controller builds it), and the
-    # stable predictor takes the canary's name, so the canary Deployment is kept, not restarted.
-    return {"spec": {"predictor": copy.deepcopy(target["predictor"]), "canary": []}}
+    stable = isvc["spec"]["predictor"]
+    canary_key = _model_key(target["predictor"])
+    model = copy.deepcopy(target["predictor"][canary_key])
+    model["name"] = None  # merge patch: remove it, whether or not an older promotion set it
+    predictor: Obj = {canary_key: model}
+    stable_key = _model_key(stable)
+    if stable_key != canary_key:
+        predictor[stable_key] = None
+    rest = [c for c in isvc["spec"].get("canary") or [] if c is not target]
+    return {"spec": {"predictor": predictor, "canary": rest}}
 
 
 def standard_rollback_patch(isvc: Obj, canary_name: str | None) -> Obj:
@@ -164,45 +192,110 @@ def standard_rollback_patch(isvc: Obj, canary_name: str | None) -> Obj:
     return {"spec": {"canary": rest}}
 
 
-def standard_state(isvc: Obj, canary_name: str | None) -> TrafficState:
+def route_weights(route: Obj | None) -> dict[str, int] | None:
+    """Backend Service -> weight in the first rule of an HTTPRoute (one unweighted backend
+    takes everything), or None without a route."""
+    if route is None:
+        return None
+    for rule in (route.get("spec") or {}).get("rules") or []:
+        refs = rule.get("backendRefs") or []
+        if not refs:
+            continue
+        if len(refs) == 1:
+            return {refs[0]["name"]: 100}
+        return {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
+    return None
+
+
+def standard_state(isvc: Obj, canary_name: str | None, route: Obj | None = None) -> TrafficState:
+    """The split the cluster applies, from the predictor HTTPRoute's backend weights."""
     name = isvc["metadata"]["name"]
     ns = isvc["metadata"].get("namespace", "default")
     status = isvc.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     stable_name = isvc["spec"]["predictor"].get("name")
-    stable_deploy = f"{name}-{stable_name}-predictor" if stable_name else f"{name}-predictor"
-    canaries = isvc["spec"].get("canary") or []
+    stable_deploy = predictor_service(name, stable_name)
+    all_canaries = isvc["spec"].get("canary") or []
+    canaries = all_canaries
     if canary_name is not None:
         canaries = [c for c in canaries if c["predictor"].get("name") == canary_name]
     statuses = {s["name"]: s for s in status.get("canaryStatuses") or []}
+    weights = route_weights(route)
+    notes: list[str] = []
+    if weights is None:
+        weights = {stable_deploy: 100}
+        if all_canaries:
+            notes.append(f"no HTTPRoute {predictor_service(name)} yet: no traffic is split")
+    total = sum(weights.values()) or 1
+    applied = {svc: round(100 * w / total) for svc, w in weights.items()}
     revisions: list[Revision] = []
-    canary_total = 0
     canary_deploy: str | None = None
     for c in canaries:
         cname = c["predictor"].get("name", "?")
-        st = statuses.get(cname, {})
-        canary_total += int(c.get("trafficPercent", 0))
-        canary_deploy = f"{name}-{cname}-predictor"
-        revisions.append(
-            Revision(cname, int(c.get("trafficPercent", 0)), bool(st.get("ready")), "canary", canary_deploy)
-        )
+        canary_deploy = predictor_service(name, cname)
+        percent = applied.get(canary_deploy, 0)
+        wished = int(c.get("trafficPercent", 0))
+        ready = bool(statuses.get(cname, {}).get("ready"))
+        if percent != wished:
+            why = "" if ready else " (canary not ready: KServe routes nothing to it yet)"
+            notes.append(f"spec asks {wished}% for {cname}; the HTTPRoute applies {percent}%{why}")
+        revisions.append(Revision(cname, percent, ready, "canary", canary_deploy))
     stable = Revision(
         stable_name or "predictor",
-        100 - canary_total,
+        applied.get(stable_deploy, 0),
         conditions.get("PredictorReady", conditions.get("Ready")) == "True",
         "stable",
         stable_deploy,
     )
-    notes = (
-        ("several canaries: analysis uses the last; pick one with --canary-name",)
-        if len(canaries) > 1
-        else ()
-    )
+    if len(canaries) > 1:
+        notes.append("several canaries: analysis uses the last; pick one with --canary-name")
     sides = (
         Side("stable", _pod_matcher(ns, stable_deploy)),
         Side("canary", _pod_matcher(ns, canary_deploy) if canary_deploy else 'pod="none"'),
     )
-    return TrafficState("standard", f"{ns}/{name}", (stable, *revisions), sides, notes)
+    return TrafficState("standard", f"{ns}/{name}", (stable, *revisions), sides, tuple(notes))
+
+
+def controller_version(image: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from the controller image tag, None for a tag without one."""
+    ref = image.split("@", 1)[0]
+    tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else ""
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", tag)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    match = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$", text.strip())
+    if not match:
+        raise RolloutError(f"--kserve-version '{text}' is not a version like 0.21.0")
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def split_problem(version: tuple[int, int, int], ingress: Obj, isvc: Obj) -> str | None:
+    """Why KServe will not split traffic for this InferenceService's spec.canary[], or None.
+    Mirrors httproute_reconciler.go (Reconcile, applyCanaryWeights) at kserve master aaac4e2."""
+    shown = ".".join(map(str, version))
+    if version < SPLIT_SINCE:
+        return (
+            f"KServe {shown} runs Standard-mode canary Deployments but splits no traffic to them "
+            "(the weighted HTTPRoute came after v0.20.0): upgrade KServe or use --mode inpod"
+        )
+    if not ingress.get("enableGatewayApi"):
+        return (
+            f"ingress.enableGatewayApi is false in {CONFIG_MAP}: KServe splits Standard-mode canary "
+            "traffic only on Gateway API HTTPRoutes; enable it or use --mode inpod"
+        )
+    if ingress.get("disableIngressCreation"):
+        return f"ingress.disableIngressCreation is true in {CONFIG_MAP}: no HTTPRoute, no split; use --mode inpod"
+    labels = (isvc.get("metadata") or {}).get("labels") or {}
+    if (
+        labels.get("networking.kserve.io/visibility") == "cluster-local"
+        or ingress.get("ingressDomain") == "svc.cluster.local"
+    ):
+        return (
+            "the InferenceService is cluster-local: KServe makes no HTTPRoute, so no split; use --mode inpod"
+        )
+    return None
 
 
 # -- the Kubernetes side ---------------------------------------------------------------------
@@ -222,7 +315,9 @@ def load_api_client(context: str | None = None) -> Any:
 
 
 class InferenceServiceTarget:
-    """Drives one InferenceService with the ``kubernetes`` client's CustomObjectsApi."""
+    """Drives one InferenceService with the ``kubernetes`` client (CustomObjectsApi for the
+    InferenceService and HTTPRoute, plain reads of KServe's controller Deployment and ConfigMap).
+    Every API call it makes is in tests/rollout; the chart's RBAC Role is derived from them."""
 
     def __init__(
         self,
@@ -231,6 +326,8 @@ class InferenceServiceTarget:
         namespace: str = "default",
         mode: str | None = None,
         canary_name: str | None = None,
+        kserve_namespace: str = KSERVE_NAMESPACE,
+        kserve_version: str | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -239,18 +336,31 @@ class InferenceServiceTarget:
         self.namespace = namespace
         self.forced_mode = mode
         self.canary_name = canary_name
+        self.kserve_namespace = kserve_namespace
+        self.kserve_version = parse_version(kserve_version) if kserve_version else None
 
-    def get(self) -> Obj:
+    def _read(self, what: str, call: Any, *args: Any) -> Obj | None:
+        """GET through a generated client method, as plain JSON; None on 404."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            obj: Obj = self.api.get_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, self.namespace, PLURAL, self.name
-            )
+            raw = call(*args, _preload_content=False)
         except ApiException as exc:
-            raise RolloutError(
-                f"cannot read InferenceService {self.namespace}/{self.name}: {exc.status} {exc.reason}"
-            ) from None
+            if exc.status == 404:
+                return None
+            hint = " (the chart's rbac.rollout Role grants it)" if exc.status in (401, 403) else ""
+            raise RolloutError(f"cannot read {what}: {exc.status} {exc.reason}{hint}") from None
+        obj: Obj = json.loads(raw.data)
+        return obj
+
+    def get(self) -> Obj:
+        obj = self._read(
+            f"InferenceService {self.namespace}/{self.name}",
+            self.api.get_namespaced_custom_object,
+            GROUP, VERSION, self.namespace, PLURAL, self.name,
+        )  # fmt: skip
+        if obj is None:
+            raise RolloutError(f"cannot read InferenceService {self.namespace}/{self.name}: 404 Not Found")
         return obj
 
     def patch(self, body: Obj) -> Obj:
@@ -262,38 +372,74 @@ class InferenceServiceTarget:
             )
         except ApiException as exc:
             raise RolloutError(
-                f"patch refused for {self.namespace}/{self.name}: {exc.status} {exc.body or exc.reason}"
+                f"patch refused for {self.namespace}/{self.name}: {exc.status} {_reason(exc)}"
             ) from None
         return obj
 
     def mode(self, isvc: Obj) -> str:
         return self.forced_mode or deployment_mode(isvc)
 
+    def route(self) -> Obj | None:
+        return self._read(
+            f"HTTPRoute {self.namespace}/{predictor_service(self.name)}",
+            self.api.get_namespaced_custom_object,
+            GATEWAY_GROUP, GATEWAY_VERSION, self.namespace, "httproutes", predictor_service(self.name),
+        )  # fmt: skip
+
     def state(self) -> TrafficState:
         isvc = self.get()
         if self.mode(isvc) == "knative":
             return knative_state(isvc)
-        return standard_state(isvc, self.canary_name)
+        return standard_state(isvc, self.canary_name, self.route())
 
-    def check_canary_support(self) -> None:
-        """Standard mode needs KServe >= 0.20 (``spec.canary`` in the CRD). Without permission
-        to read CRDs the check is skipped and the API server's validation decides."""
+    def cluster_version(self) -> tuple[int, int, int]:
+        if self.kserve_version is not None:
+            return self.kserve_version
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            raw: Any = client.ApiextensionsV1Api(self.api.api_client).read_custom_resource_definition(
-                CRD_NAME, _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                return
-            raise RolloutError(f"cannot read CRD {CRD_NAME}: {exc.status} {exc.reason}") from None
-        if not crd_has_canary_list(json.loads(raw.data)):
+        where = f"{self.kserve_namespace}/{CONTROLLER_DEPLOYMENT}"
+        deployment = self._read(
+            f"the KServe controller Deployment {where} to learn the KServe version",
+            client.AppsV1Api(self.api.api_client).read_namespaced_deployment,
+            CONTROLLER_DEPLOYMENT, self.kserve_namespace,
+        )  # fmt: skip
+        if deployment is None:
             raise RolloutError(
-                "this cluster's InferenceService CRD has no spec.canary (KServe < 0.20): "
-                "use --mode inpod --server URL to roll out with the server's traffic policy"
+                f"no KServe controller Deployment {where}: pass --kserve-namespace or --kserve-version"
             )
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        image = next((c["image"] for c in containers if c.get("name") == "manager"), containers[0]["image"])
+        version = controller_version(image)
+        if version is None:
+            raise RolloutError(f"cannot tell the KServe version from image '{image}': pass --kserve-version")
+        return version
+
+    def ingress(self) -> Obj:
+        from kubernetes import client
+
+        where = f"{self.kserve_namespace}/{CONFIG_MAP}"
+        config = self._read(
+            f"ConfigMap {where}",
+            client.CoreV1Api(self.api.api_client).read_namespaced_config_map,
+            CONFIG_MAP, self.kserve_namespace,
+        )  # fmt: skip
+        if config is None:
+            raise RolloutError(f"no ConfigMap {where}: pass --kserve-namespace")
+        try:
+            ingress: Obj = json.loads((config.get("data") or {}).get("ingress") or "{}")
+        except ValueError:
+            raise RolloutError(f"the 'ingress' key of {where} is not JSON") from None
+        return ingress
+
+    def check_traffic_split(self) -> None:
+        """Standard mode only: refuse, naming the missing piece, when KServe would not route
+        any traffic to a spec.canary[] entry (old controller, no Gateway API, no HTTPRoute)."""
+        isvc = self.get()
+        if self.mode(isvc) != "standard":
+            return
+        problem = split_problem(self.cluster_version(), self.ingress(), isvc)
+        if problem is not None:
+            raise RolloutError(problem)
 
     def start(self, percent: int, storage_uri: str | None, canary_version: str | None) -> None:
         if not storage_uri:
@@ -302,8 +448,8 @@ class InferenceServiceTarget:
         if self.mode(isvc) == "knative":
             self.patch(knative_start_patch(isvc, storage_uri, percent))
         else:
-            self.check_canary_support()
-            name = self.canary_name or DEFAULT_CANARY_NAME
+            self.check_traffic_split()
+            name = self.canary_name or default_canary_name(isvc)
             self.patch(standard_start_patch(isvc, storage_uri, percent, name))
 
     def set_percent(self, percent: int) -> None:
@@ -326,3 +472,12 @@ class InferenceServiceTarget:
             self.patch(knative_percent_patch(0))
         else:
             self.patch(standard_rollback_patch(isvc, self.canary_name))
+
+
+def _reason(exc: Any) -> str:
+    """The API server's (or an admission webhook's) message, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return str(message or exc.body or exc.reason)

@@ -44,6 +44,7 @@ API_RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
         ("prometheusrules", "PrometheusRule", True),
     ],
     "keda.sh/v1alpha1": [("scaledobjects", "ScaledObject", True)],
+    "rbac.authorization.k8s.io/v1": [("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
 }
 
 

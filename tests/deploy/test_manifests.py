@@ -1,5 +1,6 @@
-"""manifests/: every object valid against the Kubernetes schemas and KServe's own CRDs, and the
-pieces consistent with each other (runtimes, InferenceServices, autoscalers, monitoring)."""
+"""manifests/: every object valid against the Kubernetes schemas and KServe's own CRDs, accepted by
+KServe's admission rules (tests/deploy/kserve_rules.py) for every release the manifests target,
+and the pieces consistent with each other (runtimes, InferenceServices, autoscalers, monitoring)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.installed import install_runtimes
 from tests.deploy.k8s_schemas import load_kustomization, validate_object
+from tests.deploy.kserve_rules import (
+    RELEASES,
+    KServe,
+    admit_isvc,
+    replica_plan,
+    select_runtime,
+)
 from tests.deploy.render_manifests import PROMETHEUS_RULE, RULES, prometheus_rule_yaml
 from tests.server_process import ROOT
 
 MANIFESTS = ROOT / "manifests"
+# The manifests spell the modes Standard/Knative, which KServe knows from v0.16.0.
+TARGETS = [KServe(r) for r in RELEASES if KServe(r).at_least("v0.16.0")]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +51,7 @@ def test_every_yaml_file_is_in_the_kustomization(objects: list[dict[str, Any]]) 
 def test_every_object_is_valid(objects: list[dict[str, Any]]) -> None:
     kinds = {o["kind"] for o in objects}
     assert {"ServingRuntime", "ClusterServingRuntime", "InferenceService", "PodDisruptionBudget"} <= kinds
-    assert {"ScaledObject", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    assert {"PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
     problems = [p for o in objects for p in validate_object(o)]
     assert problems == []
 
@@ -65,9 +76,11 @@ def test_runtime_spec(objects: list[dict[str, Any]]) -> None:
     assert set(runtime["protocolVersions"]) == {"v1", "v2", "grpc-v2"}
     formats = {f["name"]: f for f in runtime["supportedModelFormats"]}
     assert set(formats) == {"onnx", "xgboost", "lightgbm"}
-    assert all(f["autoSelect"] and f["priority"] >= 1 for f in formats.values())
+    # Never auto-selected; priority 3 clashes with none of KServe's runtimes if it is turned on.
+    assert all(f["autoSelect"] is False and f["priority"] == 3 for f in formats.values())
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert "runAsUser" not in security  # OpenShift's restricted-v2 assigns one
     assert security["capabilities"]["drop"] == ["ALL"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
     for probe in ("readinessProbe", "livenessProbe"):
@@ -83,11 +96,18 @@ def test_runtime_variants_match(objects: list[dict[str, Any]]) -> None:
     assert [p["containerPort"] for p in knative["containers"][0]["ports"]] == [8080]
     assert "grpc-v2" not in knative["protocolVersions"]
     assert not any(f["autoSelect"] for f in knative["supportedModelFormats"])
+    # Readiness only (no startupProbe for Knative < 1.15, no liveness to kill a slow model
+    # load), without periodSeconds so that the queue-proxy probes it every 50 ms at start-up.
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "successThreshold": 1}
+    assert {k: v for k, v in knative["containers"][0].items() if k.endswith("Probe")} == {
+        "readinessProbe": probe
+    }
     expected = copy.deepcopy(main)
     expected["containers"][0]["ports"] = expected["containers"][0]["ports"][:1]
     expected["protocolVersions"] = [v for v in expected["protocolVersions"] if v != "grpc-v2"]
-    for f in expected["supportedModelFormats"]:
-        f["autoSelect"] = False
+    for key in ("livenessProbe", "startupProbe"):
+        del expected["containers"][0][key]
+    expected["containers"][0]["readinessProbe"] = probe
     assert knative == expected
 
 
@@ -103,24 +123,24 @@ def test_inference_services_use_the_right_runtime_and_autoscaler(objects: list[d
         assert predictor["model"]["modelFormat"]["name"] in {
             f["name"] for f in runtimes[runtime]["spec"]["supportedModelFormats"]
         }
-        if mode == "Serverless":
+        if mode == "Knative":
             assert runtime == "serving-runtime-knative", name
             assert predictor["scaleMetric"] == "concurrency"
             assert 0 < predictor["scaleTarget"] <= predictor["containerConcurrency"]
         else:
-            assert mode == "RawDeployment" and runtime == "serving-runtime", name
+            assert mode == "Standard" and runtime == "serving-runtime", name
     assert isvcs["iris-xgb"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
     hpa = isvcs["cancer-xgb"]
     assert hpa["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
     assert hpa["spec"]["predictor"]["scaleMetric"] == "cpu"
+    # KEDA through KServe's own class: KServe creates and owns the ScaledObject.
     keda = isvcs["digits-mlp"]
-    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
-    scaled = by_kind(objects, "ScaledObject")["digits-mlp-predictor"]["spec"]
-    assert scaled["scaleTargetRef"]["name"] == "digits-mlp-predictor"
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "prometheus"
-    assert 'serving_inflight_requests{model="digits-mlp"}' in trigger["metadata"]["query"]
-    assert scaled["minReplicaCount"] == keda["spec"]["predictor"]["minReplicas"]
+    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    (metric,) = keda["spec"]["predictor"]["autoScaling"]["metrics"]
+    query = metric["external"]["metric"]["query"]
+    assert query.startswith("sum(rate(serving_request_duration_seconds_sum{")
+    assert 'model="digits-mlp", pod=~"digits-mlp-predictor-[a-z0-9]+-[a-z0-9]+"}[1m]))' in query
+    assert "ScaledObject" not in {o["kind"] for o in objects}
 
 
 def test_disruption_budgets_cover_standard_models_with_spare_pods(objects: list[dict[str, Any]]) -> None:
@@ -132,7 +152,7 @@ def test_disruption_budgets_cover_standard_models_with_spare_pods(objects: list[
     expected = {
         name
         for name, isvc in isvcs.items()
-        if isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+        if isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
         and isvc["spec"]["predictor"]["minReplicas"] >= 2
     }
     assert covered == expected == {"cancer-xgb", "digits-mlp"}
@@ -151,6 +171,9 @@ def test_monitoring_objects_carry_the_observability_files(objects: list[dict[str
     monitor = by_kind(objects, "PodMonitor")["serving"]["spec"]
     assert {e["port"] for e in monitor["podMetricsEndpoints"]} == {"http1", "user-port"}
     assert all(e["path"] == "/metrics" for e in monitor["podMetricsEndpoints"])
+    (queue,) = by_kind(objects, "PodMonitor")["serving-queue-proxy"]["spec"]["podMetricsEndpoints"]
+    assert (queue["port"], queue["path"]) == ("http-usermetric", "/metrics")
+    assert {"targetLabel": "source", "replacement": "queue-proxy"} in queue["relabelings"]
 
 
 def test_every_object_has_the_standard_labels(objects: list[dict[str, Any]]) -> None:
@@ -176,3 +199,37 @@ def test_kustomize_builds_the_same_objects(objects: list[dict[str, Any]]) -> Non
     assert [p for d in docs for p in validate_object(d)] == []
     images = {c["image"] for d in docs if "Runtime" in d["kind"] for c in d["spec"]["containers"]}
     assert images == {"serving:0.1.0"}
+
+
+@pytest.mark.parametrize("kserve", TARGETS, ids=lambda k: k.version)
+def test_kserve_admits_every_object(objects: list[dict[str, Any]], kserve: KServe) -> None:
+    """Runtimes through KServe's ServingRuntime webhook (the ClusterServingRuntime next to KServe's
+    built-ins), InferenceServices through its mutating and validating webhooks; each gets the
+    runtime it names, and the Standard-mode ones the pods their comments promise."""
+    namespaced, cluster = install_runtimes(objects, kserve)
+    pods = {}
+    for name, isvc in by_kind(objects, "InferenceService").items():
+        admitted = admit_isvc(isvc, kserve)
+        assert (
+            select_runtime(admitted, namespaced, cluster)[1] == isvc["spec"]["predictor"]["model"]["runtime"]
+        )
+        if admitted["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard":
+            pods[name] = replica_plan(admitted, kserve).pods()
+    assert pods == {"cancer-xgb": (2, 6), "digits-mlp": (2, 8)}
+
+
+def test_runtimes_capture_no_other_model(objects: list[dict[str, Any]]) -> None:
+    """Another team's onnx/xgboost InferenceService that names no runtime gets KServe's own."""
+    kserve = KServe("v0.20.0")
+    namespaced, cluster = install_runtimes(objects, kserve)
+    for fmt, expected in (("onnx", "kserve-tritonserver"), ("xgboost", "kserve-mlserver")):
+        foreign = {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": "theirs", "annotations": {}},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": fmt}, "protocolVersion": "v2",
+                                             "storageUri": "s3://their/model"}}},
+        }  # fmt: skip
+        assert select_runtime(admit_isvc(foreign, kserve), namespaced, cluster) == (
+            "ClusterServingRuntime", expected,
+        )  # fmt: skip

@@ -4,6 +4,12 @@ Only the urllib3 pool manager is replaced: CustomObjectsApi, ApiClient and RESTC
 run unchanged, so what is recorded is the exact method, URL, headers and JSON body bytes the
 CLI would put on the wire. The fake keeps one object per URL and applies JSON merge patches
 (RFC 7386) to it, as the API server does, so multi-step flows can be followed.
+
+InferenceService writes go through KServe's webhooks as ported in tests/deploy/kserve_rules.py
+(the mutating default, then the validating check against the stored object); a refusal is
+answered 403 with the webhook's message, as the API server relays it. With ``controller`` set,
+each accepted write is then reconciled the way KServe's controller would: canary statuses,
+and the ``<isvc>-predictor`` HTTPRoute's backend weights (``applyCanaryWeights``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import urllib3
 import yaml
 from kubernetes import client
 
+from tests.deploy import kserve_rules
+from tests.deploy.kserve_rules import KServe, Refused
 from tests.references import reference
 
 HOST = "https://kube.invalid"
@@ -61,12 +69,26 @@ def without_required(schema: Any) -> Any:
     return schema
 
 
+WEBHOOK = "inferenceservice.kserve-webhook-server.validator"
+
+
+@dataclass
+class Controller:
+    """KServe's controller as far as the rollout CLI sees it."""
+
+    kserve: KServe
+    canaries_ready: bool = True
+
+
 class FakePoolManager:
-    def __init__(self) -> None:
+    def __init__(self, webhook: KServe | None = None) -> None:
         self.objects: dict[str, Any] = {}
         self.requests: list[Recorded] = []
         self.raw: dict[str, Any] = {}
         """path -> raw JSON answered as is (e.g. the CRD), or an int status to refuse."""
+        self.webhook = webhook or KServe("master")
+        self.controller: Controller | None = None
+        self.refusals: list[str] = []
 
     def request(
         self, method: str, url: str, body: str | bytes | None = None, headers: Any = None, **_: Any
@@ -87,8 +109,17 @@ class FakePoolManager:
             assert headers["Content-Type"] == "application/merge-patch+json"
             current = self.objects[path]
             updated = merge_patch(current, parsed)
+            if "/inferenceservices/" in path:
+                try:
+                    updated = kserve_rules.admit_isvc(updated, self.webhook, old=current)
+                except Refused as exc:
+                    self.refusals.append(str(exc))
+                    message = f'admission webhook "{WEBHOOK}" denied the request: {exc}'
+                    return self._respond(403, {"kind": "Status", "code": 403, "message": message})
             updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
             self.objects[path] = updated
+            if self.controller is not None and "/inferenceservices/" in path:
+                self.reconcile(path)
             return self._respond(200, updated)
         raise AssertionError(f"unexpected {method} {url}")
 
@@ -105,17 +136,79 @@ class FakePoolManager:
     def clear(self) -> None:
         pass
 
+    def reconcile(self, path: str) -> None:
+        """What KServe's controller writes after an accepted InferenceService change."""
+        assert self.controller is not None
+        isvc = self.objects[path]
+        canaries = isvc["spec"].get("canary") or []
+        status = isvc.setdefault("status", {})
+        status["canaryStatuses"] = [
+            {"name": c["predictor"]["name"], "ready": self.controller.canaries_ready,
+             "trafficPercent": c["trafficPercent"]}
+            for c in canaries
+        ]  # fmt: skip
+        meta = isvc["metadata"]
+        config = self.objects.get(configmap_path("kserve", "inferenceservice-config"))
+        ingress = json.loads(config["data"]["ingress"]) if config else {}
+        route_path = httproute_path(meta["namespace"], kserve_rules.predictor_service(meta["name"]))
+        if not ingress.get("enableGatewayApi"):
+            return
+        stable = kserve_rules.predictor_service(meta["name"], isvc["spec"]["predictor"].get("name"))
+        weights = kserve_rules.canary_weights(isvc, self.controller.kserve, ingress) or {stable: None}
+        refs = [{"kind": "Service", "name": svc, "port": 80} for svc in weights]
+        for ref, weight in zip(refs, weights.values(), strict=True):
+            if weight is not None:
+                ref["weight"] = weight
+        self.objects[route_path] = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {
+                "name": kserve_rules.predictor_service(meta["name"]),
+                "namespace": meta["namespace"],
+            },
+            "spec": {"rules": [{"backendRefs": refs}]},
+        }
 
-def fake_api_client() -> tuple[client.ApiClient, FakePoolManager]:
+
+def fake_api_client(webhook: KServe | None = None) -> tuple[client.ApiClient, FakePoolManager]:
     configuration = client.Configuration(host=HOST)
     api_client = client.ApiClient(configuration)
-    fake = FakePoolManager()
+    fake = FakePoolManager(webhook)
     api_client.rest_client.pool_manager = fake
     return api_client, fake
 
 
 def isvc_path(namespace: str, name: str) -> str:
     return f"/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}"
+
+
+def configmap_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+
+
+def deployment_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+
+
+def httproute_path(namespace: str, name: str) -> str:
+    return f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{name}"
+
+
+def install_kserve(fake: FakePoolManager, tag: str = "v0.21.0", gateway: bool = True, **ingress: Any) -> None:
+    """KServe's controller Deployment and inferenceservice-config in namespace kserve, and a
+    controller that reconciles like that release (post-v0.20.0 tags follow master)."""
+    image = f"kserve/kserve-controller:{tag}"
+    fake.objects[deployment_path("kserve", "kserve-controller-manager")] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "kserve-controller-manager", "namespace": "kserve"},
+        "spec": {"template": {"spec": {"containers": [{"name": "manager", "image": image}]}}},
+    }
+    fake.objects[configmap_path("kserve", "inferenceservice-config")] = kserve_rules.inferenceservice_config(
+        kserve_rules.ingress_config(gateway, **ingress)
+    )
+    release = tag if tag in kserve_rules.RELEASES else "master"
+    fake.controller = Controller(KServe(release))
 
 
 def load_crd() -> dict[str, Any]:

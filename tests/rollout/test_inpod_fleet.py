@@ -224,13 +224,18 @@ def test_start_promote_through_the_configmap_reach_every_pod(cluster: Cluster, c
     )
     # the calls the CLI makes (the RBAC Role must allow exactly these)
     kinds = {(r.method, _resource(r.url)) for r in fake.requests}
-    assert kinds == {
-        ("GET", "inferenceservices"),
-        ("GET", "configmaps"),
-        ("PATCH", "configmaps"),
-        ("GET", "pods"),  # list
-        ("GET", "pods/proxy"),
-    }
+    assert kinds == FLEET_CALLS
+
+
+FLEET_CALLS = {
+    ("GET", "inferenceservices"),
+    ("GET", "configmaps"),
+    ("PATCH", "configmaps"),
+    ("GET", "pods"),  # list
+    ("GET", "pods/proxy"),
+}
+"""The Kubernetes calls of in-pod fleet mode (asserted above against a real run);
+tests/rollout/test_rbac.py checks that the chart's Role grants each of them."""
 
 
 def _resource(url: str) -> str:

@@ -21,6 +21,8 @@ from tests.rollout.kube_fake import (
     FakePoolManager,
     base_isvc,
     fake_api_client,
+    httproute_path,
+    install_kserve,
     isvc_path,
     isvc_schema,
     knative_status,
@@ -29,8 +31,6 @@ from tests.rollout.kube_fake import (
     validator,
     without_required,
 )
-
-CRD_URL = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/inferenceservices.serving.kserve.io"
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,9 @@ def check_requests(
         )
         partial.validate(strip_nulls(req.body))
         bodies.append(req.body)
-    for obj in fake.objects.values():
-        full.validate(obj)
+    for path, obj in fake.objects.items():
+        if "/inferenceservices/" in path:
+            full.validate(obj)
     del state
     return bodies
 
@@ -144,38 +145,140 @@ def test_knative_state_and_rollback(
     assert check_requests(fake, full, partial) == [{"spec": {"predictor": {"canaryTrafficPercent": 0}}}]
 
 
-def test_standard_flow_promote(
-    crd: dict[str, Any], full: jsonschema.Draft7Validator, partial: jsonschema.Draft7Validator
-) -> None:
-    api_client, fake = fake_api_client()
-    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
-    fake.raw[CRD_URL] = crd
-    target = kserve.InferenceServiceTarget(api_client, "iris", NS, canary_name="v2")
+def isvc_patches(fake: FakePoolManager) -> list[Any]:
+    return [r for r in fake.requests if r.method == "PATCH"]
 
-    target.start(10, "s3://models/iris/v2", None)
-    state = target.state()
-    assert state.mode == "standard" and state.canary_percent == 10
-    assert state.stable is not None and state.stable.percent == 90
-    assert state.sides[1].matchers == 'namespace="models",pod=~"iris-v2-predictor-[a-z0-9]+-[a-z0-9]+"'
-    assert state.sides[0].matchers == 'namespace="models",pod=~"iris-predictor-[a-z0-9]+-[a-z0-9]+"'
-    target.set_percent(50)
-    target.promote()
+
+def test_standard_start_promote_twice_is_accepted_at_every_step(
+    full: jsonschema.Draft7Validator, partial: jsonschema.Draft7Validator
+) -> None:
+    """start -> promote -> start -> promote with the default canary name, every write through
+    KServe's webhooks (ported), the controller's HTTPRoute weights read back as the split."""
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+
+    for round_, uri in enumerate(("s3://models/iris/v2", "s3://models/iris/v3")):
+        target.start(10, uri, None)
+        state = target.state()
+        assert state.mode == "standard" and state.canary is not None
+        assert (state.canary.name, state.canary_percent) == ("canary", 10)
+        assert state.stable is not None and state.stable.percent == 90
+        assert (
+            state.sides[1].matchers == 'namespace="models",pod=~"iris-canary-predictor-[a-z0-9]+-[a-z0-9]+"'
+        )
+        assert state.sides[0].matchers == 'namespace="models",pod=~"iris-predictor-[a-z0-9]+-[a-z0-9]+"'
+        target.set_percent(50)
+        assert target.state().canary_percent == 50
+        target.promote()
+        final = fake.objects[isvc_path(NS, "iris")]
+        predictor = final["spec"]["predictor"]
+        assert final["spec"]["canary"] == []
+        assert "name" not in predictor and "name" not in predictor["model"]
+        assert predictor["model"]["storageUri"] == uri
+        assert predictor["minReplicas"] == 2  # the stable predictor's own settings stay
+        after = target.state()
+        assert after.canary is None and after.stable is not None and after.stable.percent == 100
+        assert after.stable.detail == "iris-predictor"  # same Deployment, Service and scaler
+        assert len(isvc_patches(fake)) == 3 * (round_ + 1)
+    assert fake.refusals == []
     bodies = check_requests(fake, full, partial)
-    assert len(bodies) == 3
     entry = bodies[0]["spec"]["canary"][0]
-    assert entry["trafficPercent"] == 10
-    assert entry["predictor"]["name"] == "v2"
-    assert entry["predictor"]["model"]["storageUri"] == "s3://models/iris/v2"
-    assert entry["predictor"]["model"]["modelFormat"] == {"name": "xgboost"}
+    assert entry["predictor"]["name"] == "canary"
     assert entry["predictor"]["model"]["name"] == "kserve-container"  # the CRD requires it here
-    assert bodies[1]["spec"]["canary"][0]["trafficPercent"] == 50
-    final = fake.objects[isvc_path(NS, "iris")]
-    assert final["spec"]["canary"] == []
-    assert final["spec"]["predictor"]["name"] == "v2"
-    assert final["spec"]["predictor"]["model"]["storageUri"] == "s3://models/iris/v2"
-    assert final["spec"]["predictor"]["minReplicas"] == 2  # stable settings kept under the overlay
-    # after promotion the stable side is the canary's Deployment
-    assert "iris-v2-predictor-" in target.state().sides[0].matchers
+    assert entry["predictor"]["model"]["modelFormat"] == {"name": "xgboost"}
+    assert bodies[2]["spec"]["predictor"]["model"]["name"] is None  # removed by the merge patch
+
+
+def test_the_fake_api_server_refuses_what_kserve_refuses() -> None:
+    """The promote patch this CLI used to send (the canary predictor copied onto the stable
+    one, container name included) is refused, as is a second canary named like the stable."""
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    target.start(10, "s3://models/iris/v2", None)
+    isvc = target.get()
+    old_style = {"spec": {"predictor": copy.deepcopy(isvc["spec"]["canary"][0]["predictor"]), "canary": []}}
+    with pytest.raises(RolloutError, match=r"403 admission webhook .* the 'name' field is not allowed"):
+        target.patch(old_style)
+    old_style["spec"]["predictor"]["model"]["name"] = None  # name dropped, predictor renamed
+    target.patch(old_style)
+    assert target.get()["spec"]["predictor"]["name"] == "canary"
+    with pytest.raises(RolloutError, match="conflicts with stable predictor name"):
+        target.patch(kserve.standard_start_patch(target.get(), "s3://models/iris/v3", 10, "canary"))
+    # start picks a free default name instead
+    assert kserve.default_canary_name(target.get()) == "canary-2"
+    target.start(10, "s3://models/iris/v3", None)
+    assert target.state().canary_percent == 10
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ({"tag": "v0.20.0"}, r"KServe 0\.20\.0 runs Standard-mode canary Deployments but splits no traffic"),
+        ({"gateway": False}, r"ingress\.enableGatewayApi is false in inferenceservice-config"),
+        ({"disableIngressCreation": True}, r"ingress\.disableIngressCreation is true"),
+        ({"ingressDomain": "svc.cluster.local"}, r"cluster-local: KServe makes no HTTPRoute"),
+        ({"tag": "latest"}, r"cannot tell the KServe version from image 'kserve/kserve-controller:latest'"),
+    ],
+)
+def test_standard_mode_refuses_where_nothing_splits(setup: dict[str, Any], message: str) -> None:
+    api_client, fake = fake_api_client()
+    install_kserve(fake, **setup)
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    with pytest.raises(RolloutError, match=message) as exc:
+        target.start(10, "s3://m/v2", None)
+    assert "\n" not in str(exc.value) and (
+        "--mode inpod" in str(exc.value) or "--kserve-version" in str(exc.value)
+    )
+    assert not isvc_patches(fake)
+    with pytest.raises(RolloutError, match=message):
+        target.check_traffic_split()
+
+
+def test_version_override_and_unreadable_controller() -> None:
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    fake.raw["/apis/apps/v1/namespaces/kserve/deployments/kserve-controller-manager"] = 403
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    with pytest.raises(
+        RolloutError, match=r"cannot read the KServe controller Deployment .* 403 .*rbac\.rollout"
+    ):
+        target.check_traffic_split()
+    kserve.InferenceServiceTarget(api_client, "iris", NS, kserve_version="0.21").check_traffic_split()
+    with pytest.raises(RolloutError, match=r"KServe 0\.20\.0 runs"):
+        kserve.InferenceServiceTarget(api_client, "iris", NS, kserve_version="v0.20.0").check_traffic_split()
+    with pytest.raises(RolloutError, match="not a version"):
+        kserve.InferenceServiceTarget(api_client, "iris", NS, kserve_version="new")
+    assert kserve.controller_version("reg:5000/kserve/kserve-controller:v0.21.0-rc1@sha256:ab") == (0, 21, 0)
+    assert kserve.controller_version("reg:5000/kserve/kserve-controller") is None
+
+
+def test_status_reports_the_split_the_route_applies() -> None:
+    """A canary that is not ready gets no weight from KServe: status says 0 %, not the spec's 10 %."""
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    assert fake.controller is not None
+    fake.controller.canaries_ready = False
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    target.start(10, "s3://m/v2", None)
+    state = target.state()
+    assert state.canary is not None and state.canary.percent == 0 and not state.canary.ready
+    assert state.stable is not None and state.stable.percent == 100
+    assert any("spec asks 10% for canary; the HTTPRoute applies 0%" in n for n in state.notes)
+    fake.controller.canaries_ready = True
+    target.set_percent(25)
+    assert target.state().canary_percent == 25
+    # Without a route (e.g. deleted) nothing is split, whatever the spec says.
+    del fake.objects[httproute_path(NS, "iris-predictor")]
+    state = target.state()
+    assert state.canary_percent == 0 and any("no HTTPRoute iris-predictor" in n for n in state.notes)
+    assert kserve.route_weights({"spec": {"rules": [{"backendRefs": [{"name": "a"}]}]}}) == {"a": 100}
 
 
 def test_standard_rollback_keeps_other_canaries(
@@ -196,6 +299,8 @@ def test_standard_rollback_keeps_other_canaries(
         ],
     }
     fake.objects[isvc_path(NS, "iris")] = obj
+    install_kserve(fake)
+    fake.reconcile(isvc_path(NS, "iris"))
     target = kserve.InferenceServiceTarget(api_client, "iris", NS, canary_name="v2")
     assert target.state().canary_percent == 20
     target.rollback()
@@ -204,22 +309,6 @@ def test_standard_rollback_keeps_other_canaries(
     # without a name, two canaries are ambiguous
     with pytest.raises(RolloutError, match="several canaries"):
         kserve.standard_promote_patch(obj, None)
-
-
-def test_standard_start_refused_on_old_crd(crd: dict[str, Any]) -> None:
-    api_client, fake = fake_api_client()
-    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
-    old = json.loads(json.dumps(crd))
-    for version in old["spec"]["versions"]:
-        del version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["canary"]
-    fake.raw[CRD_URL] = old
-    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
-    with pytest.raises(RolloutError, match=r"KServe < 0\.20"):
-        target.start(10, "s3://m/v2", None)
-    assert not [r for r in fake.requests if r.method == "PATCH"]
-    fake.raw[CRD_URL] = 403  # no RBAC for CRDs: the API server's validation decides
-    target.start(10, "s3://m/v2", None)
-    assert [r.method for r in fake.requests].count("PATCH") == 1
 
 
 def test_framework_key_and_unknown_mode() -> None:
@@ -250,8 +339,8 @@ def test_cli_drives_the_kubernetes_client(
     from serving.cli import main
 
     api_client, fake = fake_api_client()
+    install_kserve(fake)
     fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
-    fake.raw[CRD_URL] = crd
     monkeypatch.setattr(kserve, "load_api_client", lambda context=None: api_client)
     common = ["iris", "-n", NS, "--canary-name", "v2"]
 
@@ -265,7 +354,7 @@ def test_cli_drives_the_kubernetes_client(
     assert event["state"]["revisions"][1] == {
         "name": "v2",
         "percent": 10,
-        "ready": False,
+        "ready": True,
         "role": "canary",
         "detail": "iris-v2-predictor",
     }
@@ -277,3 +366,40 @@ def test_cli_drives_the_kubernetes_client(
     assert "has no canary" in capsys.readouterr().out
     bodies = check_requests(fake, full, partial)
     assert [list(b["spec"]) for b in bodies] == [["canary"], ["predictor", "canary"]]
+    assert fake.refusals == []
+    # A cluster that cannot split: one line naming the missing piece, exit 3, nothing sent.
+    install_kserve(fake, gateway=False)
+    before = len(fake.requests)
+    assert main(["rollout", "start", *common, "--storage-uri", "s3://m/v3"]) == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "enableGatewayApi is false" in out[0] and "--mode inpod" in out[0]
+    assert main(["rollout", "status", *common]) == 3
+    assert "enableGatewayApi is false" in capsys.readouterr().out
+    assert [r.method for r in fake.requests[before:]] == ["GET"] * (len(fake.requests) - before)
+
+
+def test_auto_waits_for_a_canary_kserve_routes_nothing_to() -> None:
+    """Standard mode: a canary that is not ready has 0 % in the HTTPRoute; `auto` holds (it is
+    coming up, not rolled back) and gives up after --max-holds, changing nothing."""
+    import io
+
+    from serving.rollout.cli import Out, run_auto
+    from serving.rollout.decision import Thresholds
+    from serving.rollout.prometheus import PrometheusClient
+
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    assert fake.controller is not None
+    fake.controller.canaries_ready = False
+    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    target.start(10, "s3://m/v2", None)
+    stream = io.StringIO()
+    sleeps: list[float] = []
+    code = run_auto(
+        target, PrometheusClient("http://127.0.0.1:9"), [10, 50, 100], 5.0, 5.0, Thresholds(),
+        Out(json_mode=True, stream=stream), max_holds=3, sleep=sleeps.append,
+    )  # fmt: skip
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert (code, events) == (2, ["wait", "wait", "gave_up"]) and sleeps == [5.0, 5.0]
+    assert len(isvc_patches(fake)) == 1  # only the start

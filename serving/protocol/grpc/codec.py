@@ -143,7 +143,6 @@ def decode_request(
         pb.id or None,
         [RequestedOutput(o.name, params_from_pb(o.parameters)) for o in outputs] if outputs else None,
         params_from_pb(params) if params else None,
-        protocol="grpc",
     )
 
 

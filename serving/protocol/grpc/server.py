@@ -22,6 +22,7 @@ from serving.admin import ModelControl
 from serving.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
+from serving.protocol.edge import GRPC, EdgeRecorder
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.generated import oip_v2_pb2 as pb
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
@@ -37,22 +38,30 @@ def status_code(exc: ServingError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
 
 
-def _guard(method: Handler, message: Any) -> Handler:
-    """The handler grpc calls with the raw request bytes: parse, run ``method``, map errors.
-
-    Parsing happens here, not in a grpc deserializer: a malformed message is the client's
-    fault (INVALID_ARGUMENT), where a failing deserializer would answer UNKNOWN and log a
-    traceback. One wrapper (not one per concern) keeps the per-call frames few."""
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    """``message.FromString`` with a malformed message as the client's fault (INVALID_ARGUMENT),
+    where a failing grpc deserializer would answer UNKNOWN and log a traceback."""
     parse = message.FromString
     full_name = message.DESCRIPTOR.full_name
 
+    def parsed(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except DecodeError as exc:
+            raise InvalidInput(f"request is not a valid {full_name}: {exc}") from None
+
+    return parsed
+
+
+def _guard(method: Handler, message: Any, parse: bool = True) -> Handler:
+    """The handler grpc calls with the raw request bytes: parse (unless ``method`` parses
+    itself), run ``method``, map errors. One wrapper (not one per concern) keeps the per-call
+    frames few."""
+    parsed = _parser(message) if parse else None
+
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
-            try:
-                request = parse(raw)
-            except DecodeError as exc:
-                raise InvalidInput(f"request is not a valid {full_name}: {exc}") from None
-            return await method(request, context)
+            return await method(parsed(raw) if parsed is not None else raw, context)
         except ServingError as exc:
             code, details = status_code(exc), exc.message
         except asyncio.CancelledError:
@@ -86,6 +95,8 @@ class InferenceServicer:
         self._pb = stubs
         self._max_elements = settings.max_tensor_elements
         self._model_names: set[str] = set()  # names that passed check_model_name (bounded)
+        self._parse_infer = _parser(stubs.messages["ModelInferRequest"])
+        self._edge = EdgeRecorder(GRPC, dataplane)
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -128,21 +139,36 @@ class InferenceServicer:
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
-    async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ModelInferResponse:
-        infer_request = codec.decode_request(request, self._max_elements, self._model_names)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            infer_request.deadline = time.monotonic() + remaining
-        sticky = self._dataplane.routing_header(infer_request.model)
-        for key, value in context.invocation_metadata() or ():
-            if key == sticky:
-                infer_request.routing_key = (
-                    value if isinstance(value, str) else value.decode(errors="replace")
-                )
-        response = await self._dataplane.infer(infer_request)
-        return codec.encode_response(response, raw=bool(request.raw_input_contents))
+    async def ModelInfer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        """Counted here once, whatever happens (serving.protocol.edge). Errors in the order a
+        caller needs them: an unknown model or version (NOT_FOUND) before any tensor error."""
+        start = time.perf_counter()
+        name = ""
+        request = None
+        try:
+            message = self._parse_infer(raw)
+            name, version = message.model_name, message.model_version or None
+            if not self._dataplane.knows(name):
+                check_model_name(name)  # a malformed name is INVALID_ARGUMENT, others NOT_FOUND
+            if version is not None:
+                check_version_name(version)
+            self._dataplane.check_model(name, version)
+            request = codec.decode_request(message, self._max_elements, self._model_names)
+            request.edge = GRPC
+            remaining = context.time_remaining()
+            if remaining is not None:
+                request.deadline = time.monotonic() + remaining
+            sticky = self._dataplane.routing_header(name)
+            for key, value in context.invocation_metadata() or ():
+                if key == sticky:
+                    request.routing_key = value if isinstance(value, str) else value.decode(errors="replace")
+            response = await self._dataplane.infer(request)
+            answer = codec.encode_response(response, raw=bool(message.raw_input_contents))
+        except BaseException as exc:
+            self._edge.failure(name, request, exc, time.perf_counter() - start)
+            raise
+        self._edge.success(request, response, time.perf_counter() - start)
+        return answer
 
     def _check_admin(self, context: grpc.aio.ServicerContext) -> None:
         """``authorization: Bearer <token>`` metadata, checked by the model control API
@@ -192,7 +218,11 @@ def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcH
     handlers = {}
     for method in stubs.service.methods:
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guard(getattr(servicer, method.name), stubs.messages[method.input_type.name]),
+            _guard(
+                getattr(servicer, method.name),
+                stubs.messages[method.input_type.name],
+                parse=method.name != "ModelInfer",  # it parses itself, to count what fails
+            ),
             response_serializer=stubs.messages[method.output_type.name].SerializeToString,
         )
     return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)

@@ -10,6 +10,7 @@ one table in serving.errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -18,19 +19,27 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.admin import ModelControl
 from serving.dataplane import DataPlane
-from serving.errors import InvalidInput, PayloadTooLarge, ServingError, UnsupportedMediaType
-from serving.limits import TIMEOUT_HEADER, deadline_from_header
+from serving.errors import (
+    ClientClosedRequest,
+    InvalidInput,
+    PayloadTooLarge,
+    ServingError,
+    UnsupportedMediaType,
+)
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
+from serving.protocol.edge import REST, EdgeRecorder
 from serving.protocol.rest import binary, codec
 from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
+from serving.protocol.rest.deadline import TIMEOUT_HEADER, deadline_from_header
 from serving.protocol.rest.onewrite import try_respond
 from serving.settings import Settings
+from serving.types import InferenceRequest, InferenceResponse
 
 log = logging.getLogger("serving.rest")
 
@@ -46,9 +55,26 @@ _JSON_TYPES = (
 )
 
 
+class JSONBody(Response):
+    """JSON with orjson for the non-inference routes (FastAPI deprecated its ORJSONResponse)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class MethodNotAllowed(InvalidInput):
+    """A known route called with a method it does not serve (REST only)."""
+
+    http_status = 405
+
+
 def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     headers = [(b"content-type", b"application/json")]
-    if exc.http_status == 503:
+    if exc.http_status == 405:
+        headers.append((b"allow", b"POST"))  # the inference routes' one method
+    elif exc.http_status == 503:
         headers.append((b"retry-after", b"1"))
     elif exc.http_status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="serving-admin"'))
@@ -71,33 +97,52 @@ def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:
 
 
 class InferenceApp:
-    """Raw-ASGI fast path for infer/predict; delegates every other request to ``fallback``."""
+    """Raw-ASGI fast path for infer/predict; delegates every other request to ``fallback``.
+
+    Every request to an inference route is counted here once (serving.protocol.edge),
+    whatever happens to it. Errors come in the order a caller needs them: the route's
+    method, then an unknown model or version (404, before the body is read), then the
+    content type, then the body, then its tensors."""
 
     def __init__(self, settings: Settings, dataplane: DataPlane, fallback: FastAPI) -> None:
         self._dataplane = dataplane
         self._fallback = fallback
         self._max_body = settings.max_body_bytes
         self._max_elements = settings.max_tensor_elements
+        self._edge = EdgeRecorder(REST, dataplane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self._fallback(scope, receive, send)
             return
         target = _parse_infer_path(scope["path"])
         if target is None:
             await self._fallback(scope, receive, send)
             return
+        start = time.perf_counter()
+        request: InferenceRequest | None = None
         try:
-            status, body, headers = await self._infer(scope, receive, *target)
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST")
+            request = await self._decode(scope, receive, *target)
+            response = await self._dataplane.infer(request)
+            status, body, headers = self._encode(request, response, target[2])
         except ServingError as exc:
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
             status, body, headers = error_body(exc)
-        except Exception:  # never a traceback to the client; the log has it
+        except asyncio.CancelledError as exc:
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
+            raise
+        except Exception as exc:  # never a traceback to the client; the log has it
             log.exception("unexpected error serving %s", scope["path"])
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
             status, body, headers = (
                 500,
                 b'{"error":"internal server error"}',
                 [(b"content-type", b"application/json")],
             )
+        else:
+            self._edge.success(request, response, time.perf_counter() - start)
         if try_respond(send, status, headers, body):
             return
         headers.append((b"content-length", str(len(body)).encode()))
@@ -121,7 +166,7 @@ class InferenceApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise InvalidInput("client disconnected before sending the whole body")
+                raise ClientClosedRequest("client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
@@ -133,33 +178,36 @@ class InferenceApp:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return body, headers
 
-    async def _infer(
+    async def _decode(
         self, scope: Scope, receive: Receive, model: str, version: str | None, kind: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    ) -> InferenceRequest:
         arrived = time.monotonic()
         check_model_name(model)
         if version is not None:
             check_version_name(version)
+        self._dataplane.check_model(model, version)
         body, headers = await self._read_body(scope, receive)
         if kind == "v1":
-            entry = self._dataplane.repository.get(model)
-            if entry.config is None:
-                request = codec.decode_v1_request(body, model, "", "FP32", self._max_elements)
-            else:
-                spec = entry.config.inputs[0]
-                request = codec.decode_v1_request(body, model, spec.name, spec.datatype, self._max_elements)
+            input_name, datatype = self._dataplane.first_input(model)
+            request = codec.decode_v1_request(body, model, input_name, datatype, self._max_elements)
         elif (json_length := headers.get(binary.HEADER)) is not None:
             length = binary.header_length(json_length, len(body))
             request = binary.decode_request(body, length, model, version, self._max_elements)
         else:
             request = codec.decode_request(body, model, version, self._max_elements)
+        request.edge = REST
         key = headers.get(self._dataplane.routing_header(model).encode())
         if key is not None:
             request.routing_key = key.decode(errors="replace")
         timeout = headers.get(TIMEOUT_HEADER)
         if timeout is not None:
             request.deadline = deadline_from_header(timeout, arrived)
-        response = await self._dataplane.infer(request)
+        return request
+
+    @staticmethod
+    def _encode(
+        request: InferenceRequest, response: InferenceResponse, kind: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         if kind == "v2" and (raw_outputs := binary.binary_outputs(request)):
             out, length = binary.encode_response(response, raw_outputs)
             return (
@@ -194,16 +242,19 @@ def _error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = (
-            exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
-        )
-        return ORJSONResponse({"error": message}, status_code=exc.status_code)
+        message = exc.detail
+        if exc.status_code == 404:
+            message = f"no route for {request.method} {request.url.path}"
+        elif exc.status_code == 405 and exc.headers:
+            message = f"{request.method} is not allowed on {request.url.path}; use {exc.headers.get('Allow')}"
+        # 405 carries Starlette's ``Allow`` header (the route's methods).
+        return JSONBody({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return ORJSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
+        return JSONBody({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=400)
 
 
 def create_rest_app(
@@ -214,7 +265,7 @@ def create_rest_app(
     api = FastAPI(
         title="serving",
         description="Open Inference Protocol (v2) and KServe v1 REST API",
-        default_response_class=ORJSONResponse,
+        default_response_class=JSONBody,
         docs_url="/docs",
         redoc_url=None,
     )
@@ -232,12 +283,12 @@ def create_rest_app(
 
     @api.get("/v2/health/live")
     async def live() -> Response:
-        return ORJSONResponse({"live": True})
+        return JSONBody({"live": True})
 
     @api.get("/v2/health/ready")
     async def ready() -> Response:
         is_ready = dataplane.ready()
-        return ORJSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        return JSONBody({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     @api.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
@@ -253,13 +304,13 @@ def create_rest_app(
     async def model_ready(name: str) -> Response:
         _model(name)
         is_ready = dataplane.model_ready(name)
-        return ORJSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+        return JSONBody({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_version_ready(name: str, version: str) -> Response:
         _model(name, version)
         is_ready = dataplane.model_ready(name, version)
-        return ORJSONResponse(
+        return JSONBody(
             {"name": name, "version": version, "ready": is_ready}, status_code=200 if is_ready else 503
         )
 
@@ -287,7 +338,7 @@ def create_rest_app(
         return Response(dataplane.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     # Unknown routes and methods answer {"error": ...} like every other error.
-    api.add_api_route("/", lambda: ORJSONResponse({"name": "serving", "v2": "/v2"}), methods=["GET"])
+    api.add_api_route("/", lambda: JSONBody({"name": "serving", "v2": "/v2"}), methods=["GET"])
     return InferenceApp(settings, dataplane, api)
 
 
@@ -296,7 +347,7 @@ def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
     api = FastAPI(
         title="serving admin",
         description="Model control: repository load/unload/reload and traffic policies",
-        default_response_class=ORJSONResponse,
+        default_response_class=JSONBody,
         docs_url=None,
         redoc_url=None,
     )

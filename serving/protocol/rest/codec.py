@@ -7,6 +7,7 @@ InvalidInput naming the tensor and what is wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,6 @@ def check_shape(name: str, shape: Any, max_elements: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _to_bytes(name: str, item: Any) -> bytes:
-    if isinstance(item, str):
-        return item.encode()
-    if isinstance(item, bytes):
-        return item
-    raise InvalidInput(f"input '{name}': BYTES data must be strings, got {type(item).__name__}")
-
-
 def _flatten(items: list[Any]) -> list[Any]:
     out: list[Any] = []
     stack = [iter(items)]
@@ -66,41 +59,111 @@ def _flatten(items: list[Any]) -> list[Any]:
     return out
 
 
-def to_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> Array:
-    """JSON ``data`` (flat or nested, row-major) -> numpy array of ``shape``."""
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    return kind is float or kind is int  # not bool: type() is exact
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+_WANTED: dict[Callable[[Any], bool], str] = {
+    _is_number: "JSON numbers",
+    _is_int: "integers",
+    _is_bool: "true/false",
+    _is_str: "strings",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f"the string {orjson.dumps(value[:32]).decode()}"
+    if isinstance(value, dict):
+        return "an object"
+    return f"the number {value!r}"
+
+
+def _check_items(name: str, datatype: str, data: list[Any], accept: Callable[[Any], bool]) -> None:
+    """Raise InvalidInput naming the first element (flat, row-major) ``accept`` refuses."""
+    for position, value in enumerate(_flatten(data)):
+        if not accept(value):
+            raise InvalidInput(
+                f"input '{name}': {datatype} data must be {_WANTED[accept]}; "
+                f"got {_describe(value)} at position {position} (flat, row-major)"
+            )
+
+
+def to_array(
+    name: str, datatype: str, shape: tuple[int, ...], data: Any, may_hold_bools: bool = True
+) -> Array:
+    """JSON ``data`` (flat or nested, row-major) -> numpy array of ``shape``.
+
+    Strict typing: numeric tensors take JSON numbers only (integers only for INT/UINT), BOOL
+    takes true/false only, BYTES strings only; anything else is an InvalidInput naming the
+    first offending position. numpy's own type discovery (C) finds strings, nulls and
+    objects; it turns a boolean among numbers into a number, so those need a Python scan,
+    which the caller skips with ``may_hold_bools=False`` when the body has no ``true`` or
+    ``false`` at all."""
     dtype = numpy_dtype(datatype)
     if not isinstance(data, list):
         raise InvalidInput(f"input '{name}': 'data' must be a list")
     try:
         if datatype == "BYTES":
-            array: Array = np.empty(len(flat := _flatten(data)), dtype=object)
-            array[:] = [_to_bytes(name, item) for item in flat]
-        elif dtype.kind in _INT_KINDS or datatype == "BOOL":
+            flat = _flatten(data)
+            if not all(type(item) is str for item in flat):
+                _check_items(name, datatype, data, _is_str)
+            array: Array = np.empty(len(flat), dtype=object)
+            array[:] = [item.encode() for item in flat]
+        elif datatype == "BOOL":
             raw = np.array(data)
             if raw.size == 0:
                 raw = raw.astype(dtype)
-            elif datatype == "BOOL":
-                if raw.dtype.kind != "b":
-                    raise InvalidInput(f"input '{name}': BOOL data must be true/false")
+            elif raw.dtype.kind != "b":
+                _check_items(name, datatype, data, _is_bool)
+            array = raw
+        elif dtype.kind in _INT_KINDS:
+            raw = np.array(data)
+            if raw.size == 0:
+                raw = raw.astype(dtype)
             elif raw.dtype.kind not in _INT_KINDS:
                 # numpy turns a mix of small ints and ints above INT64's range (UINT64's upper
-                # half) into float64 or object: convert those exactly, still rejecting floats.
-                if raw.dtype.kind not in "fO" or not all(type(v) is int for v in _flatten(data)):
-                    raise InvalidInput(f"input '{name}': {datatype} data must be integers")
+                # half) into float64 or object: convert those exactly, refusing anything else.
+                _check_items(name, datatype, data, _is_int)
                 try:
                     raw = np.array(data, dtype=dtype)
                 except OverflowError:
                     raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
             else:
+                if may_hold_bools:
+                    _check_items(name, datatype, data, _is_int)
                 info = np.iinfo(dtype.type)  # type: ignore[type-var]
                 if raw.min() < info.min or raw.max() > info.max:
                     raise InvalidInput(f"input '{name}': values out of range for {datatype}")
             array = raw.astype(dtype, copy=False)
         else:
+            raw = np.array(data)
+            if raw.dtype.kind not in "fiu":
+                _check_items(name, datatype, data, _is_number)
+                raw = np.array(data, dtype=np.float64)  # ints beyond INT64 (object): exact enough
+            elif may_hold_bools:
+                _check_items(name, datatype, data, _is_number)
             with np.errstate(over="ignore"):  # values beyond the type become inf: refused below
-                array = np.array(data, dtype=dtype)
-            if array.dtype.kind == "f" and datatype != "FP64" and array.size and not np.isfinite(array).all():
-                raise InvalidInput(f"input '{name}': null or value out of range for {datatype}")
+                array = raw.astype(dtype, copy=False)
+            if datatype != "FP64" and array.size and not np.isfinite(array).all():
+                raise InvalidInput(f"input '{name}': value out of range for {datatype}")
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input '{name}': data is not a well-formed {datatype} tensor ({exc})") from None
     expected = math.prod(shape)
@@ -115,6 +178,7 @@ def decode_request(body: bytes, model: str, version: str | None, max_elements: i
     doc = loads(body)
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with 'inputs'")
+    may_hold_bools = b"true" in body or b"false" in body  # memchr-fast; see to_array
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors")
@@ -130,7 +194,8 @@ def decode_request(body: bytes, model: str, version: str | None, max_elements: i
             raise InvalidInput(f"input '{name}': 'data' is missing")
         shape = check_shape(name, raw.get("shape"), max_elements)
         parameters = raw.get("parameters")
-        inputs.append(Tensor(name, datatype, shape, to_array(name, datatype, shape, raw["data"]), parameters))
+        array = to_array(name, datatype, shape, raw["data"], may_hold_bools)
+        inputs.append(Tensor(name, datatype, shape, array, parameters))
     return finish_request(doc, model, version, inputs)
 
 
@@ -196,7 +261,9 @@ def decode_v1_request(
     except ValueError:
         raise InvalidInput("'instances' rows must all have the same shape") from None
     shape = check_shape(input_name, list(shape), max_elements)
-    tensor = Tensor(input_name, datatype, shape, to_array(input_name, datatype, shape, instances))
+    may_hold_bools = b"true" in body or b"false" in body
+    array = to_array(input_name, datatype, shape, instances, may_hold_bools)
+    tensor = Tensor(input_name, datatype, shape, array)
     return InferenceRequest(model, None, [tensor])
 
 

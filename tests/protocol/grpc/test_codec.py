@@ -28,7 +28,7 @@ def test_typed_fp32_and_parameters() -> None:
     t.contents.fp32_contents.extend([1.0, 2.0, 3.0, 4.5])
     req.outputs.add(name="y")
     decoded = codec.decode_request(req, max_elements=100)
-    assert decoded.protocol == "grpc" and decoded.id == "r1" and decoded.version == "2"
+    assert decoded.id == "r1" and decoded.version == "2"
     assert decoded.parameters == {"routing_key": "user-7", "priority": 3}
     (tensor,) = decoded.inputs
     assert tensor.data.dtype == np.float32 and tensor.data.shape == (2, 2)

@@ -335,7 +335,9 @@ def test_wrong_datatype(demo_server: ServerProcess) -> None:
         "iris-xgb",
         [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, "a", 2, 3]}],
     )
-    assert error_of(not_numbers, 400).startswith("input 'input': data is not a well-formed FP32 tensor")
+    assert error_of(not_numbers, 400) == (
+        "input 'input': FP32 data must be JSON numbers; got the string \"a\" at position 1 (flat, row-major)"
+    )
 
 
 def test_wrong_shape(demo_server: ServerProcess) -> None:
@@ -435,17 +437,33 @@ def test_every_datatype_round_trips(types_server: ServerProcess, datatype: str) 
 @pytest.mark.parametrize(
     ("datatype", "data", "message"),
     [
-        ("BOOL", [1, 0, 1], "input 'x': BOOL data must be true/false"),
+        (
+            "BOOL",
+            [1, 0, 1],
+            "input 'x': BOOL data must be true/false; got the number 1 at position 0 (flat, row-major)",
+        ),
         ("UINT8", [0, 256, 1], "input 'x': values out of range for UINT8"),
         ("UINT8", [0, -1, 1], "input 'x': values out of range for UINT8"),
         ("UINT64", [-1, 18446744073709551615, 1], "input 'x': values out of range for UINT64"),
         ("INT8", [0, 128, 1], "input 'x': values out of range for INT8"),
         ("INT64", [0, 9223372036854775808, 1], "input 'x': values out of range for INT64"),
-        ("INT32", [1.5, 2, 3], "input 'x': INT32 data must be integers"),
-        ("FP16", [0.5, 70000.0, 1], "input 'x': null or value out of range for FP16"),
-        ("FP32", [0.5, 1e39, 1], "input 'x': null or value out of range for FP32"),
-        ("FP32", [0.5, None, 1], "input 'x': null or value out of range for FP32"),
-        ("BYTES", ["a", 1, "b"], "input 'x': BYTES data must be strings, got int"),
+        (
+            "INT32",
+            [1.5, 2, 3],
+            "input 'x': INT32 data must be integers; got the number 1.5 at position 0 (flat, row-major)",
+        ),
+        ("FP16", [0.5, 70000.0, 1], "input 'x': value out of range for FP16"),
+        ("FP32", [0.5, 1e39, 1], "input 'x': value out of range for FP32"),
+        (
+            "FP32",
+            [0.5, None, 1],
+            "input 'x': FP32 data must be JSON numbers; got null at position 1 (flat, row-major)",
+        ),
+        (
+            "BYTES",
+            ["a", 1, "b"],
+            "input 'x': BYTES data must be strings; got the number 1 at position 1 (flat, row-major)",
+        ),
     ],
 )
 def test_values_that_do_not_fit_the_datatype(

@@ -69,8 +69,8 @@ def test_flat_and_nested_data_are_the_same_tensor() -> None:
         ("INT8", (1, 2), [1, 200], "values out of range for INT8"),
         ("INT64", (1, 2), [1, 2.5], "INT64 data must be integers"),
         ("BOOL", (1, 2), [True, 1], "BOOL data must be true/false"),
-        ("FP32", (1, 2), [1, None], "null or value out of range for FP32"),
-        ("BYTES", (1, 2), ["a", None], "BYTES data must be strings, got NoneType"),
+        ("FP32", (1, 2), [1, None], "FP32 data must be JSON numbers; got null at position 1"),
+        ("BYTES", (1, 2), ["a", None], "BYTES data must be strings; got null at position 1"),
         ("FP32", (2, 2), [[1, 2], [3]], "data is not a well-formed FP32 tensor"),
     ],
 )
