@@ -8,17 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.server_process import ROOT, ServerProcess
-
-# Known regression (2026-11-29, found in the last verification run, not yet diagnosed): inside
-# locust, the users' first connection to the server (the metadata fetch in locustfile.payload)
-# never completes under gevent, so no request is made; plain gevent + urllib to the same server
-# works. Kept running (non-strict xfail) so the fix shows as XPASS; tracked in the closing note.
-pytestmark = pytest.mark.xfail(
-    reason="locust users never connect under gevent: under investigation", strict=False
-)
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.metrics import Metrics
 from serving.modelconfig import load_config
+from serving.protocol.edge import GRPC, REST
 from serving.repository import ModelVersion, VersionState
 from serving.runtimes.base import load_runtime
 from serving.settings import Settings
@@ -105,13 +106,13 @@ def test_full_queue_drops_and_counts_and_a_failing_shadow_is_only_counted() -> N
     async def scenario() -> tuple[list[bool], float]:
         runner = ShadowRunner(metrics, queue_size=4)
         start = time.perf_counter()
-        accepted = [runner.submit(shadow, "1", inputs, outputs, 1e-6, "rest") for _ in range(50)]
+        accepted = [runner.submit(shadow, "1", inputs, outputs, 1e-6, REST) for _ in range(50)]
         took = time.perf_counter() - start
         # 5 features into a 4-feature booster: the shadow raises; the runner counts it and goes on
         bad = {"input": np.ones((1, 5), dtype=np.float32)}
         await runner.drain()
-        runner.submit(shadow, "1", bad, outputs, 1e-6, "grpc")
-        runner.submit(shadow, "1", inputs, outputs, 1e-6, "rest")
+        runner.submit(shadow, "1", bad, outputs, 1e-6, GRPC)
+        runner.submit(shadow, "1", inputs, outputs, 1e-6, REST)
         await runner.drain()
         await runner.close()
         return accepted, took
