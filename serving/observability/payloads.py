@@ -330,7 +330,8 @@ class PayloadLogger:
         if not self.sampled(request, policy):
             return False
         if len(self._queue) >= self._max_queue or self._stop:
-            self._dropped.labels(response.model, "queue_full").inc()
+            # counted in events, as the sinks count what they send
+            self._dropped.labels(response.model, "queue_full").inc(2 if policy.log_inputs else 1)
             return False
         self._queue.append(
             _Record(request, response, seconds, time.time(), protocol, policy.log_inputs, policy.log_outputs)
@@ -352,7 +353,9 @@ class PayloadLogger:
                         events.extend(self.events(record))
                     except Exception:  # a payload we cannot encode must not stop the thread
                         log.exception("payload of %s could not be encoded", record.response.model)
-                        self._dropped.labels(record.response.model, "encode_failed").inc()
+                        self._dropped.labels(record.response.model, "encode_failed").inc(
+                            2 if record.log_inputs else 1
+                        )
                 for sink in self.sinks:
                     try:
                         sink.send(events)

@@ -5,7 +5,10 @@ send W3C trace context."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +218,48 @@ def test_a_batch_is_one_compute_span_linked_with_each_request(traced: tuple[Serv
         [wait] = [s for s in received.trace(span.trace_id) if s.name == "queue wait"]
         assert wait.parent_id == span.span_id
         assert (compute.trace_id, compute.span_id) in wait.links
+
+
+def test_off_by_default_without_loading_the_sdk(tmp_path: Path) -> None:
+    """Tracing and payload logging off: neither our modules nor the OpenTelemetry SDK or
+    exporter are imported (FastAPI itself imports the OpenTelemetry API; that is not ours)."""
+    _model(tmp_path, "ident")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from serving.server import build, load_models\n"
+        "from serving.settings import Settings\n"
+        "import serving.protocol.grpc.server\n"
+        f"parts = build(Settings(model_repo=Path({str(tmp_path)!r})))\n"
+        "load_models(parts)\n"
+        "assert parts.dataplane.tracing is None and parts.dataplane.payloads is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', "
+        "'serving.observability.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_unsupported_otlp_protocol_is_one_clear_startup_error(tmp_path: Path) -> None:
+    _model(tmp_path / "repo", "ident")
+    env = {**os.environ, "SERVING_TRACING": "true", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "serve",
+            "--model-repo",
+            str(tmp_path / "repo"),
+            "--http-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "OTLP protocol 'http/json' is not supported" in out.stderr
+    assert "Traceback" not in out.stderr
