@@ -70,9 +70,20 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="chunks: batches in parallel on single-threaded runtimes; runtime: one batch at a "
         "time on the runtime's own threads; auto (default): runtime for xgboost, chunks for onnx",
     )
-    batch.add_argument("--format", dest="input_format", choices=["auto", "parquet", "csv"], default="auto")
+    batch.add_argument(
+        "--format",
+        dest="input_format",
+        choices=["auto", "parquet", "csv"],
+        default="auto",
+        help="input format (auto: from the file extension)",
+    )
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    batch.add_argument("--engine", choices=["local", "spark"], default="local")
+    batch.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process, in chunks; spark: a Spark job (PySpark, pandas UDFs)",
+    )
     batch.add_argument("--master", help="Spark master URL (default local[*], or spark-submit's)")
     batch.add_argument(
         "--progress-interval",
