@@ -34,13 +34,15 @@ OIP_REST_SPEC = "kserve/oip_v2_rest_predict_v2.yaml"
 
 # -- text helpers ---------------------------------------------------------------------------
 def one_line(text: str | None) -> str:
-    """A docstring as one Markdown table cell: rST ``code`` to `code`, pipes escaped."""
-    text = " ".join((text or "").split())
-    return text.replace("``", "`").replace("|", "\\|")
+    """A docstring as one Markdown table cell: rST ``code`` to `code`, pipes outside code escaped
+    (the table extension leaves pipes inside code spans alone, and shows a backslash there)."""
+    text = " ".join((text or "").split()).replace("``", "`")
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(parts))
 
 
 def code(text: str) -> str:
-    return "`" + text.replace("|", "\\|") + "`" if text else ""
+    return f"`{text}`" if text else ""
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
