@@ -231,7 +231,7 @@ def export_lightgbm(
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    from serving.runtimes.lightgbm import probe_rows
+    from serving.runtimes.fastpath import probe_rows
 
     try:
         booster = lgb.Booster(model_file=str(booster_path))

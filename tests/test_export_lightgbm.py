@@ -17,7 +17,7 @@ from serving.export import export_booster, is_lightgbm_model
 from serving.modelconfig import load_config
 from serving.repository import validate_repository
 from serving.runtimes.base import load_runtime
-from serving.runtimes.lightgbm import probe_rows
+from serving.runtimes.fastpath import probe_rows
 from serving.settings import Settings
 from tests.server_process import ROOT
 from tests.tinymodels import train_booster, train_lgbm
