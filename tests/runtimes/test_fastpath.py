@@ -142,7 +142,9 @@ def test_a_mismatched_direct_call_falls_back_to_the_library(
     booster = train_booster(n_features=N_FEATURES, rounds=10)
     runtime = load(booster, tmp_path, [-1], Settings(fast_path_max_rows=0))
     assert runtime.predict_paths["large"].path == LIBRARY
-    assert runtime.predict_paths["large"].reason.startswith("direct C call: in one batch, the fast path differs")
+    assert runtime.predict_paths["large"].reason.startswith(
+        "direct C call: in one batch, the fast path differs"
+    )
     x = np.random.default_rng(2).normal(size=(6, N_FEATURES)).astype(np.float32)
     np.testing.assert_array_equal(runtime.predict({"input": x})["output"], booster.inplace_predict(x))
 
