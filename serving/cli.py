@@ -206,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         help="convert a native XGBoost or LightGBM booster to an ONNX model version",
-        description="Convert a native booster to ONNX as a new version of --model, with its "
-        "config.yaml, and print the parity check on 512 rows (max abs difference); exit 1 above "
-        "the tolerance, and nothing is written. From Python: "
-        "serving.export.export_booster(path, repo, name).",
+        description="Convert a native booster (XGBoost model.json/model.ubj, LightGBM model.txt) to "
+        "ONNX as a new version of --model, with its config.yaml, and print the parity check on 512 "
+        "random rows plus the fast-path guard's edge rows; above the tolerance nothing is written "
+        "and it exits 1. From Python: serving.export.export_booster(path, repo, name).",
     )
     export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")

@@ -95,12 +95,16 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    try:
-        from serving.batch.local import BatchOptions, run_local
-        from serving.batch.model import BatchError
-    except ImportError as exc:  # pyarrow is in the 'batch' extra, not in the server's dependencies
-        print(f"error: batch scoring needs the 'batch' extra (pip install 'serving[batch]'): {exc}")
+    from serving.extras import missing_extra
+
+    # pyarrow (and pyspark) are extras, not server dependencies: say which, in one line
+    problem = missing_extra("serving batch --engine spark" if args.engine == "spark" else "serving batch")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    from serving.batch.local import BatchOptions, run_local
+    from serving.batch.model import BatchError
+
     options = BatchOptions(
         model=args.model,
         repo=args.repo,
@@ -131,8 +135,5 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ImportError as exc:
-        print(f"error: the Spark engine needs pyspark (pip install 'serving[batch]'): {exc}", file=sys.stderr)
-        return 2
     print(summary.describe())
     return 0
