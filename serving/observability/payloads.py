@@ -411,8 +411,9 @@ class PayloadLogger:
             time.sleep(0.01)
         return not self._queue
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (at most ``timeout`` seconds), then stop the thread."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is queued (at most ``timeout`` seconds), then stop the thread (waiting at
+        most ``timeout`` more): bounded, so shutdown stays inside the pod's termination grace."""
         self.flush(timeout)
         self._stop = True
         for sink in self.sinks:
