@@ -388,4 +388,23 @@ def rest_markdown(oip_spec: Path | None) -> str:
                 [method.upper(), code(path.replace("${", "{")), one_line(op.get("summary", "")), code(schema)]
             )
     out.append(table(["method", "path", "operation", "request body"], rows))
+    out.append("### Message schemas (OIP spec)\n")
+    for name, schema in spec.get("components", {}).get("schemas", {}).items():
+        props = schema.get("properties") or {}
+        if not props:
+            continue
+        required = set(schema.get("required", []))
+        fields = [
+            [code(prop), code(_schema_type(body)), "yes" if prop in required else ""]
+            for prop, body in props.items()
+        ]
+        out.append(f"`{name}`\n\n" + table(["field", "type", "required"], fields))
     return "\n".join(out)
+
+
+def _schema_type(body: dict[str, Any]) -> str:
+    if "$ref" in body:
+        return str(body["$ref"]).rsplit("/", 1)[-1]
+    if body.get("type") == "array":
+        return f"array of {_schema_type(body.get('items', {}))}"
+    return str(body.get("type", "any"))
