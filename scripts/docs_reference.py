@@ -45,6 +45,11 @@ def code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
+def anchor(name: str) -> str:
+    """An id to link a row to (``settings.md#serving_http_port``); MkDocs checks such links."""
+    return f'<span id="{name.lower()}"></span>'
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -165,7 +170,14 @@ def settings_markdown() -> str:
     return table(
         ["variable", "type", "default", "constraints", "`serve` flag", "description"],
         [
-            [code(r.name), code(r.kind), r.default, r.constraints, code(r.extra), one_line(r.description)]
+            [
+                anchor(r.name) + code(r.name),
+                code(r.kind),
+                r.default,
+                r.constraints,
+                code(r.extra),
+                one_line(r.description),
+            ]
             for r in rows
         ],
     )
@@ -246,7 +258,7 @@ def metrics_markdown() -> str:
         labels, buckets = r.extra.split("|")
         out.append(
             [
-                code(r.name),
+                anchor(r.name) + code(r.name),
                 r.kind,
                 ", ".join(code(x) for x in labels.split(", ") if x),
                 one_line(r.description),
