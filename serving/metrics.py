@@ -65,6 +65,13 @@ class StageMetrics:
         self.queue_wait.observe(seconds)
         self.stats.queued(seconds)
 
+    def served(self, wait: float, rows: int, seconds: float) -> None:
+        """``waited`` then ``executed`` for one request that ran alone (one statistics lock)."""
+        self.queue_wait.observe(wait)
+        self.compute.observe(seconds)
+        self.batch_size.observe(rows)
+        self.stats.served(wait, rows, seconds)
+
     def executed(self, rows: int, seconds: float, requests: int = 1) -> None:
         """One runtime call over ``rows`` rows for ``requests`` requests."""
         self.compute.observe(seconds)

@@ -162,8 +162,7 @@ class ThreadedPredictor:
         self._record_inline(bucket, elapsed)
         stage = self._stage
         if stage is not None:
-            stage.waited(0.0)
-            stage.executed(rows, elapsed)
+            stage.served(0.0, rows, elapsed)
         return outputs
 
     def _check_deadline(self, deadline: float | None) -> None:

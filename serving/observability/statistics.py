@@ -21,69 +21,86 @@ import threading
 import time
 from typing import Any
 
+_time = time.time  # seconds since the epoch; ``last_inference`` is its milliseconds
+
 
 class VersionStats:
-    """Cumulative counters of one model version. Edge fields (success, fail) are written on
-    the event loop; stage fields also from predict threads, hence the lock."""
+    """Cumulative counters of one model version. Durations add up as float seconds (exact to
+    the nanosecond up to ~100 days of summed time) and become integer ns when read.
+
+    Edge fields (success, fail, last inference) are written only on the event loop (REST and
+    gRPC share the process's one loop), so they take no lock; stage fields are also written
+    by predict threads (``ThreadedPredictor`` off the loop), so those updates hold the lock."""
 
     __slots__ = (
         "_lock",
         "batches",
         "compute_count",
-        "compute_ns",
+        "compute_s",
         "execution_count",
         "fail_count",
-        "fail_ns",
+        "fail_s",
         "inference_count",
-        "last_inference_ms",
+        "last_inference_at",
         "queue_count",
-        "queue_ns",
+        "queue_s",
         "success_count",
-        "success_ns",
+        "success_s",
     )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.success_count = self.success_ns = 0
-        self.fail_count = self.fail_ns = 0
-        self.queue_count = self.queue_ns = 0
-        self.compute_count = self.compute_ns = 0
+        self.success_count = self.fail_count = self.queue_count = self.compute_count = 0
+        self.success_s = self.fail_s = self.queue_s = self.compute_s = 0.0  # seconds, summed
         self.inference_count = self.execution_count = 0
-        self.last_inference_ms = 0
-        self.batches: dict[int, list[int]] = {}  # rows -> [executions, compute ns]
+        self.last_inference_at = 0.0
+        self.batches: dict[int, list[float]] = {}  # rows -> [executions, compute seconds]
 
     # -- hot path ---------------------------------------------------------------------------
     def succeeded(self, seconds: float) -> None:
-        with self._lock:
-            self.success_count += 1
-            self.success_ns += int(seconds * 1e9)
-            self.last_inference_ms = int(time.time() * 1000)
+        self.success_count += 1
+        self.success_s += seconds
+        self.last_inference_at = _time()
 
     def failed(self, seconds: float) -> None:
-        with self._lock:
-            self.fail_count += 1
-            self.fail_ns += int(seconds * 1e9)
+        self.fail_count += 1
+        self.fail_s += seconds
 
     def queued(self, seconds: float) -> None:
         with self._lock:
             self.queue_count += 1
-            self.queue_ns += int(seconds * 1e9)
+            self.queue_s += seconds
+
+    def served(self, wait: float, rows: int, seconds: float) -> None:
+        """``queued`` and ``executed`` for one request that ran alone, under one lock."""
+        with self._lock:
+            self.queue_count += 1
+            self.queue_s += wait
+            self.execution_count += 1
+            self.inference_count += rows
+            self.compute_count += 1
+            self.compute_s += seconds
+            batch = self.batches.get(rows)
+            if batch is None:
+                self.batches[rows] = [1, seconds]
+            else:
+                batch[0] += 1
+                batch[1] += seconds
 
     def executed(self, rows: int, seconds: float, requests: int) -> None:
         """One runtime call over ``rows`` rows serving ``requests`` requests: each request
         is charged the call's time, as Triton charges every request of a batch."""
-        ns = int(seconds * 1e9)
         with self._lock:
             self.execution_count += 1
             self.inference_count += rows
             self.compute_count += requests
-            self.compute_ns += ns * requests
+            self.compute_s += seconds * requests
             batch = self.batches.get(rows)
             if batch is None:
-                self.batches[rows] = [1, ns]
+                self.batches[rows] = [1, seconds]
             else:
                 batch[0] += 1
-                batch[1] += ns
+                batch[1] += seconds
 
     # -- reads ------------------------------------------------------------------------------
     def snapshot(self, name: str, version: str) -> dict[str, Any]:
@@ -95,15 +112,15 @@ class VersionStats:
             return {
                 "name": name,
                 "version": version,
-                "last_inference": self.last_inference_ms,
+                "last_inference": int(self.last_inference_at * 1000),
                 "inference_count": self.inference_count,
                 "execution_count": executions,
                 "inference_stats": {
-                    "success": _duration(self.success_count, self.success_ns),
-                    "fail": _duration(self.fail_count, self.fail_ns),
-                    "queue": _duration(self.queue_count, self.queue_ns),
+                    "success": _duration(self.success_count, self.success_s),
+                    "fail": _duration(self.fail_count, self.fail_s),
+                    "queue": _duration(self.queue_count, self.queue_s),
                     "compute_input": _duration(self.compute_count, 0),
-                    "compute_infer": _duration(self.compute_count, self.compute_ns),
+                    "compute_infer": _duration(self.compute_count, self.compute_s),
                     "compute_output": _duration(self.compute_count, 0),
                 },
                 "batch_stats": [
@@ -118,8 +135,8 @@ class VersionStats:
             }
 
 
-def _duration(count: int, ns: int) -> dict[str, int]:
-    return {"count": count, "ns": ns}
+def _duration(count: float, seconds: float) -> dict[str, int]:
+    return {"count": int(count), "ns": round(seconds * 1e9)}
 
 
 class Statistics:
