@@ -563,7 +563,8 @@ class Bench:
         log(
             f"work dir {self.work}; server cpu {self.server_cpu}, client cpu {self.client_cpu}; load {os.getloadavg()}"
         )
-        files = write_repo(self.work, heavy=not smoke, train_rows=2_000 if smoke else 5_000)
+        heavy = not smoke and (not args.models or any("heavy" in m for m in args.models))
+        files = write_repo(self.work, heavy=heavy, train_rows=2_000 if smoke else 5_000)
         expected: dict[str, float] = {}
         for model in ("bench-xgb", "bench-onnx", "bench-xgb-library"):
             floor_row, expected[model] = self.in_process_floor(model, 0.5 if smoke else 3.0)
