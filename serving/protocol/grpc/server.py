@@ -227,7 +227,10 @@ class InferenceServicer:
                         log.exception("unexpected error in gRPC ModelStreamInfer")
                     reply = self._stream_error(raw, exc)
                 async with writing:
-                    await context.write(reply)
+                    try:
+                        await context.write(reply)
+                    except Exception:  # the stream broke (client gone): nothing left to answer
+                        log.debug("ModelStreamInfer: could not write an answer", exc_info=True)
             finally:
                 window.release()
 
