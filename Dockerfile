@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Image for the serving runtime (KServe ServingRuntime container `kserve-container`).
 #   docker build -t serving:0.1.0 .
+# The batch image (manifests/batch, examples/airflow) adds the 'batch' extra's lock (pyarrow):
+#   docker build --build-arg LOCK=batch -t serving:0.1.0-batch .
 # Stage 1 installs the locked runtime dependencies into a virtualenv (cached until the lock
 # changes), then the package; stage 2 copies only the virtualenv onto a clean slim base: no pip cache, no build tools.
 # tests/deploy/test_image.py runs these RUN steps and the ENTRYPOINT in a fresh virtualenv.
@@ -18,14 +20,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Which lock the image installs: runtime (serving) or batch (runtime + pyarrow).
+ARG LOCK=runtime
 # Everything installs from the lock files (scripts/lock.sh writes them), hashes checked: the
-# installer, then the runtime dependencies (this layer is rebuilt only when the lock changes).
-COPY requirements/uv.txt requirements/runtime.txt requirements/build.txt ./requirements/
+# installer, then the dependencies (these layers are rebuilt only when the locks change).
+COPY requirements/ ./requirements/
 RUN python -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-deps --require-hashes -r requirements/uv.txt \
     && python -m venv --without-pip /opt/venv
 RUN --mount=type=cache,target=/root/.cache/uv \
-    /opt/uv/bin/uv pip install --require-hashes -r requirements/runtime.txt
+    /opt/uv/bin/uv pip install --require-hashes -r "requirements/${LOCK}.txt"
 # Then the code: a change here rebuilds only this layer. No dependency is resolved here: they are
 # all installed above, and `uv pip check` fails the build if the lock missed one.
 COPY pyproject.toml README.md ./

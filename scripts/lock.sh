@@ -8,6 +8,8 @@
 #   requirements/test.txt     every extra: what CI and `bash scripts/test.sh` install
 #   requirements/runtime.txt  what `serving serve` needs: the image and the README's first command;
 #                             the same versions as test.txt (constrained by it)
+#   requirements/batch.txt    runtime.txt plus the 'batch' extra (pyarrow): the batch image
+#                             (`docker build --build-arg LOCK=batch`), for `serving batch` jobs
 #   requirements/helm.txt     helm-sdkpy (declares Python >= 3.12 but runs on 3.11: pip installs it
 #                             with --ignore-requires-python, which uv has no equivalent for)
 #   requirements/uv.txt       the installer itself, at [tool.uv] required-version
@@ -43,6 +45,7 @@ compile() { "$UV" pip compile "${common[@]}" "${args[@]+"${args[@]}"}" "$@"; }
 
 compile pyproject.toml --python-version 3.11 --universal --all-extras -o "$out/test.txt"
 compile pyproject.toml --python-version 3.11 --universal -c "$out/test.txt" -o "$out/runtime.txt"
+compile pyproject.toml --python-version 3.11 --universal --extra batch -c "$out/test.txt" -o "$out/batch.txt"
 echo helm-sdkpy | compile - --python-version 3.12 --python-platform x86_64-manylinux_2_28 \
   -c "$out/test.txt" -o "$out/helm.txt"
 echo "uv==$uv_version" | compile - --python-version 3.11 --no-deps -o "$out/uv.txt"
@@ -55,7 +58,7 @@ if [ "$check" = 1 ]; then
   # changes nothing installed here.
   pins() { grep -E '^[A-Za-z0-9]' "$1" | sed -e 's/ *\\$//' | sort; }
   stale=0
-  for f in test runtime helm uv build; do
+  for f in test runtime batch helm uv build; do
     if ! diff -u --label "requirements/$f.txt" --label "pyproject.toml resolved" \
       <(pins "requirements/$f.txt") <(pins "$out/$f.txt"); then
       stale=1

@@ -185,17 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     serve = sub.add_parser(
-        "serve", help="run the inference server (REST and gRPC)", description="Run the inference server."
+        "serve",
+        help="run the inference server (REST and gRPC)",
+        description="Run the inference server: serve a repository over REST and gRPC; with no flags, "
+        "./model_repo on 0.0.0.0:8080 (REST) and :8081 (gRPC). Logs each model version it loaded "
+        "(or why not) and the ports.",
     )
     _serve_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
-    validate = sub.add_parser("validate-repo", help="check a model repository; exit 1 on any problem")
-    validate.add_argument("directory", type=Path)
+    validate = sub.add_parser(
+        "validate-repo",
+        help="check a model repository; exit 1 on any problem",
+        description="Load every model version the way the server would and print every problem "
+        "('error: <file>: <what>'); exit 1 if any, 0 and 'DIR: OK' otherwise.",
+    )
+    validate.add_argument("directory", type=Path, help="the model repository to check")
     validate.set_defaults(func=cmd_validate_repo)
 
     export = sub.add_parser(
-        "export", help="convert a native XGBoost or LightGBM booster to an ONNX model version"
+        "export",
+        help="convert a native XGBoost or LightGBM booster to an ONNX model version",
+        description="Convert a native booster (XGBoost model.json/model.ubj, LightGBM model.txt) to "
+        "ONNX as a new version of --model, with its config.yaml, and print the parity check on 512 "
+        "random rows plus the fast-path guard's edge rows; above the tolerance nothing is written "
+        "and it exits 1. From Python: serving.export.export_booster(path, repo, name).",
     )
     export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
@@ -204,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference allowed")
     export.set_defaults(func=cmd_export)
 
-    demo = sub.add_parser("demo-models", help="(re)generate the demo models deterministically")
-    demo.add_argument("directory", type=Path, nargs="?", default=Path("model_repo"))
+    demo = sub.add_parser(
+        "demo-models",
+        help="(re)generate the demo models deterministically",
+        description="Regenerate the demo repository from scikit-learn's bundled data; deterministic: "
+        "the output is byte-for-byte the committed files.",
+    )
+    demo.add_argument(
+        "directory", type=Path, nargs="?", default=Path("model_repo"), help="where to write the models"
+    )
     demo.set_defaults(func=cmd_demo_models)
 
     from serving.rollout.cli import add_rollout_parser

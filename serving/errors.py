@@ -29,15 +29,21 @@ class InvalidInput(ServingError):
 
 
 class UnsupportedMediaType(InvalidInput):
+    """The request's content type is not one the route reads (JSON, or the binary extension)."""
+
     http_status = 415
 
 
 class PayloadTooLarge(InvalidInput):
+    """The body is larger than ``SERVING_MAX_BODY_BYTES`` (gRPC: the message size limit)."""
+
     http_status = 413
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class ModelNotFound(ServingError):
+    """No such model or version in the repository (reported before anything about the body)."""
+
     http_status = 404
     grpc_code = "NOT_FOUND"
 
@@ -57,16 +63,24 @@ class Overloaded(ServingError):
 
 
 class DeadlineExceeded(ServingError):
+    """The request's deadline passed before compute started; it is never computed."""
+
     http_status = 504
     grpc_code = "DEADLINE_EXCEEDED"
 
 
 class Unauthorized(ServingError):
+    """An admin endpoint was called without the bearer token, or with a wrong one."""
+
     http_status = 401
     grpc_code = "UNAUTHENTICATED"
 
 
 class Forbidden(ServingError):
+    """Refused whatever the token: no admin token configured, model control asked on a port
+    other than ``SERVING_ADMIN_PORT``, a run-time change only one of several workers would see,
+    or a read-only traffic-policy store."""
+
     http_status = 403
     grpc_code = "PERMISSION_DENIED"
 

@@ -4,11 +4,11 @@ Usable from Python (``export_booster``) and as ``serving export``. The ONNX mode
 onnxmltools' output names: classifiers give ``label`` (INT64 [N]) and ``probabilities``
 (FP32 [N, K]); regressors give ``variable`` (FP32 [N, 1]).
 
-LightGBM (a ``Booster.save_model`` text file) is checked before anything is written: a booster
-with categorical splits is refused (ONNX's tree ensemble compares floats where LightGBM casts
-category codes to integers and sends unseen and negative codes right), and so is a conversion
-whose outputs differ from ``Booster.predict`` by more than the tolerance on random and edge rows
-(NaN, ±large, ±inf). See docs/lightgbm.md.
+Nothing is written unless the conversion predicts what the library does (within the tolerance,
+on random and edge rows: NaN, ±large, ±inf). A LightGBM booster (a ``Booster.save_model`` text
+file) with categorical splits is refused outright: ONNX's tree ensemble compares floats where
+LightGBM casts category codes to integers and sends unseen and negative codes right. See
+docs/lightgbm.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,23 @@ class ExportReport:
     max_abs_diff: float
     tolerance: float
     rows: int
+    measure: str = "max abs difference"
+    hint: str = ""
+    """What to do instead when the check fails (shown after FAILED)."""
 
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= self.tolerance
 
     def describe(self) -> str:
-        verdict = "OK" if self.ok else "FAILED"
+        if self.ok:
+            head, verdict = f"wrote {self.path} (version {self.version})", "OK"
+        else:
+            head, verdict = f"not written: {self.path} (version {self.version})", "FAILED"
+            verdict += f"; {self.hint}" if self.hint else ""
         return (
-            f"wrote {self.path} (version {self.version}); parity on {self.rows} rows: "
-            f"max abs difference {self.max_abs_diff:.3g} (tolerance {self.tolerance:g}) {verdict}"
+            f"{head}; parity on {self.rows} rows: "
+            f"{self.measure} {self.max_abs_diff:.3g} (tolerance {self.tolerance:g}) {verdict}"
         )
 
 
@@ -67,6 +74,20 @@ def _native_vs_onnx(native: Any, onnx_outputs: dict[str, Any], scaled: bool = Fa
     return float(diff.max())
 
 
+@dataclass
+class _Converted:
+    """A booster converted to ONNX, with what the parity check needs from its library."""
+
+    onnx_model: Any
+    n_features: int
+    description: str
+    predict: Callable[[np.ndarray[Any, Any]], Any]
+    """The library's public predict: the reference."""
+    scaled: bool
+    """Compare relative above 1 (LightGBM predicts in doubles; the ONNX graph in floats)."""
+    hint: str = ""
+
+
 def export_booster(
     booster_path: Path,
     repo: Path,
@@ -75,17 +96,46 @@ def export_booster(
     tolerance: float = 1e-5,
     sample: np.ndarray[Any, Any] | None = None,
 ) -> ExportReport:
-    """Convert ``booster_path`` to ``repo/model/<version>/model.onnx`` and write config.yaml.
+    """Convert ``booster_path`` (XGBoost JSON/UBJ or LightGBM text) to
+    ``repo/model/<version>/model.onnx`` and write config.yaml.
 
-    Parity: the booster and onnxruntime predict the same sample (given, or 512 rows drawn
-    deterministically); the report carries the largest absolute difference. The version is
-    written only when the check passes, atomically (``_publish``); on a failed check the
-    repository is untouched, the report says FAILED and the CLI exits 1. LightGBM text models go to
-    :func:`export_lightgbm`, which refuses (ModelLoadError) instead of writing a failed version.
+    Refusals come first (a bad name, an existing version or signature, a booster the converter
+    cannot reproduce: ModelLoadError), then parity: the booster's library and onnxruntime
+    predict the same sample (given, or 512 random rows plus the fast-path guard's edge rows)
+    and the report carries the largest difference. The version is written only when the check
+    passes, atomically (``_publish``); on a failed check the repository is untouched, the report
+    says FAILED and the CLI exits 1.
     """
     check_model_name(model)
-    if is_lightgbm_model(booster_path):
-        return export_lightgbm(booster_path, repo, model, version, tolerance, sample)
+    converted = (
+        _convert_lightgbm(booster_path) if is_lightgbm_model(booster_path) else _convert_xgboost(booster_path)
+    )
+    serialized, session, config_doc = _onnx_version(converted.onnx_model, model, converted.n_features)
+    config_doc["description"] = converted.description
+    version_dir, version, _ = _plan_version(repo, model, config_doc, version)
+
+    if sample is None:
+        from serving.runtimes.fastpath import probe_rows
+
+        random = np.random.default_rng(0).normal(size=(512, converted.n_features))
+        sample = np.concatenate([random, probe_rows(converted.n_features)])
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    diff = _native_vs_onnx(converted.predict(sample), _run(session, sample), scaled=converted.scaled)
+    report = ExportReport(
+        version_dir / "model.onnx",
+        version,
+        diff,
+        tolerance,
+        len(sample),
+        measure="max difference (relative above 1)" if converted.scaled else "max abs difference",
+        hint=converted.hint,
+    )
+    if report.ok:
+        _write_version(repo, model, config_doc, serialized, version)
+    return report
+
+
+def _convert_xgboost(booster_path: Path) -> _Converted:
     import xgboost as xgb
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
@@ -95,18 +145,8 @@ def export_booster(
     onnx_model = convert_xgboost(
         booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=TARGET_OPSET
     )
-    serialized, session, config_doc = _onnx_version(onnx_model, model, n_features)
-    config_doc["description"] = f"exported from {booster_path.name} ({_objective(booster)})"
-    version_dir, version, _ = _plan_version(repo, model, config_doc, version)  # refusals first
-
-    if sample is None:
-        sample = np.random.default_rng(0).normal(size=(512, n_features)).astype(np.float32)
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    diff = _native_vs_onnx(booster.inplace_predict(sample), _run(session, sample))
-    report = ExportReport(version_dir / "model.onnx", version, diff, tolerance, len(sample))
-    if report.ok:
-        _write_version(repo, model, config_doc, serialized, version)
-    return report
+    description = f"exported from {booster_path.name} ({_objective(booster)})"
+    return _Converted(onnx_model, n_features, description, booster.inplace_predict, scaled=False)
 
 
 def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, Any, dict[str, Any]]:
@@ -218,20 +258,11 @@ def is_lightgbm_model(path: Path) -> bool:
         return False
 
 
-def export_lightgbm(
-    booster_path: Path,
-    repo: Path,
-    model: str,
-    version: int | None = None,
-    tolerance: float = 1e-5,
-    sample: np.ndarray[Any, Any] | None = None,
-) -> ExportReport:
-    """``export_booster`` for a LightGBM text model; writes nothing unless parity holds."""
+def _convert_lightgbm(booster_path: Path) -> _Converted:
+    """LightGBM text models: refused (ModelLoadError) when they split on categories."""
     import lightgbm as lgb
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
-
-    from serving.runtimes.lightgbm import probe_rows
 
     try:
         booster = lgb.Booster(model_file=str(booster_path))
@@ -270,22 +301,14 @@ def export_lightgbm(
         dims = output.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value"):
             dims[0].dim_param = "N"
-    serialized, session, config_doc = _onnx_version(onnx_model, model, n_features)
-    config_doc["description"] = f"exported from {booster_path.name} (LightGBM {dump.get('objective', '?')})"
-
-    if sample is None:
-        random = np.random.default_rng(0).normal(size=(512, n_features))
-        sample = np.concatenate([random, probe_rows(n_features)])
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    diff = _native_vs_onnx(booster.predict(sample), _run(session, sample), scaled=True)
-    if not diff <= tolerance:
-        raise ModelLoadError(
-            f"{booster_path}: not exported: the ONNX conversion differs from Booster.predict by "
-            f"{diff:.3g} (relative above 1) on {len(sample)} random and edge rows (tolerance {tolerance:g}); "
-            "serve it with platform: lightgbm"
-        )
-    path, version = _write_version(repo, model, config_doc, serialized, version)
-    return ExportReport(path, version, diff, tolerance, len(sample))
+    return _Converted(
+        onnx_model,
+        n_features,
+        f"exported from {booster_path.name} (LightGBM {dump.get('objective', '?')})",
+        booster.predict,
+        scaled=True,
+        hint="serve it with platform: lightgbm",
+    )
 
 
 def _lightgbm_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,9 @@ NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serving demo-models": ("export", ("sklearn", "skl2onnx", "onnxmltools")),
     # canaries on InferenceServices: the Kubernetes API client
     "serving rollout": ("rollout", ("kubernetes",)),
+    # tables in and out: Arrow and Parquet (the batch image has it: requirements/batch.txt)
+    "serving batch": ("batch", ("pyarrow",)),
+    "serving batch --engine spark": ("spark", ("pyarrow", "pyspark")),
 }
 
 

@@ -41,7 +41,9 @@ class _Strict(BaseModel):
 
 class TensorSpec(_Strict):
     name: str = Field(min_length=1, max_length=256)
+    """Tensor name as clients send it (OIP ``inputs[].name``); for ONNX, the graph's name."""
     datatype: str
+    """OIP datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BYTES."""
     shape: tuple[int, ...]
     """Full shape including the batch dimension, which is -1 (any number of rows)."""
 
@@ -66,8 +68,11 @@ class VersionPolicy(_Strict):
     """Which version folders to serve: ``latest: N``, ``all: true`` or ``specific: [1, 3]``."""
 
     latest: int | None = Field(None, ge=1)
+    """Serve the N highest version numbers (the default policy is ``latest: 1``)."""
     all: bool = False
+    """Serve every version folder."""
     specific: tuple[int, ...] | None = None
+    """Serve exactly these versions."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> VersionPolicy:
@@ -89,6 +94,7 @@ class BatchingConfig(_Strict):
     """Dynamic batching for every served version of the model (see serving/batching)."""
 
     enabled: bool = False
+    """Switch dynamic batching on for this model (off: each request is one runtime call)."""
     max_batch_size: int | None = Field(None, ge=1)
     """Rows per batch; defaults to the model's ``max_batch_size``."""
     max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
@@ -128,6 +134,7 @@ class TrafficConfig(_Strict):
     """Also send a copy of ``shadow_fraction`` of the requests to this version, off the
     caller's path, and compare its outputs with the answer the caller got."""
     shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the routed requests copied to ``shadow_version`` (0 = no shadow traffic)."""
     shadow_tolerance: float = Field(1e-6, ge=0.0)
     """Largest absolute output difference that still counts as a match."""
     sticky_header: str = "x-routing-key"
@@ -179,9 +186,11 @@ class WarmupConfig(_Strict):
     """Requests each version runs at load, before it is READY (first-call costs move here)."""
 
     enabled: bool = True
+    """Run the warmup requests at load (false: the version is READY right after loading)."""
     batch_sizes: tuple[int, ...] = (1,)
     """Rows per warmup request; each size runs ``repeat`` times."""
     repeat: int = Field(1, ge=1, le=1000)
+    """How many times each batch size runs."""
     inputs: dict[str, list[Any]] | None = None
     """Sample rows per input name (nested lists, batch first), tiled to each batch size.
     Without it, inputs are generated from the signature (zeros; -1 dims become 1)."""
@@ -196,9 +205,13 @@ class WarmupConfig(_Strict):
 
 class ModelConfig(_Strict):
     platform: Literal["onnx", "xgboost", "lightgbm"]
+    """The runtime: ``model.onnx``, an XGBoost ``model.ubj``/``model.json``, a LightGBM ``model.txt``."""
     inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    """The model's inputs, checked against the model file's signature at load."""
     outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    """The model's outputs, checked against the model file's signature at load."""
     max_batch_size: int = Field(1024, ge=1)
+    """Most rows one request may carry (400 above it)."""
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     batching: BatchingConfig = BatchingConfig()
     traffic: TrafficConfig = TrafficConfig()
@@ -210,6 +223,7 @@ class ModelConfig(_Strict):
     raw_score: bool = False
     """LightGBM: return the raw scores (before the sigmoid/softmax/exp of the objective)."""
     description: str = ""
+    """Free text for the people who read the file."""
 
     @model_validator(mode="after")
     def _checks(self) -> ModelConfig:

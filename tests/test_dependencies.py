@@ -56,7 +56,8 @@ def test_install_paths_use_the_lock() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     for needle in (
         "--require-hashes -r requirements/uv.txt",
-        "uv pip install --require-hashes -r requirements/runtime.txt",
+        "ARG LOCK=runtime",
+        'uv pip install --require-hashes -r "requirements/${LOCK}.txt"',
         "uv pip install --no-deps --build-constraints requirements/build.txt .",
     ):
         assert needle in dockerfile, needle
@@ -79,5 +80,22 @@ def test_runtime_lock_is_the_test_lock_without_the_extras() -> None:
     """Same versions in the image and in CI; and the runtime has no test or optional packages."""
     runtime, test = pins(REQUIREMENTS / "runtime.txt"), pins(REQUIREMENTS / "test.txt")
     assert {name: test.get(name) for name in runtime} == runtime
-    for absent in ("kserve", "kubernetes", "tritonclient", "pytest", "grpcio-tools", "cyclonedx-bom"):
+    for absent in (
+        "kserve",
+        "kubernetes",
+        "tritonclient",
+        "pytest",
+        "grpcio-tools",
+        "cyclonedx-bom",
+        "pyarrow",
+    ):
         assert absent not in runtime, absent
+
+
+def test_batch_lock_is_the_runtime_lock_plus_pyarrow() -> None:
+    """The batch image (``docker build --build-arg LOCK=batch``) runs `serving batch`: the
+    server's packages at the same versions, and Arrow; no Spark (a cluster brings its own)."""
+    runtime, batch, test = (pins(REQUIREMENTS / f"{name}.txt") for name in ("runtime", "batch", "test"))
+    added = {name: version for name, version in batch.items() if name not in runtime}
+    assert {name: batch[name] for name in runtime} == runtime
+    assert set(added) == {"pyarrow"} and added["pyarrow"] == test["pyarrow"]

@@ -4,6 +4,7 @@ splits, a failed check) is refused with one clear line and nothing written."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from serving.export import export_booster, is_lightgbm_model
 from serving.modelconfig import load_config
 from serving.repository import validate_repository
 from serving.runtimes.base import load_runtime
-from serving.runtimes.lightgbm import probe_rows
+from serving.runtimes.fastpath import probe_rows
 from serving.settings import Settings
 from tests.server_process import ROOT
 from tests.tinymodels import train_booster, train_lgbm
@@ -75,10 +76,13 @@ def test_categorical_splits_are_refused_and_nothing_is_written(tmp_path: Path) -
 
 def test_failed_parity_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     path = save(train_lgbm(n_features=6, rounds=10), tmp_path)
-    with pytest.raises(
-        ModelLoadError, match=r"differs from Booster.predict by .* \(relative above 1\) .* \(tolerance -1\)"
-    ):
-        export_booster(path, tmp_path / "repo", "m", tolerance=-1)
+    report = export_booster(path, tmp_path / "repo", "m", tolerance=-1)
+    assert not report.ok
+    assert re.search(
+        r"^not written: .* max difference \(relative above 1\) .* \(tolerance -1\) FAILED; "
+        r"serve it with platform: lightgbm$",
+        report.describe(),
+    )
     assert not (tmp_path / "repo").exists()
 
 
@@ -102,7 +106,7 @@ def test_export_cli_with_a_lightgbm_model(tmp_path: Path) -> None:
         cwd=ROOT,
         timeout=120,
     )
-    assert refused.returncode == 1 and refused.stdout == ""
-    assert refused.stderr.startswith(f"serving: error: {path}: not exported: the ONNX conversion differs")
-    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert refused.returncode == 1 and refused.stderr == ""
+    assert refused.stdout.startswith("not written: ") and len(refused.stdout.strip().splitlines()) == 1
+    assert refused.stdout.strip().endswith("FAILED; serve it with platform: lightgbm")
     assert sorted(p.name for p in (tmp_path / "repo" / "cli").iterdir()) == ["1", "config.yaml"]

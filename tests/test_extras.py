@@ -45,6 +45,26 @@ def test_rollout_on_an_inferenceservice_without_kubernetes_names_the_rollout_ext
     assert "needs the 'rollout' extra (kubernetes not installed): pip install 'serving[rollout]'" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("engine", "hidden", "extra"),
+    [("local", ("pyarrow",), "batch"), ("spark", ("pyspark",), "spark")],
+    ids=["local", "spark"],
+)
+def test_batch_without_its_extra_exits_2_naming_it(
+    engine: str,
+    hidden: tuple[str, ...],
+    extra: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hide(monkeypatch, *hidden)
+    argv = ["batch", "iris-xgb", "--input", "in.parquet", "--output", "out.parquet", "--engine", engine]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert f"needs the '{extra}' extra ({hidden[0]} not installed): pip install 'serving[{extra}]'" in err
+
+
 def test_installed_extras_report_nothing() -> None:
     for command in extras.NEEDS:
         assert extras.missing_extra(command) is None, command

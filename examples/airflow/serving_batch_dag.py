@@ -43,7 +43,7 @@ with DAG(
     score = KubernetesPodOperator(
         task_id="score_cancer_xgb",
         name="serving-batch-cancer-xgb",
-        image="serving:0.1.0",
+        image="serving:0.1.0-batch",
         cmds=["serving", "batch"],
         arguments=[
             "cancer-xgb",

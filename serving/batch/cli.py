@@ -70,9 +70,20 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="chunks: batches in parallel on single-threaded runtimes; runtime: one batch at a "
         "time on the runtime's own threads; auto (default): runtime for xgboost, chunks for onnx",
     )
-    batch.add_argument("--format", dest="input_format", choices=["auto", "parquet", "csv"], default="auto")
+    batch.add_argument(
+        "--format",
+        dest="input_format",
+        choices=["auto", "parquet", "csv"],
+        default="auto",
+        help="input format (auto: from the file extension)",
+    )
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    batch.add_argument("--engine", choices=["local", "spark"], default="local")
+    batch.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process, in chunks; spark: a Spark job (PySpark, pandas UDFs)",
+    )
     batch.add_argument("--master", help="Spark master URL (default local[*], or spark-submit's)")
     batch.add_argument(
         "--progress-interval",
@@ -84,12 +95,16 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    try:
-        from serving.batch.local import BatchOptions, run_local
-        from serving.batch.model import BatchError
-    except ImportError as exc:  # pyarrow is in the 'batch' extra, not in the server's dependencies
-        print(f"error: batch scoring needs the 'batch' extra (pip install 'serving[batch]'): {exc}")
+    from serving.extras import missing_extra
+
+    # pyarrow (and pyspark) are extras, not server dependencies: say which, in one line
+    problem = missing_extra("serving batch --engine spark" if args.engine == "spark" else "serving batch")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    from serving.batch.local import BatchOptions, run_local
+    from serving.batch.model import BatchError
+
     options = BatchOptions(
         model=args.model,
         repo=args.repo,
@@ -120,8 +135,5 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ImportError as exc:
-        print(f"error: the Spark engine needs pyspark (pip install 'serving[batch]'): {exc}", file=sys.stderr)
-        return 2
     print(summary.describe())
     return 0

@@ -354,7 +354,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--kserve-version",
         help="standard mode: the KServe version, when its controller Deployment cannot be read",
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="text for people; json: one JSON object per event, with the numbers behind each verdict",
+    )
 
 
 def _analysis_flags(p: argparse.ArgumentParser, prometheus_required: bool) -> None:

@@ -42,16 +42,20 @@ class PathChoice:
 
 
 def probe_rows(n_features: int, extra: Array | None = None, seed: int = 0) -> Array:
-    """Rows that exercise a tree ensemble's branches: random rows at several scales, the
-    edge rows that trip converters (NaN alone and everywhere, ±1e30, ±inf, zeros, tiny
-    values), and ``extra`` (e.g. the configured warm-up rows)."""
+    """Rows that exercise a tree ensemble's branches and its missing-value and categorical
+    rules: random rows at several scales, small non-negative integers (category codes), the
+    edge rows that trip converters and C entry points (all NaN, some NaN, ±1e30, ±inf,
+    float32's max, tiny values, negative, unseen and past-int32 category codes), and
+    ``extra`` (the configured warm-up rows). Float32, the dtype online requests mostly have;
+    callers cast for a signature that declares another."""
     rng = np.random.default_rng(seed)
     parts = [
         rng.normal(size=(48, n_features)),
         rng.normal(scale=100.0, size=(16, n_features)),
         rng.uniform(-1e4, 1e4, size=(8, n_features)),
+        rng.integers(0, 32, size=(16, n_features)).astype(np.float64),
     ]
-    edge = np.zeros((10, n_features))
+    edge = np.zeros((13, n_features))
     edge[0] = np.nan  # all missing
     edge[1, ::2] = np.nan  # every other feature missing
     edge[2] = 1e30
@@ -62,7 +66,9 @@ def probe_rows(n_features: int, extra: Array | None = None, seed: int = 0) -> Ar
     edge[7] = rng.normal(size=n_features)
     edge[7, rng.integers(n_features)] = np.nan  # one missing value in an ordinary row
     edge[8] = np.float32(np.finfo(np.float32).max)
-    edge[9] = -1.0
+    edge[9] = -1.0  # a negative category code is "missing" for a categorical split
+    edge[10] = 1_000_000.0  # a category code no training row had
+    edge[11] = 2.0**31  # past int32: LightGBM's categorical cast
     parts.append(edge)
     sparse = rng.normal(size=(8, n_features))
     sparse[rng.random(sparse.shape) < 0.5] = np.nan
@@ -77,41 +83,45 @@ def disagreement(
     reference: Callable[[Array], Array],
     rows: Array,
     tolerance: float,
-    single_rows: int = 8,
+    batch: int = 7,
 ) -> str | None:
-    """None when ``candidate`` gives the reference's outputs on every row (all at once, and
-    the first ``single_rows`` one by one, as online calls do) within ``tolerance``; otherwise a
-    short reason naming the first disagreement. Rows the reference itself refuses are left
-    out (no contract to keep for them)."""
+    """None when ``candidate`` gives the reference's outputs within ``tolerance`` on every row,
+    asked three ways: all rows in one call, each row alone (as online calls do), and in
+    batches of ``batch`` rows (a size that is neither); otherwise the first difference, in a
+    few words. Rows the reference itself refuses are left out (no contract to keep for them)."""
     try:
-        expected = np.asarray(reference(rows))
+        expected = np.asarray(reference(rows), dtype=np.float64)
     except Exception:
         keep = [i for i in range(len(rows)) if _answers(reference, rows[i : i + 1])]
         rows = rows[keep]
-        expected = np.asarray(reference(rows))
+        expected = np.asarray(reference(rows), dtype=np.float64)
     try:
-        got = np.asarray(candidate(rows))
-        singles = [np.asarray(candidate(rows[i : i + 1])) for i in range(min(single_rows, len(rows)))]
-    except Exception as exc:
-        return f"the fast path failed on the probe rows: {type(exc).__name__}: {str(exc)[:200]}"
-    if got.shape != expected.shape:
-        return f"the fast path's output shape {list(got.shape)} differs from the library's {list(expected.shape)}"
-    for i, single in enumerate(singles):
-        if single.shape != expected[i : i + 1].shape:
-            return f"the fast path's one-row output shape {list(single.shape)} differs from the library's"
-        got_row = got[i : i + 1]
-        if not _close(single, got_row, 0.0) and not _close(single, expected[i : i + 1], tolerance):
-            return f"the fast path answers row {i} differently alone than in a batch"
-    if not np.array_equal(np.isnan(got), np.isnan(expected)):
-        return "the fast path and the library disagree on which outputs are NaN"
-    finite = ~np.isnan(expected)
-    diff = np.abs(got[finite].astype(np.float64) - expected[finite].astype(np.float64))
-    worst = float(diff.max()) if diff.size else 0.0
-    if not worst <= tolerance:
-        row = int(
-            np.unravel_index(int(np.argmax(np.where(finite, np.abs(got - expected), -1))), got.shape)[0]
+        asked = (
+            ("in one batch", [candidate(rows)]),
+            ("one row at a time", [candidate(rows[i : i + 1]) for i in range(len(rows))]),
+            (f"in batches of {batch}", [candidate(rows[i : i + batch]) for i in range(0, len(rows), batch)]),
         )
-        return f"the fast path differs from the library by {worst:.3g} (row {row}; tolerance {tolerance:g})"
+    except Exception as exc:  # any failure of the fast path means: do not use it
+        return f"the fast path failed on the probe rows: {type(exc).__name__}: {str(exc)[:200]}"
+    for label, parts in asked:
+        shapes = {np.shape(part)[1:] for part in parts}
+        if len(shapes) != 1 or sum(len(part) for part in parts) != len(expected):
+            return f"{label}, the fast path's output shape differs from the library's {list(expected.shape)}"
+        got = np.concatenate([np.asarray(part, dtype=np.float64) for part in parts])
+        if got.shape != expected.shape:
+            return f"{label}, the fast path's output shape {list(got.shape)} differs from the library's {list(expected.shape)}"
+        if not np.array_equal(np.isnan(got), np.isnan(expected)):
+            return f"{label}, the fast path and the library disagree on which outputs are NaN"
+        # equal infinities agree (inf - inf is NaN, not 0)
+        with np.errstate(invalid="ignore"):
+            diff = np.where(np.isnan(expected) | (got == expected), 0.0, np.abs(got - expected))
+        worst = float(diff.max()) if diff.size else 0.0
+        if not worst <= tolerance:
+            row = int(np.unravel_index(int(np.argmax(diff)), diff.shape)[0])
+            return (
+                f"{label}, the fast path differs from the library by {worst:.3g} "
+                f"(probe row {row}; tolerance {tolerance:g})"
+            )
     return None
 
 
@@ -121,15 +131,6 @@ def _answers(fn: Callable[[Array], Array], rows: Array) -> bool:
     except Exception:
         return False
     return True
-
-
-def _close(a: Array, b: Array, tolerance: float) -> bool:
-    if a.shape != b.shape:
-        return False
-    if not np.array_equal(np.isnan(a), np.isnan(b)):
-        return False
-    finite = ~np.isnan(a)
-    return bool(np.all(np.abs(a[finite].astype(np.float64) - b[finite].astype(np.float64)) <= tolerance))
 
 
 def cache_dir(configured: Path | None) -> Path:
@@ -178,28 +179,29 @@ def onnx_session(serialized: bytes) -> Any:
 def twin_reader(session: Any, library_output: Array) -> Callable[[Array], Array]:
     """A function rows -> outputs in the library's layout, from a converted tree ensemble's
     session: onnxmltools' classifiers give ``probabilities`` [N, K] (a binary booster's output
-    is column 1), regressors ``variable`` [N, 1]."""
+    is column 1), regressors ``variable`` [N, 1]. Only that output is asked for: a
+    classifier's ``label`` output would cost an ArgMax and a copy per call for nothing."""
     names = [o.name for o in session.get_outputs()]
     input_name = session.get_inputs()[0].name
     if "probabilities" in names:
-        index = names.index("probabilities")
+        wanted = ["probabilities"]
         if library_output.ndim == 1:
 
             def binary(x: Array) -> Array:
-                probs: Array = session.run(None, {input_name: _f32(x)})[index]
+                probs: Array = session.run(wanted, {input_name: _f32(x)})[0]
                 return np.ascontiguousarray(probs[:, 1])
 
             return binary
 
         def multiclass(x: Array) -> Array:
-            probs: Array = session.run(None, {input_name: _f32(x)})[index]
+            probs: Array = session.run(wanted, {input_name: _f32(x)})[0]
             return probs
 
         return multiclass
-    index = 0
+    first = [names[0]]
 
     def regression(x: Array) -> Array:
-        values: Array = session.run(None, {input_name: _f32(x)})[index]
+        values: Array = session.run(first, {input_name: _f32(x)})[0]
         return values.reshape(len(x), *library_output.shape[1:])
 
     return regression

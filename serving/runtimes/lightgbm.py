@@ -31,7 +31,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import lightgbm as lgb
@@ -40,7 +39,7 @@ import numpy as np
 from serving.datatypes import TO_NUMPY
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
-from serving.runtimes.fastpath import LIBRARY, PathChoice
+from serving.runtimes.fastpath import LIBRARY, PathChoice, disagreement, probe_rows
 from serving.settings import Settings
 from serving.types import Array
 from serving.warmup import warmup_inputs
@@ -159,70 +158,6 @@ def _load(path: Path) -> lgb.Booster:
         raise ModelLoadError(
             f"{path}: LightGBM cannot load it: {reason}", "not a valid LightGBM model", path
         ) from None
-
-
-def probe_rows(n_features: int, extra: Array | None = None, seed: int = 0) -> Array:
-    """Rows that exercise a booster's branches and its missing-value and categorical rules:
-    random rows at several scales, small non-negative integers (category codes), edge rows
-    (all NaN, some NaN, ±1e30, ±inf, float32's max, negative and unseen category codes), and
-    ``extra`` (the configured warm-up rows)."""
-    rng = np.random.default_rng(seed)
-    parts = [
-        rng.normal(size=(32, n_features)),
-        rng.normal(scale=100.0, size=(8, n_features)),
-        rng.uniform(-1e4, 1e4, size=(8, n_features)),
-        rng.integers(0, 32, size=(16, n_features)).astype(np.float64),
-    ]
-    edge = np.zeros((12, n_features))
-    edge[0] = np.nan
-    edge[1, ::2] = np.nan
-    edge[2] = 1e30
-    edge[3] = -1e30
-    edge[4] = np.inf
-    edge[5] = -np.inf
-    edge[6] = np.finfo(np.float32).max
-    edge[7] = -1.0  # a negative category code is "missing" for a categorical split
-    edge[8] = 1_000_000.0  # a category code no training row had
-    edge[9] = 2.0**31  # past int32: LightGBM's categorical cast
-    edge[10] = rng.normal(size=n_features)
-    edge[10, rng.integers(n_features)] = np.nan
-    edge[11] = 1e-30
-    parts.append(edge)
-    sparse = rng.normal(size=(8, n_features))
-    sparse[rng.random(sparse.shape) < 0.5] = np.nan
-    parts.append(sparse)
-    if extra is not None and extra.ndim == 2 and extra.shape[1] == n_features and extra.size:
-        parts.append(np.asarray(extra, dtype=np.float64))
-    return np.ascontiguousarray(np.concatenate(parts))
-
-
-def disagreement(
-    candidate: Callable[[Array], Array], reference: Callable[[Array], Array], rows: Array, tolerance: float
-) -> str | None:
-    """None when ``candidate`` gives ``reference``'s outputs within ``tolerance`` on every row,
-    each alone and all in batches of up to 7 rows; else the first difference, in a few words."""
-    expected = np.asarray(reference(rows), dtype=np.float64)
-    try:
-        singles = [np.asarray(candidate(rows[i : i + 1]), dtype=np.float64) for i in range(len(rows))]
-        batches = [np.asarray(candidate(rows[i : i + 7]), dtype=np.float64) for i in range(0, len(rows), 7)]
-    except Exception as exc:  # any failure of the fast path means: do not use it
-        return f"the fast path failed on the probe rows: {type(exc).__name__}: {str(exc)[:200]}"
-    for label, parts in (("one row at a time", singles), ("in batches", batches)):
-        got = np.concatenate(parts)
-        if got.shape != expected.shape:
-            return f"{label}, the fast path's output shape {list(got.shape)} is not the library's {list(expected.shape)}"
-        if not np.array_equal(np.isnan(got), np.isnan(expected)):
-            return f"{label}, the fast path and the library disagree on which outputs are NaN"
-        diff = np.abs(np.where(np.isnan(expected), 0.0, got - expected))
-        diff = np.where(np.isinf(expected) & (got == expected), 0.0, diff)
-        worst = float(np.nanmax(diff)) if diff.size else 0.0
-        if not worst <= tolerance:
-            row = int(np.unravel_index(int(np.nanargmax(diff)), diff.shape)[0])
-            return (
-                f"{label}, the fast path differs from Booster.predict by {worst:.3g} on probe row {row} "
-                f"(tolerance {tolerance:g})"
-            )
-    return None
 
 
 class LightGBMRuntime:

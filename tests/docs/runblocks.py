@@ -7,8 +7,10 @@ runnable block of one NAME in a page forms one script, run in page order by one 
 
 Outputs shown in a block are compared: comment lines right after a command that start with
 ``# {`` or ``# [`` (continued on lines starting with ``#  ``) are the JSON the command
-printed; numbers must agree to ``rel_tol`` (the page shows what one machine printed).
-Other comments are prose and are ignored.
+printed; numbers must agree to ``rel_tol`` (the page shows what one machine printed), and the
+string ``"..."`` stands for any value (a time, a process id). Comment lines starting with
+``#>`` are plain text the command printed, compared line by line. Other comments are prose
+and are ignored.
 
 Pages use the ports a user would (8080 REST, 8081 gRPC); ``run_page`` rewrites them to free
 ones and passes ``SERVING_HTTP_PORT``/``SERVING_GRPC_PORT``, so a ``serving serve`` in a
@@ -38,6 +40,11 @@ class Step:
     command: str
     expected: str | None = None  # JSON text the command printed, as the page shows it
     line: int = 0
+    text: str | None = None  # plain text the command printed (``#>`` lines)
+
+    @property
+    def shows_output(self) -> bool:
+        return self.expected is not None or self.text is not None
 
 
 @dataclass
@@ -70,18 +77,22 @@ def _steps(block: list[str], first_line: int) -> list[Step]:
     steps: list[Step] = []
     command: list[str] = []
     expected: list[str] = []
+    shown: list[str] = []
     start = first_line
 
     def flush() -> None:
-        nonlocal command, expected
+        nonlocal command, expected, shown
         if command:
             text = "".join(line.lstrip("#").strip() for line in expected) or None
-            steps.append(Step("\n".join(command), text, start))
-        command, expected = [], []
+            steps.append(Step("\n".join(command), text, start, "\n".join(shown) if shown else None))
+        command, expected, shown = [], [], []
 
     for offset, line in enumerate(block):
         stripped = line.strip()
         is_comment = stripped.startswith("#")
+        if is_comment and command and stripped.startswith("#>"):
+            shown.append(stripped[2:].removeprefix(" ").rstrip())
+            continue
         if (
             is_comment
             and command
@@ -92,7 +103,7 @@ def _steps(block: list[str], first_line: int) -> list[Step]:
         if is_comment or not stripped:
             flush()
             continue
-        if expected:
+        if expected or shown:
             flush()
         if not command:
             start = first_line + offset
@@ -102,6 +113,8 @@ def _steps(block: list[str], first_line: int) -> list[Step]:
 
 
 def same_json(got: Any, want: Any, rel_tol: float) -> bool:
+    if want == "...":
+        return True
     if isinstance(want, float) or isinstance(got, float):
         return isinstance(got, int | float) and math.isclose(got, want, rel_tol=rel_tol, abs_tol=1e-7)
     if isinstance(want, list):
@@ -142,7 +155,7 @@ def run_script(
         command = step.command
         for page_port, port in ports.items():
             command = re.sub(rf"(localhost|127\.0\.0\.1):{page_port}\b", rf"\g<1>:{port}", command)
-        if step.expected is not None:
+        if step.shows_output:
             parts.append(f"{{\n{command}\n}} > {work}/step{n}.out")
         else:
             parts.append(command)
@@ -170,9 +183,17 @@ def run_script(
             os.killpg(proc.pid, signal.SIGKILL)  # whatever the script left running
     mismatches = []
     for n, step in enumerate(script.steps):
-        if step.expected is None or proc.returncode != 0:
+        if not step.shows_output or proc.returncode != 0:
             continue
-        got_text = (work / f"step{n}.out").read_text().strip()
+        printed = (work / f"step{n}.out").read_text()
+        got_text = printed.strip()
+        if step.text is not None:
+            got_lines = [line.rstrip() for line in printed.rstrip().splitlines()]
+            if got_lines != step.text.splitlines():
+                mismatches.append(
+                    f"line {step.line}: printed\n{got_text[:400]}\n  the page shows\n{step.text[:400]}"
+                )
+            continue
         try:
             got, want = json.loads(got_text), json.loads(step.expected)
         except ValueError as exc:

@@ -58,6 +58,7 @@ def test_probe_rows_hold_the_edge_cases() -> None:
     assert np.isposinf(rows).all(axis=1).any() and np.isneginf(rows).all(axis=1).any()
     assert (rows == 1e30).all(axis=1).any() and (rows == -1e30).all(axis=1).any()
     assert (rows == 7.0).all(axis=1).sum() == 2, "the extra (warm-up) rows are included"
+    assert (rows == -1.0).all(axis=1).any() and (rows == 2.0**31).all(axis=1).any(), "odd category codes"
 
 
 OBJECTIVES = [
@@ -141,7 +142,9 @@ def test_a_mismatched_direct_call_falls_back_to_the_library(
     booster = train_booster(n_features=N_FEATURES, rounds=10)
     runtime = load(booster, tmp_path, [-1], Settings(fast_path_max_rows=0))
     assert runtime.predict_paths["large"].path == LIBRARY
-    assert runtime.predict_paths["large"].reason.startswith("direct C call: the fast path differs")
+    assert runtime.predict_paths["large"].reason.startswith(
+        "direct C call: in one batch, the fast path differs"
+    )
     x = np.random.default_rng(2).normal(size=(6, N_FEATURES)).astype(np.float32)
     np.testing.assert_array_equal(runtime.predict({"input": x})["output"], booster.inplace_predict(x))
 
@@ -230,7 +233,7 @@ def test_disagreement_names_what_differs() -> None:
     def batch_dependent(x: Any) -> Any:
         return ref(x) + (1.0 if len(x) == 1 else 0.0)
 
-    assert "alone than in a batch" in (disagreement(batch_dependent, ref, rows, 0.1) or "")
+    assert "one row at a time, the fast path differs" in (disagreement(batch_dependent, ref, rows, 0.1) or "")
 
     def fails(x: Any) -> Any:
         raise ValueError("no")

@@ -18,7 +18,8 @@ from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
 from serving.runtimes import lightgbm as lgbm_runtime
 from serving.runtimes.base import load_runtime
-from serving.runtimes.lightgbm import FAST, LIBRARY, LightGBMRuntime, probe_rows
+from serving.runtimes.fastpath import probe_rows
+from serving.runtimes.lightgbm import FAST, LIBRARY, LightGBMRuntime
 from serving.settings import Settings
 from tests.tinymodels import spec, train_lgbm
 
@@ -179,7 +180,7 @@ def test_guard_falls_back_when_the_fast_path_is_wrong(
         runtime = runtime_for(booster, tmp_path, [-1])
     small = runtime.predict_paths["small"]
     assert small.path == LIBRARY
-    assert "differs from Booster.predict by" in small.reason and "tolerance 1e-06" in small.reason
+    assert "differs from the library by" in small.reason and "tolerance 1e-06" in small.reason
     assert "single-row fast path is not used" in caplog.text
     x = rows(3)
     np.testing.assert_allclose(runtime.predict({"input": x})["output"], booster.predict(x), atol=TOLERANCE)
