@@ -12,9 +12,10 @@ string ``"..."`` stands for any value (a time, a process id). Comment lines star
 ``#>`` are plain text the command printed, compared line by line. Other comments are prose
 and are ignored.
 
-Pages use the ports a user would (8080 REST, 8081 gRPC); ``run_page`` rewrites them to free
-ones and passes ``SERVING_HTTP_PORT``/``SERVING_GRPC_PORT``, so a ``serving serve`` in a
-block needs no flags for them. The script runs in its own process group, killed at the end
+Pages use the ports a user would (8080 REST, 8081 gRPC, and others for a second server);
+``run_script`` rewrites them to free ones, in URLs (``localhost:8080``) and in port flags
+(``--http-port 8082``), and passes ``SERVING_HTTP_PORT``/``SERVING_GRPC_PORT``, so a
+``serving serve`` in a block needs no flags for 8080 and 8081. The script runs in its own process group, killed at the end
 (a background server a failing script left behind goes too).
 """
 
@@ -154,7 +155,11 @@ def run_script(
     for n, step in enumerate(script.steps):
         command = step.command
         for page_port, port in ports.items():
-            command = re.sub(rf"(localhost|127\.0\.0\.1):{page_port}\b", rf"\g<1>:{port}", command)
+            command = re.sub(
+                rf"(localhost:|127\.0\.0\.1:|--(?:http|grpc|metrics|admin)-port[ =]){page_port}\b",
+                rf"\g<1>{port}",
+                command,
+            )
         if step.shows_output:
             parts.append(f"{{\n{command}\n}} > {work}/step{n}.out")
         else:

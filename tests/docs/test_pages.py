@@ -1,6 +1,7 @@
 """The runnable blocks (``<!-- run: NAME -->``) of the README and the documentation site, pasted
 into bash against one real server: the getting-started tutorial (install, first request, first
-canary), the rollout guide's in-pod commands, and the README's first request, with the outputs
+canary), the rollout guide's in-pod commands, the fleet canary page's two-worker store, and the
+README's first request, with the outputs
 the pages show compared to what the commands print."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ TUTORIAL = [
     ("docs/getting-started/first-request.md", "tutorial"),
     ("docs/getting-started/first-canary.md", "tutorial"),
     ("docs/guides/rollouts.md", "tutorial"),
+    ("docs/canary.md", "tutorial"),
     ("docs/getting-started/first-canary.md", "stop"),
 ]
 
@@ -59,9 +61,9 @@ def test_tutorial_runs_as_pasted(tmp_path: Path) -> None:
         Script("tutorial", steps),
         cwd=workspace(tmp_path),
         work=tmp_path / "work",
-        ports={8080: free_port(), 8081: free_port()},
+        ports={8080: free_port(), 8081: free_port(), 8082: free_port()},
         env={"SERVING_DRAIN_DELAY_SECONDS": "0"},
-        timeout=240,
+        timeout=280,
     )
     assert result.returncode == 0, result.output[-4000:]
     assert not result.mismatches, "\n".join(result.mismatches)
