@@ -169,7 +169,9 @@ class GrpcUser(User):
         self.error_type = grpc.RpcError
 
     def on_stop(self) -> None:
-        self.channel.close()
+        channel = getattr(self, "channel", None)  # None when the run ended inside on_start
+        if channel is not None:
+            channel.close()
 
     @task
     def infer(self) -> None:

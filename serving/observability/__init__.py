@@ -1,0 +1,1 @@
+"""Observability: statistics (Triton's statistics extension), beside metrics and tracing."""
