@@ -97,7 +97,7 @@ class Row:
 
 @dataclass
 class Point:
-    protocol: str  # json | binary | grpc
+    protocol: str  # json | binary | grpc | grpc-stream
     model: str
     rows: int
     connections: int
@@ -385,12 +385,19 @@ class Bench:
         return self._client(command, "WRKJSON ", duration)
 
     def grpc_point(
-        self, port: int, model: str, rows: int, conns: int, duration: float, input_name: str = "input"
+        self,
+        port: int,
+        model: str,
+        rows: int,
+        conns: int,
+        duration: float,
+        input_name: str = "input",
+        stream: bool = False,
     ) -> tuple[dict[str, Any], float]:
         command = [
             sys.executable, str(HERE / "grpc_load.py"), f"127.0.0.1:{port}", model,
             "--input", input_name, "--rows", str(rows), "--features", str(FEATURES),
-            "-c", str(conns), "-d", str(duration),
+            "-c", str(conns), "-d", str(duration), *(["--stream"] if stream else []),
         ]  # fmt: skip
         return self._client(command, "GRPCJSON ", duration)
 
@@ -407,9 +414,15 @@ class Bench:
         row = Row.at(target.name, point)
         cpu_before = cpu_seconds(proc.pid)
         wall = time.perf_counter()
-        if point.protocol == "grpc":
+        if point.protocol in ("grpc", "grpc-stream"):
             summary, client_cpu = self.grpc_point(
-                target.grpc_port, point.model, point.rows, point.connections, duration, target.input_name
+                target.grpc_port,
+                point.model,
+                point.rows,
+                point.connections,
+                duration,
+                target.input_name,
+                stream=point.protocol == "grpc-stream",
             )
             row.errors = int(summary["errors"])
         else:
@@ -443,8 +456,8 @@ class Bench:
 
     def check_answer(self, target: Target, point: Point, expected: float | None) -> None:
         """One request before the load: the server must answer 200 with the right number."""
-        if point.protocol == "grpc":
-            return  # grpc_load counts every non-OK status as an error
+        if point.protocol in ("grpc", "grpc-stream"):
+            return  # grpc_load counts every non-OK status (and in-stream error) as an error
         url = f"http://127.0.0.1:{target.http_port}{target.infer_path.format(model=point.model)}"
         if point.protocol == "binary":
             content, header_len = binary_body(
@@ -550,7 +563,8 @@ class Bench:
         log(
             f"work dir {self.work}; server cpu {self.server_cpu}, client cpu {self.client_cpu}; load {os.getloadavg()}"
         )
-        files = write_repo(self.work, heavy=not smoke, train_rows=2_000 if smoke else 5_000)
+        heavy = not smoke and (not args.models or any("heavy" in m for m in args.models))
+        files = write_repo(self.work, heavy=heavy, train_rows=2_000 if smoke else 5_000)
         expected: dict[str, float] = {}
         for model in ("bench-xgb", "bench-onnx", "bench-xgb-library"):
             floor_row, expected[model] = self.in_process_floor(model, 0.5 if smoke else 3.0)
@@ -584,9 +598,12 @@ class Bench:
             + points(["json"], "bench-xgb-library")
         )
         if not smoke:
+            ours_points += points(["grpc-stream"], "bench-xgb")
             ours_points += [Point(p, "bench-onnx", 1000, 8) for p in ("json", "binary", "grpc")]
             for model in ("bench-heavy", "bench-heavy-batched", "bench-heavy-adaptive"):
                 ours_points += points(["json"], model=model)
+        if args.models:  # a short run on some models only
+            ours_points = [p for p in ours_points if p.model in args.models]
         ours = Target(
             "ours",
             [py, "-m", "serving.cli", "serve", "--model-repo", str(self.work / "repo"), "--host", "127.0.0.1",
@@ -720,7 +737,7 @@ def table(rows: list[Row], command: str) -> str:
 
 # -- regression gate --------------------------------------------------------------------
 DEFAULT_BASELINE = HERE / "latest" / "results.csv"
-FLOORS = {"json": "raw-asgi", "binary": "raw-asgi", "grpc": "grpc-floor"}
+FLOORS = {"json": "raw-asgi", "binary": "raw-asgi", "grpc": "grpc-floor", "grpc-stream": "grpc-floor"}
 LIFTS = (("bench-heavy-batched", "bench-heavy"), ("bench-heavy-adaptive", "bench-heavy"))
 LIFT_CONNECTIONS = 64
 
@@ -741,7 +758,7 @@ def read_csv(path: Path) -> list[Row]:
 def _floor(rows: list[Row], row: Row) -> Row | None:
     """The floor measured next to ``row`` in the same run: same protocol family, same connections."""
     floor = FLOORS.get(row.protocol)
-    protocol = "grpc" if row.protocol == "grpc" else "json"
+    protocol = "grpc" if row.protocol in ("grpc", "grpc-stream") else "json"
     return _find(rows, floor, protocol, "bench-xgb", row.connections) if floor else None
 
 
@@ -981,6 +998,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda s: s.split(","),
         default=[],
         help="run only these targets (raw-asgi, ours, grpc-floor, kserve, mlserver)",
+    )
+    parser.add_argument(
+        "--models",
+        type=lambda s: s.split(","),
+        default=[],
+        help="measure our server on these models only (e.g. bench-xgb)",
     )
     parser.add_argument("--venv-dir", type=Path, default=Path.home() / ".cache" / "serving-bench")
     parser.add_argument(

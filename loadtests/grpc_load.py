@@ -6,6 +6,10 @@ Against ``grpc_floor.py`` (a server that answers a fixed response) it shows its 
 so the harness can tell whether it, not the server, is the bottleneck.
 
     python loadtests/grpc_load.py 127.0.0.1:8081 bench-xgb --rows 1 --features 32 -c 8 -d 10
+
+``--stream``: each of the N callers opens one ``ModelStreamInfer`` stream and sends its next
+request when the previous answer arrives (one in flight per stream, like the unary callers),
+so stream and unary rows at the same N compare the per-request cost of the two RPC kinds.
 """
 
 from __future__ import annotations
@@ -30,7 +34,52 @@ def build_request(model: str, input_name: str, rows: int, features: int) -> serv
     return request
 
 
+async def run_streams(args: argparse.Namespace) -> dict[str, float]:
+    request = build_request(args.model, args.input, args.rows, args.features)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(request, timeout=10)  # warm the channel
+        stop = time.perf_counter() + args.duration
+
+        async def caller() -> None:
+            nonlocal errors
+            call = stub.ModelStreamInfer()
+            try:
+                while True:
+                    start = time.perf_counter()
+                    if start >= stop:
+                        break
+                    await call.write(request)
+                    answer = await call.read()
+                    if answer is grpc.aio.EOF:
+                        errors += 1
+                        return
+                    if answer.error_message:
+                        errors += 1
+                    latencies.append(time.perf_counter() - start)
+                await call.done_writing()
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        elapsed = time.perf_counter() - began
+    values = np.array(latencies) * 1e6 if latencies else np.zeros(1)
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "duration_us": elapsed * 1e6,
+        "p50_us": float(np.percentile(values, 50)),
+        "p90_us": float(np.percentile(values, 90)),
+        "p99_us": float(np.percentile(values, 99)),
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
+    if args.stream:
+        return await run_streams(args)
     request = build_request(args.model, args.input, args.rows, args.features)
     latencies: list[float] = []
     errors = 0
@@ -74,6 +123,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("-c", "--concurrency", type=int, default=1)
     parser.add_argument("-d", "--duration", type=float, default=10.0)
+    parser.add_argument("--stream", action="store_true", help="one ModelStreamInfer stream per caller")
     args = parser.parse_args()
     try:
         import uvloop

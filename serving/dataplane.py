@@ -26,6 +26,7 @@ from serving.errors import (
 from serving.faults import FaultInjector
 from serving.limits import RequestLimits
 from serving.metrics import Metrics
+from serving.modelconfig import ModelConfig
 from serving.predictor import Predictor
 from serving.repository import Model, ModelRepository, ModelVersion
 from serving.router import Route, Router
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # imported by serving.server only when switched on
 
 log = logging.getLogger("serving.dataplane")
 
-EXTENSIONS = ["model_repository", "binary_tensor_data", "statistics_metrics"]
+# Triton's names for the protocol extensions (tritonclient and Triton's tools look them up).
+EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
 
 
 class DataPlane:
@@ -123,6 +125,32 @@ class DataPlane:
         else:
             meta["parameters"] = {"version_states": states}
         return meta
+
+    def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """The model's parsed config.yaml (the configuration extension; read-only)."""
+        model = self.repository.get(name)
+        if version is not None:
+            self.repository.version(name, version)
+        if model.config is None:
+            raise ModelNotReady(f"model '{name}' is unavailable: {model.public_error}")
+        return model.config
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """Cumulative statistics (serving.observability.statistics) of one version, of every
+        version of one model, or of every model (``name`` None), in version order."""
+        if name is None:
+            names = sorted(self.repository.models)
+        else:
+            self.check_model(name, version)
+            names = [name]
+        stats = self.metrics.statistics
+        found: list[dict[str, Any]] = []
+        for model in names:
+            versions = (
+                [version] if version is not None else sorted(self.repository.models[model].versions, key=int)
+            )
+            found.extend(stats.snapshot(model, v) for v in versions)
+        return found
 
     def routing_header(self, name: str) -> str:
         """The request header that carries the model's sticky-routing key."""

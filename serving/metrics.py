@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from serving.observability.statistics import Statistics, VersionStats
+from serving.outcomes import NO_VERSION, UNKNOWN_MODEL
+
 # 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -40,14 +43,40 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# Outcome labels of a success (serving.protocol.edge's REST and GRPC edges): those requests
+# count as Triton-statistics ``success``, every other outcome as ``fail``.
+OK_OUTCOMES = frozenset({"2xx", "OK"})
+
+
 @dataclass(slots=True)
 class StageMetrics:
-    """Per-(model, version) children a predictor stage records into (cached by ``stage``)."""
+    """Per-(model, version) children a predictor stage records into (cached by ``stage``).
+    Stages call ``waited`` and ``executed``, which feed the Prometheus children and the
+    version's statistics (serving.observability.statistics) from one measurement."""
 
     queue_wait: Any
     compute: Any
     batch_size: Any
     queue_depth: Any
+    stats: VersionStats
+
+    def waited(self, seconds: float) -> None:
+        """One request's wait before compute."""
+        self.queue_wait.observe(seconds)
+        self.stats.queued(seconds)
+
+    def served(self, wait: float, rows: int, seconds: float) -> None:
+        """``waited`` then ``executed`` for one request that ran alone (one statistics lock)."""
+        self.queue_wait.observe(wait)
+        self.compute.observe(seconds)
+        self.batch_size.observe(rows)
+        self.stats.served(wait, rows, seconds)
+
+    def executed(self, rows: int, seconds: float, requests: int = 1) -> None:
+        """One runtime call over ``rows`` rows for ``requests`` requests."""
+        self.compute.observe(seconds)
+        self.batch_size.observe(rows)
+        self.stats.executed(rows, seconds, requests)
 
 
 class Metrics:
@@ -192,7 +221,9 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
-        self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self.statistics = Statistics()
+        """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
 
@@ -203,13 +234,20 @@ class Metrics:
         key = (model, version, variant, protocol, outcome)
         children = self._request_children.get(key)
         if children is None:
+            stats = None  # requests that never reached a version have no statistics
+            if model != UNKNOWN_MODEL and version != NO_VERSION:
+                one = self.statistics.version(model, version)
+                stats = one.succeeded if outcome in OK_OUTCOMES else one.failed
             children = (
                 self.requests.labels(*key),
                 self.request_duration.labels(model, version, variant, protocol),
+                stats,
             )
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+        if children[2] is not None:
+            children[2](seconds)
 
     def inflight_for(self, model: str) -> Any:
         """The cached in-flight gauge child of ``model``."""
@@ -228,6 +266,7 @@ class Metrics:
                 self.compute_duration.labels(model, version),
                 self.batch_size.labels(model, version),
                 self.queue_depth.labels(model, version),
+                self.statistics.version(model, version),
             )
         return found
 

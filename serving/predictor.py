@@ -218,9 +218,7 @@ class ThreadedPredictor:
         self._record_inline(bucket, elapsed)
         stage = self._stage
         if stage is not None:
-            stage.queue_wait.observe(0.0)
-            stage.compute.observe(elapsed)
-            stage.batch_size.observe(rows)
+            stage.served(0.0, rows, elapsed)
         return outputs
 
     def _check_deadline(self, deadline: float | None) -> None:
@@ -258,7 +256,7 @@ class ThreadedPredictor:
             if waiting[0]:
                 waiting[0] = False
                 stage.queue_depth.dec()
-        stage.queue_wait.observe(start - submitted)
+        stage.waited(start - submitted)
         self._check_deadline(deadline)
         if marks is not None:
             marks.append(time.time_ns())
@@ -267,8 +265,7 @@ class ThreadedPredictor:
         self._record_pool(rows.bit_length(), time.thread_time() - cpu)
         if marks is not None:
             marks.append(time.time_ns())
-        stage.compute.observe(time.perf_counter() - start)
-        stage.batch_size.observe(rows)
+        stage.executed(rows, time.perf_counter() - start)
         return outputs
 
     async def close(self) -> None:

@@ -38,7 +38,7 @@ from serving.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime, model_file
 from serving.runtimes.fastpath import PathChoice
 from serving.settings import Settings
-from serving.warmup import WarmupConfigError, run_warmup
+from serving.warmup import GeneratedWarmupRefused, WarmupConfigError, run_warmup
 
 log = logging.getLogger("serving.repository")
 
@@ -302,6 +302,14 @@ class ModelRepository:
         loaded = time.perf_counter()
         try:
             run_warmup(runtime, entry.config)
+        except GeneratedWarmupRefused as exc:
+            log.warning(
+                "model %s version %s: the model refused the warm-up inputs generated from its "
+                "signature (%s); serving it without warm-up (set warmup.inputs to sample rows)",
+                entry.model,
+                entry.version,
+                exc,
+            )
         except Exception as exc:
             runtime.close()
             message = f"{entry.path}: warmup failed: {type(exc).__name__}: {exc}"

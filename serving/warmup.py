@@ -4,7 +4,15 @@ First calls pay for lazy allocation, kernel selection and cold caches; running t
 keeps that cost off the first callers, and a version that cannot answer a well-formed
 request fails to load (with the reason) instead of failing its first callers.
 Inputs come from the config's ``warmup.inputs`` (sample rows, tiled to each batch size) or
-are generated from the signature (zeros; -1 dimensions after the batch become 1).
+are generated from the signature (zeros, and ``b"0"`` for BYTES: a string that parses as a
+number and is valid text, so a model that casts strings to numbers accepts it; -1
+dimensions after the batch become 1).
+
+Generated inputs are a guess: a model may refuse them (a graph that parses its strings in a
+format of its own, a value range check). That is not the model's fault, so the runtime's
+error then ends the warm-up with ``GeneratedWarmupRefused`` and the repository logs a
+warning and serves the version. Inputs the user configured must work: their failure fails
+the version.
 """
 
 from __future__ import annotations
@@ -17,6 +25,11 @@ from serving.runtimes.base import Runtime
 from serving.types import Array
 
 
+class GeneratedWarmupRefused(Exception):
+    """The runtime refused inputs generated from the signature (none configured): the
+    version is served without (complete) warm-up."""
+
+
 class WarmupConfigError(ValueError):
     """The config's warmup section does not fit the model: its own words, safe to show anyone
     (a fault inside the runtime is any other exception, and its text stays in the log)."""
@@ -25,7 +38,7 @@ class WarmupConfigError(ValueError):
 def _generated(spec: TensorSpec, rows: int) -> Array:
     shape = (rows, *(1 if d == -1 else d for d in spec.shape[1:]))
     if spec.datatype == "BYTES":
-        return np.full(shape, b"", dtype=object)
+        return np.full(shape, b"0", dtype=object)
     return np.zeros(shape, dtype=numpy_dtype(spec.datatype))
 
 
@@ -62,14 +75,22 @@ def warmup_inputs(config: ModelConfig, rows: int) -> dict[str, Array]:
 
 
 def run_warmup(runtime: Runtime, config: ModelConfig) -> int:
-    """Run the configured warmup requests; returns how many ran. Raises on any failure."""
+    """Run the configured warmup requests; returns how many ran. Raises on any failure;
+    ``GeneratedWarmupRefused`` when the runtime refused generated inputs."""
     if not config.warmup.enabled:
         return 0
+    generated = not config.warmup.inputs
     count = 0
     for rows in config.warmup.batch_sizes:
         inputs = warmup_inputs(config, min(rows, config.max_batch_size))
         for _ in range(config.warmup.repeat):
-            outputs = runtime.predict(inputs)
+            try:
+                outputs = runtime.predict(inputs)
+            except Exception as exc:
+                if not generated:
+                    raise
+                detail = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise GeneratedWarmupRefused(f"{type(exc).__name__}: {detail}") from exc
             missing = [s.name for s in config.outputs if s.name not in outputs]
             if missing:
                 raise WarmupConfigError(f"the runtime returned no {missing}")

@@ -98,9 +98,8 @@ class DynamicBatcher:
         self._closed = False
         self._metrics = metrics
         if metrics is not None:
-            stage = metrics.stage(model, version)
-            self._m_wait, self._m_compute = stage.queue_wait, stage.compute
-            self._m_batch, self._m_depth = stage.batch_size, stage.queue_depth
+            self._stage = metrics.stage(model, version)
+            self._m_depth = self._stage.queue_depth
 
     # -- the Predictor interface ---------------------------------------------------------
     async def predict(
@@ -235,7 +234,7 @@ class DynamicBatcher:
             start = time.perf_counter()
             if self._metrics is not None:
                 for item in batch:
-                    self._m_wait.observe(start - item.enqueued)
+                    self._stage.waited(start - item.enqueued)
             inputs = _concatenate(batch)
             rows = sum(item.rows for item in batch)
             loop = asyncio.get_running_loop()
@@ -257,8 +256,7 @@ class DynamicBatcher:
                         item.future.set_exception(error)
                 return
             if self._metrics is not None:
-                self._m_compute.observe(time.perf_counter() - start)
-                self._m_batch.observe(rows)
+                self._stage.executed(rows, time.perf_counter() - start, len(batch))
             _trace_batch(batch, started_ns, rows, None)
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():

@@ -1,5 +1,6 @@
-"""Observability beyond the metrics: OpenTelemetry tracing and payload logging.
+"""Observability beyond the metrics: statistics (Triton's statistics extension), OpenTelemetry
+tracing and payload logging.
 
-Both are off by default and imported only when switched on (``serving.server.build``), so a
-server without them never loads the OpenTelemetry SDK.
+Tracing and payload logging are off by default and imported only when switched on
+(``serving.server.build``), so a server without them never loads the OpenTelemetry SDK.
 """

@@ -54,9 +54,7 @@ def measure(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
         for i in range(n):
             stage.queue_depth.inc()
             stage.queue_depth.dec()
-            stage.queue_wait.observe(0.00002 + (i & 7) * 1e-6)
-            stage.compute.observe(0.0003)
-            stage.batch_size.observe(1)
+            stage.served(0.00002 + (i & 7) * 1e-6, 1, 0.0003)  # Prometheus children and statistics
 
     with_metrics(1000)  # warm: label children created, code paths hot
     return {

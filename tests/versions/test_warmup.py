@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from serving.modelconfig import load_config
+from serving.modelconfig import ModelConfig, load_config
 from serving.repository import ModelRepository, VersionState
 from serving.runtimes.base import load_runtime
 from serving.settings import Settings
 from serving.warmup import run_warmup, warmup_inputs
 from tests.server_process import DEMO_REPO
+from tests.tinymodels import identity_onnx, spec, write_config
 from tests.versions.conftest import iris_repo
 
 
@@ -94,3 +95,54 @@ def test_bad_warmup_config_is_a_config_error(tmp_path: Path) -> None:
     assert "warmup.batch_sizes" in model.error and not model.versions
     doc = yaml.safe_load((repo / "iris-xgb/config.yaml").read_text())
     assert doc["warmup"] == {"batch_sizes": [0]}
+
+
+def write_width_three_identity(root: Path, warmup: dict[str, object] | None = None) -> Path:
+    """An ONNX identity over [-1, 3] whose config declares [-1, -1]: generated inputs are one
+    column wide, which the graph refuses."""
+    model_dir = root / "narrow"
+    doc: dict[str, object] = {
+        "platform": "onnx",
+        "inputs": [spec("x", "FP32", [-1, -1])],
+        "outputs": [spec("y", "FP32", [-1, -1])],
+    }
+    if warmup is not None:
+        doc["warmup"] = warmup
+    write_config(model_dir, doc)
+    (model_dir / "1").mkdir()
+    (model_dir / "1" / "model.onnx").write_bytes(identity_onnx("FP32", 3))
+    return root
+
+
+def test_generated_warmup_the_model_refuses_is_a_warning_and_the_version_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="serving.repository"):
+        repository = load(write_width_three_identity(tmp_path))
+    entry = repository.version("narrow", "1")
+    assert entry.state is VersionState.READY and entry.runtime is not None
+    assert "model narrow version 1: the model refused the warm-up inputs generated" in caplog.text
+    assert "set warmup.inputs" in caplog.text
+    assert entry.runtime.predict({"x": np.ones((2, 3), dtype=np.float32)})["y"].shape == (2, 3)
+    repository.close()
+
+
+def test_configured_warmup_the_model_refuses_still_fails_the_version(tmp_path: Path) -> None:
+    repository = load(write_width_three_identity(tmp_path, {"inputs": {"x": [[1.0]]}}))
+    entry = repository.version("narrow", "1")
+    assert entry.state is VersionState.FAILED and entry.runtime is None
+    assert "warmup failed" in entry.reason
+    repository.close()
+
+
+def test_generated_bytes_are_decimal_zeros() -> None:
+    config = ModelConfig.model_validate(
+        {
+            "platform": "onnx",
+            "inputs": [spec("s", "BYTES", [-1, 2])],
+            "outputs": [spec("t", "BYTES", [-1, 2])],
+        }
+    )
+    generated = warmup_inputs(config, 3)["s"]
+    assert generated.dtype == object and generated.shape == (3, 2)
+    assert {int(v) for v in generated.ravel()} == {0} and all(isinstance(v, bytes) for v in generated.ravel())

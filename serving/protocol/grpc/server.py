@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -22,6 +23,8 @@ from serving.admin import ModelControl
 from serving.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
 from serving.modelconfig import check_model_name, check_version_name
+from serving.outcomes import as_serving_error
+from serving.protocol import triton
 from serving.protocol.edge import GRPC, EdgeRecorder
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.generated import oip_v2_pb2 as pb
@@ -34,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("serving.grpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+STREAM_WINDOW = 64
+"""Requests of one ModelStreamInfer stream computing at once. The stream stops reading past
+it, so HTTP/2 flow control pushes back on a client that sends faster than we answer."""
 
 
 def status_code(exc: ServingError) -> grpc.StatusCode:
@@ -56,6 +63,15 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
     return parsed
 
 
+def _status(rpc: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status an RPC ends with: the error table's code and message, or INTERNAL without
+    a traceback (the log has it)."""
+    if isinstance(exc, ServingError):
+        return status_code(exc), exc.message
+    log.exception("unexpected error in gRPC %s", rpc)
+    return grpc.StatusCode.INTERNAL, "internal server error"
+
+
 def _guard(method: Handler, message: Any, parse: bool = True) -> Handler:
     """The handler grpc calls with the raw request bytes: parse (unless ``method`` parses
     itself), run ``method``, map errors. One wrapper (not one per concern) keeps the per-call
@@ -65,14 +81,29 @@ def _guard(method: Handler, message: Any, parse: bool = True) -> Handler:
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(parsed(raw) if parsed is not None else raw, context)
-        except ServingError as exc:
-            code, details = status_code(exc), exc.message
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unexpected error in gRPC %s", method.__name__)
-            code, details = grpc.StatusCode.INTERNAL, "internal server error"
-        await context.abort(code, details)
+        except Exception as exc:
+            await context.abort(*_status(method.__name__, exc))
+
+    handler.__name__ = method.__name__
+    return handler
+
+
+StreamHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _guard_stream(method: StreamHandler) -> StreamHandler:
+    """A stream's own failure (not one request's: those are answered in-stream) ends it with
+    a status, never a traceback."""
+
+    async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+        try:
+            await method(requests, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await context.abort(*_status(method.__name__, exc))
 
     handler.__name__ = method.__name__
     return handler
@@ -199,6 +230,84 @@ class InferenceServicer:
         carrier = metadata_carrier(context.invocation_metadata())
         return self._tracing.begin("grpc", model[:128], carrier, attributes)
 
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Bidirectional streaming inference (Triton's ``ModelStreamInfer``): each request is
+        a ``ModelInfer`` call (counted, routed and timed the same way) whose answer, or error
+        as ``error_message``, is written to the stream as it completes; a failed request does
+        not close the stream. Up to ``STREAM_WINDOW`` requests compute concurrently, so
+        answers may come out of order: clients match them by ``id``. The stream's deadline is
+        every request's deadline; a cancelled or expired stream cancels what is in flight."""
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        writing = asyncio.Lock()  # one write at a time on the stream
+        inflight: set[asyncio.Task[None]] = set()
+
+        async def answer(raw: bytes) -> None:
+            try:
+                try:
+                    reply = self._pb.ModelStreamInferResponse(
+                        infer_response=await self.ModelInfer(raw, context)
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # counted by ModelInfer; reported in-stream
+                    if not isinstance(exc, ServingError):
+                        log.exception("unexpected error in gRPC ModelStreamInfer")
+                    reply = self._stream_error(raw, exc)
+                async with writing:
+                    try:
+                        await context.write(reply)
+                    except Exception:  # the stream broke (client gone): nothing left to answer
+                        log.debug("ModelStreamInfer: could not write an answer", exc_info=True)
+            finally:
+                window.release()
+
+        try:
+            async for raw in requests:
+                await window.acquire()
+                task = asyncio.create_task(answer(raw))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+            if inflight:  # the client half-closed: finish what it sent
+                await asyncio.gather(*inflight)
+        finally:
+            for task in inflight:
+                task.cancel()
+
+    def _stream_error(self, raw: bytes, exc: Exception) -> pb.ModelStreamInferResponse:
+        """An in-stream error: the error table's message (never a traceback), with the
+        request's id and model when the request parsed, so any client can match it."""
+        failed = as_serving_error(exc)
+        reply = self._pb.ModelStreamInferResponse(error_message=failed.message)
+        try:
+            message = self._pb.ModelInferRequest.FromString(raw)
+        except DecodeError:
+            return reply
+        reply.infer_response.id = message.id
+        reply.infer_response.model_name = message.model_name[:256]
+        reply.infer_response.model_version = message.model_version[:64]
+        return reply
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        config = self._dataplane.model_config(request.name, _model(request.name, request.version))
+        return json_format.ParseDict(
+            {"config": triton.model_config(request.name, config)}, self._pb.ModelConfigResponse()
+        )
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            stats = self._dataplane.statistics(request.name, _model(request.name, request.version))
+        else:
+            if request.version:
+                raise InvalidInput("a statistics request with a version must name its model")
+            stats = self._dataplane.statistics()
+        return json_format.ParseDict({"model_stats": stats}, self._pb.ModelStatisticsResponse())
+
     def _check_admin(self, context: grpc.aio.ServicerContext) -> None:
         """``authorization: Bearer <token>`` metadata, checked by the model control API
         (PERMISSION_DENIED when no token is configured, UNAUTHENTICATED when wrong). With
@@ -246,6 +355,12 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
 def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcHandler:
     handlers = {}
     for method in stubs.service.methods:
+        if method.client_streaming:  # ModelStreamInfer: raw requests, parsed per request
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _guard_stream(getattr(servicer, method.name)),
+                response_serializer=stubs.messages[method.output_type.name].SerializeToString,
+            )
+            continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _guard(
                 getattr(servicer, method.name),

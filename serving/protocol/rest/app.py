@@ -33,6 +33,7 @@ from serving.errors import (
 )
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.modelconfig import check_model_name, check_version_name
+from serving.protocol import triton
 from serving.protocol.edge import REST, EdgeRecorder
 from serving.protocol.rest import binary, codec
 from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
@@ -318,6 +319,31 @@ def create_rest_app(
     async def ready() -> Response:
         is_ready = dataplane.ready()
         return JSONBody({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    # Triton's statistics and model configuration extensions (before /v2/models/{name}).
+    @api.get("/v2/models/stats")
+    async def all_statistics() -> dict[str, Any]:
+        return {"model_stats": dataplane.statistics()}
+
+    @api.get("/v2/models/{name}/stats")
+    async def model_statistics(name: str) -> dict[str, Any]:
+        _model(name)
+        return {"model_stats": dataplane.statistics(name)}
+
+    @api.get("/v2/models/{name}/versions/{version}/stats")
+    async def model_version_statistics(name: str, version: str) -> dict[str, Any]:
+        _model(name, version)
+        return {"model_stats": dataplane.statistics(name, version)}
+
+    @api.get("/v2/models/{name}/config")
+    async def model_config(name: str) -> dict[str, Any]:
+        _model(name)
+        return triton.model_config(name, dataplane.model_config(name))
+
+    @api.get("/v2/models/{name}/versions/{version}/config")
+    async def model_version_config(name: str, version: str) -> dict[str, Any]:
+        _model(name, version)
+        return triton.model_config(name, dataplane.model_config(name, version))
 
     @api.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:

@@ -118,14 +118,54 @@ def test_every_spec_rpc_matches(kserve_spec: descriptor_pb2.FileDescriptorProto)
 def test_repository_extension_matches_kserve_python_server(
     kserve_python: descriptor_pb2.FileDescriptorProto, kserve_spec: descriptor_pb2.FileDescriptorProto
 ) -> None:
-    """Everything beyond the spec is KServe's model-repository extension, exactly as its server
-    compiles it; nothing is ours alone."""
+    """Beyond the spec: KServe's model-repository extension, exactly as its server compiles
+    it, and Triton's extensions (test_triton_extensions_match_triton); nothing is ours alone."""
     mine, python = messages(ours()), messages(kserve_python)
     extra = set(mine) - set(messages(kserve_spec))
-    assert extra == {n for n in python if ".Repository" in n}
-    for name in extra:
+    repository = {n for n in python if ".Repository" in n}
+    assert repository <= extra
+    for name in repository:
         assert fields(mine[name]) == fields(python[name]), name
-    assert methods(ours()) == methods(kserve_python)
+    ours_methods, theirs = methods(ours()), methods(kserve_python)
+    assert {name: ours_methods.get(name) for name in theirs} == theirs
+    assert set(ours_methods) - set(theirs) == set(TRITON_RPCS)
+
+
+TRITON_RPCS = ("ModelStreamInfer", "ModelConfig", "ModelStatistics")
+
+
+def test_triton_extensions_match_triton(
+    tmp_path: Path,
+    kserve_python: descriptor_pb2.FileDescriptorProto,
+    kserve_spec: descriptor_pb2.FileDescriptorProto,
+) -> None:
+    """Streaming, model configuration and statistics: the RPCs as Triton declares them, and
+    every message we declare for them (a subset of Triton's fields: the ones we fill) with
+    Triton's names, numbers, types, labels and oneofs, so tritonclient parses what we send."""
+    service = compile_reference(reference("triton/grpc_service.proto"), tmp_path)
+    config = compile_reference(reference("triton/model_config.proto"), tmp_path)
+    triton = messages(service) | messages(config)
+    mine = messages(ours())
+    extra = set(mine) - set(messages(kserve_python))
+    assert {n.rsplit(".", 1)[-1] for n in extra} >= {
+        "ModelStreamInferResponse", "ModelStatisticsResponse", "ModelConfigResponse", "ModelConfig"
+    }  # fmt: skip
+    checked = 0
+    for name in extra:
+        assert name in triton, f"{name} is not a Triton message"
+        theirs = fields(triton[name])
+        for number, field in fields(mine[name]).items():
+            assert theirs.get(number) == field, f"{name} field {number}"
+            checked += 1
+        assert mine[name].options.map_entry == triton[name].options.map_entry, name
+    assert checked >= 40
+    triton_methods = methods(service)
+    assert {name: methods(ours())[name] for name in TRITON_RPCS} == {
+        n: triton_methods[n] for n in TRITON_RPCS
+    }
+    (data_type,) = [e for e in ours().enum_type if e.name == "DataType"]
+    (theirs_enum,) = [e for e in config.enum_type if e.name == "DataType"]
+    assert [(v.name, v.number) for v in data_type.value] == [(v.name, v.number) for v in theirs_enum.value]
 
 
 def test_core_messages_agree_with_triton(
