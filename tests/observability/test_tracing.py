@@ -234,7 +234,7 @@ def test_off_by_default_without_loading_the_sdk(tmp_path: Path) -> None:
         "load_models(parts)\n"
         "assert parts.dataplane.tracing is None and parts.dataplane.payloads is None\n"
         "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', "
-        "'serving.observability.'))))\n"
+        "'serving.observability.tracing', 'serving.observability.payloads'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
