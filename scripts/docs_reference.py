@@ -45,6 +45,11 @@ def code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
+def anchor(name: str) -> str:
+    """An id to link a row to (``settings.md#serving_http_port``); MkDocs checks such links."""
+    return f'<span id="{name.lower()}"></span>'
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -165,7 +170,14 @@ def settings_markdown() -> str:
     return table(
         ["variable", "type", "default", "constraints", "`serve` flag", "description"],
         [
-            [code(r.name), code(r.kind), r.default, r.constraints, code(r.extra), one_line(r.description)]
+            [
+                anchor(r.name) + code(r.name),
+                code(r.kind),
+                r.default,
+                r.constraints,
+                code(r.extra),
+                one_line(r.description),
+            ]
             for r in rows
         ],
     )
@@ -246,7 +258,7 @@ def metrics_markdown() -> str:
         labels, buckets = r.extra.split("|")
         out.append(
             [
-                code(r.name),
+                anchor(r.name) + code(r.name),
                 r.kind,
                 ", ".join(code(x) for x in labels.split(", ") if x),
                 one_line(r.description),
@@ -388,4 +400,23 @@ def rest_markdown(oip_spec: Path | None) -> str:
                 [method.upper(), code(path.replace("${", "{")), one_line(op.get("summary", "")), code(schema)]
             )
     out.append(table(["method", "path", "operation", "request body"], rows))
+    out.append("### Message schemas (OIP spec)\n")
+    for name, schema in spec.get("components", {}).get("schemas", {}).items():
+        props = schema.get("properties") or {}
+        if not props:
+            continue
+        required = set(schema.get("required", []))
+        fields = [
+            [code(prop), code(_schema_type(body)), "yes" if prop in required else ""]
+            for prop, body in props.items()
+        ]
+        out.append(f"`{name}`\n\n" + table(["field", "type", "required"], fields))
     return "\n".join(out)
+
+
+def _schema_type(body: dict[str, Any]) -> str:
+    if "$ref" in body:
+        return str(body["$ref"]).rsplit("/", 1)[-1]
+    if body.get("type") == "array":
+        return f"array of {_schema_type(body.get('items', {}))}"
+    return str(body.get("type", "any"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving import __version__
 from serving.accesslog import AccessLog
@@ -36,6 +36,10 @@ from serving.shadow import ShadowRunner
 from serving.types import Array, InferenceRequest, InferenceResponse, Tensor
 from serving.validation import validate_inputs
 
+if TYPE_CHECKING:  # imported by serving.server only when switched on
+    from serving.observability.payloads import PayloadLogger
+    from serving.observability.tracing import RequestTrace, Tracing
+
 log = logging.getLogger("serving.dataplane")
 
 # Triton's names for the protocol extensions (tritonclient and Triton's tools look them up).
@@ -52,8 +56,14 @@ class DataPlane:
         faults: FaultInjector | None = None,
         limits: RequestLimits | None = None,
         shadow: ShadowRunner | None = None,
+        tracing: Tracing | None = None,
+        payloads: PayloadLogger | None = None,
     ) -> None:
         self.repository = repository
+        self.tracing = tracing
+        """Adapters start a request's span with it; None when tracing is off."""
+        self.payloads = payloads
+        """Adapters hand sampled payloads to it (at the edge); None when payload logging is off."""
         self.shadow = shadow if shadow is not None else ShadowRunner(metrics)
         self.router = router
         self.metrics = metrics
@@ -179,17 +189,21 @@ class DataPlane:
         model = self.repository.get(request.model)
         inflight = self.metrics.inflight_for(request.model)
         inflight.inc()
+        trace = request.trace
         try:
+            started = time.time_ns() if trace is not None else 0
             route = self.route(model, request)
             entry = route.entry
             # No await from routing to ``entry.inflight += 1`` in ``predict``: an unload that
             # starts after the route sees this request in flight and waits for it.
             inputs = self.validate(entry, request)
             predictor = self.admit(entry, request)
-            results = await self.predict(entry, predictor, inputs, request.deadline)
+            if trace is not None:
+                trace.child("routing", started, None, {"serving.model.version": entry.version})
+            results = await self.predict(entry, predictor, inputs, request.deadline, trace)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
                 self.shadow.submit(
-                    route.shadow, entry.version, inputs, results, route.tolerance, request.edge
+                    route.shadow, entry.version, inputs, results, route.tolerance, request.edge, trace
                 )
             return self.shape_outputs(entry, request, results, route.variant)
         finally:
@@ -234,14 +248,22 @@ class DataPlane:
         return predictor
 
     async def predict(
-        self, entry: ModelVersion, predictor: Predictor, inputs: dict[str, Array], deadline: float | None
+        self,
+        entry: ModelVersion,
+        predictor: Predictor,
+        inputs: dict[str, Array],
+        deadline: float | None,
+        trace: RequestTrace | None = None,
     ) -> dict[str, Array]:
         """Run the version's predict stage; a runtime exception becomes a RuntimeFault whose
-        message names model and version (the traceback goes to the log)."""
+        message names model and version (the traceback goes to the log). ``trace`` (a
+        sampled request's) gets the stage's queue-wait and compute spans."""
         entry.inflight += 1
         try:
             if self.faults is not None:  # rollout drills only (Settings.fault_target)
                 await self.faults.apply(entry.model, entry.version)
+            if trace is not None:
+                return await predictor.predict(inputs, deadline, trace)
             return await predictor.predict(inputs, deadline)
         except ServingError:
             raise

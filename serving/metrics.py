@@ -186,6 +186,25 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.payload_events_sent = Counter(
+            "serving_payload_events_sent",
+            "Payload-logging CloudEvents delivered, by sink (http, file).",
+            ["sink"],
+            registry=r,
+        )
+        self.payload_events_dropped = Counter(
+            "serving_payload_events_dropped",
+            "Sampled payload events not delivered, by reason (queue_full: the bounded queue was "
+            "full; sink_failed: retries exhausted; encode_failed).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.payload_sink_errors = Counter(
+            "serving_payload_sink_errors",
+            "Failed deliveries to a payload sink, each attempt counted (retries included).",
+            ["sink"],
+            registry=r,
+        )
         # Per process ("liveall": one series per worker, with a pid label, under --workers N):
         # convergence means every series shows the generation the store holds.
         self.traffic_generation = Gauge(

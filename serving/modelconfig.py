@@ -203,6 +203,20 @@ class WarmupConfig(_Strict):
         return value
 
 
+class PayloadLoggingConfig(_Strict):
+    """Payload logging for the model (serving/observability/payloads.py); unset fields take
+    the server's ``SERVING_PAYLOAD_LOG_*`` settings."""
+
+    sample_rate: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of the model's successful requests logged (overrides the server's rate)."""
+    by: Literal["request", "key"] | None = None
+    """Sample by request, or by sticky routing key (a caller's requests all or none)."""
+    log_inputs: bool = True
+    """False: no request event, so the inputs never leave the process (sensitive features)."""
+    log_outputs: bool = True
+    """False: the response event carries no outputs (ids, version and timing only)."""
+
+
 class ModelConfig(_Strict):
     platform: Literal["onnx", "xgboost", "lightgbm"]
     """The runtime: ``model.onnx``, an XGBoost ``model.ubj``/``model.json``, a LightGBM ``model.txt``."""
@@ -216,6 +230,7 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     traffic: TrafficConfig = TrafficConfig()
     warmup: WarmupConfig = WarmupConfig()
+    payload_logging: PayloadLoggingConfig = PayloadLoggingConfig()
     fast_path: bool = True
     """Native boosters: allow the verified fast paths (XGBoost: an ONNX twin for small batches, the
     library's C entry point; LightGBM: its C single-row entry point); false = the library's public

@@ -12,12 +12,15 @@ import asyncio
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from serving.errors import DeadlineExceeded
 from serving.metrics import Metrics, StageMetrics
 from serving.runtimes.base import Runtime
 from serving.types import Array, batch_rows
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 _COST_WEIGHT = 0.125
 """Weight of the newest call in a bucket's moving average of compute time (about the last
@@ -37,7 +40,12 @@ slower leaves within three calls."""
 
 
 class Predictor(Protocol):
-    async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]: ...
+    async def predict(
+        self, inputs: dict[str, Array], deadline: float | None, trace: RequestTrace | None = None
+    ) -> dict[str, Array]:
+        """Outputs for ``inputs``; a sampled request's ``trace`` gets ``queue wait`` and
+        ``compute`` spans (the dataplane passes it only when there is one)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -111,20 +119,37 @@ class ThreadedPredictor:
             self._left.discard(bucket)
         return cost <= self._budget
 
-    async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
+    async def predict(
+        self, inputs: dict[str, Array], deadline: float | None, trace: RequestTrace | None = None
+    ) -> dict[str, Array]:
+        if trace is not None:
+            return await self._traced(inputs, deadline, trace)
+        return await self._predict(inputs, deadline, None)
+
+    async def _predict(
+        self, inputs: dict[str, Array], deadline: float | None, marks: list[int] | None
+    ) -> dict[str, Array]:
         rows = batch_rows(inputs)
         bucket = rows.bit_length()
         if self._budget and self._runs_inline(bucket):
-            return self._inline(inputs, bucket, rows)
+            return self._inline(inputs, bucket, rows, marks)
         loop = asyncio.get_running_loop()
         stage = self._stage
         if stage is None:
-            return await loop.run_in_executor(self._executor, self._call, inputs, deadline, bucket)
+            return await loop.run_in_executor(self._executor, self._call, inputs, deadline, bucket, marks)
         waiting = [True]  # cleared exactly once, by whichever side gets there first
         stage.queue_depth.inc()
         try:
             return await loop.run_in_executor(
-                self._executor, self._timed, stage, inputs, deadline, rows, time.perf_counter(), waiting
+                self._executor,
+                self._timed,
+                stage,
+                inputs,
+                deadline,
+                rows,
+                time.perf_counter(),
+                waiting,
+                marks,
             )
         finally:
             if waiting[0]:  # cancelled before a thread picked it up
@@ -132,6 +157,31 @@ class ThreadedPredictor:
                     if waiting[0]:
                         waiting[0] = False
                         stage.queue_depth.dec()
+
+    async def _traced(
+        self, inputs: dict[str, Array], deadline: float | None, trace: RequestTrace
+    ) -> dict[str, Array]:
+        """``predict`` for a sampled request: the same path, with wall-clock marks around the
+        runtime call (``marks``: [start, end]; ``inline`` when it ran on the loop). A pool
+        call's ``queue wait`` ends when a thread starts the call, so it includes the hop; an
+        inline call has no queue, only ``compute``."""
+        submitted = time.time_ns()
+        marks: list[int] = []
+        error: BaseException | None = None
+        try:
+            return await self._predict(inputs, deadline, marks)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if marks:  # compute started (marks[1] is missing when the runtime raised)
+                if len(marks) != 3:  # not inline
+                    trace.child("queue wait", submitted, marks[0])
+                rows = {"serving.batch.rows": batch_rows(inputs)}
+                end = marks[1] if len(marks) > 1 else None
+                trace.child("compute", marks[0], end, rows, error=error)
+            elif error is not None:  # refused before compute (its deadline passed in the queue)
+                trace.child("queue wait", submitted, None, error=error)
 
     def _record_inline(self, bucket: int, seconds: float) -> None:
         seconds = min(seconds, self._cap)
@@ -154,11 +204,17 @@ class ThreadedPredictor:
         if inline is not None and bucket in self._left:
             self._inline_cost[bucket] = inline + _RETRY_WEIGHT * (cpu_seconds - inline)
 
-    def _inline(self, inputs: dict[str, Array], bucket: int, rows: int) -> dict[str, Array]:
+    def _inline(
+        self, inputs: dict[str, Array], bucket: int, rows: int, marks: list[int] | None = None
+    ) -> dict[str, Array]:
         # The dataplane checked the deadline just before; nothing waited since.
+        if marks is not None:
+            marks.append(time.time_ns())
         start = time.perf_counter()
         outputs = self._runtime.predict(inputs)
         elapsed = time.perf_counter() - start
+        if marks is not None:
+            marks += (time.time_ns(), 0)  # a third mark: ran inline
         self._record_inline(bucket, elapsed)
         stage = self._stage
         if stage is not None:
@@ -172,11 +228,17 @@ class ThreadedPredictor:
                 self._metrics.rejections.labels(self._model, "deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while it waited for a predict thread")
 
-    def _call(self, inputs: dict[str, Array], deadline: float | None, bucket: int) -> dict[str, Array]:
+    def _call(
+        self, inputs: dict[str, Array], deadline: float | None, bucket: int, marks: list[int] | None
+    ) -> dict[str, Array]:
         self._check_deadline(deadline)
+        if marks is not None:
+            marks.append(time.time_ns())
         cpu = time.thread_time()
         outputs = self._runtime.predict(inputs)
         self._record_pool(bucket, time.thread_time() - cpu)
+        if marks is not None:
+            marks.append(time.time_ns())
         return outputs
 
     def _timed(
@@ -187,6 +249,7 @@ class ThreadedPredictor:
         rows: int,
         submitted: float,
         waiting: list[bool],
+        marks: list[int] | None = None,
     ) -> dict[str, Array]:
         start = time.perf_counter()
         with self._lock:
@@ -195,9 +258,13 @@ class ThreadedPredictor:
                 stage.queue_depth.dec()
         stage.waited(start - submitted)
         self._check_deadline(deadline)
+        if marks is not None:
+            marks.append(time.time_ns())
         cpu = time.thread_time()
         outputs = self._runtime.predict(inputs)
         self._record_pool(rows.bit_length(), time.thread_time() - cpu)
+        if marks is not None:
+            marks.append(time.time_ns())
         stage.executed(rows, time.perf_counter() - start)
         return outputs
 

@@ -71,6 +71,14 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us)
     )
     rng = random.Random(settings.router_seed) if settings.router_seed is not None else None
+    tracing = None
+    if settings.tracing:  # the SDK is imported only when tracing is on
+        from serving.observability.tracing import Tracing
+
+        try:
+            tracing = Tracing()
+        except ValueError as exc:
+            raise StartupError(f"SERVING_TRACING: {exc}") from exc
     dataplane = DataPlane(
         repository,
         Router(rng),
@@ -79,7 +87,15 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         FaultInjector.from_settings(settings),
         RequestLimits.from_settings(settings),
         shadow=ShadowRunner(metrics, settings.shadow_queue_size),
+        tracing=tracing,
     )
+    if settings.payload_log_url or settings.payload_log_dir is not None or settings.payload_log_sample_rate:
+        from serving.observability.payloads import PayloadLogger
+
+        try:
+            dataplane.payloads = PayloadLogger.from_settings(settings, metrics, repository)
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"payload logging: {exc}") from exc
     control = ModelControl(settings, dataplane)
     return Components(
         settings,
@@ -269,6 +285,16 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         await close_predictors(parts.repository)
         parts.repository.close()
         parts.executor.shutdown(wait=False, cancel_futures=True)
+        await close_observability(parts)
+
+
+async def close_observability(parts: Components) -> None:
+    """Flush the spans and payload events still buffered (bounded waits, off the loop)."""
+    loop = asyncio.get_running_loop()
+    if parts.dataplane.tracing is not None:
+        await loop.run_in_executor(None, parts.dataplane.tracing.shutdown)
+    if parts.dataplane.payloads is not None:
+        await loop.run_in_executor(None, parts.dataplane.payloads.close)
 
 
 def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: threading.Event) -> bool:

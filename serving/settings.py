@@ -7,6 +7,7 @@ Every field can be set by an environment variable with the ``SERVING_`` prefix
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -140,6 +141,66 @@ class Settings(BaseSettings):
     access_log_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
     """Share of inference requests written to stdout as JSON access-log lines
     (0 = off, the default; 1 = every request; 0.01 = one in a hundred, chosen at random)."""
+
+    tracing: bool = False
+    """Export OpenTelemetry traces of inference requests over OTLP (docs/observability.md).
+    The standard ``OTEL_*`` variables configure the rest: ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
+    (``http/protobuf``), ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default
+    ``parentbased_always_on``), ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``. Off (the
+    default): the OpenTelemetry SDK is not even imported."""
+
+    payload_log_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of successful inference requests whose inputs and outputs are sent as
+    CloudEvents to the payload sinks (docs/observability.md); a model's
+    ``payload_logging.sample_rate`` in config.yaml overrides it. 0 (the default): none."""
+
+    payload_log_by: Literal["request", "key"] = "request"
+    """Sample each request on its own (``request``), or by its sticky routing key (``key``:
+    a caller's requests are all logged or none; requests without a key fall back to
+    ``request``)."""
+
+    payload_log_url: str | None = None
+    """HTTP sink for payload events (a Knative broker, a Kafka bridge, any CloudEvents
+    receiver): one POST per event in binary content mode, retried with back-off."""
+
+    payload_log_dir: Path | None = None
+    """Directory for payload events as rotating JSON-lines files (one per process)."""
+
+    payload_log_queue_size: int = Field(10_000, ge=1, le=10_000_000)
+    """Sampled requests waiting to be sent; past it they are dropped and counted
+    (``serving_payload_events_dropped_total``), never waited for."""
+
+    payload_log_batch_size: int = Field(64, ge=1, le=10_000)
+    """Requests the sender takes off the queue at once."""
+
+    payload_log_retries: int = Field(3, ge=0, le=20)
+    """Retries of an event the HTTP sink did not accept (no connection, timeout, 5xx, 429)."""
+
+    payload_log_backoff_seconds: float = Field(0.1, ge=0.0, le=60.0)
+    """First retry delay; it doubles per retry, up to 5 s."""
+
+    payload_log_timeout_seconds: float = Field(2.0, gt=0.0, le=120.0)
+    """Connect and read timeout of one POST to the HTTP sink."""
+
+    payload_log_max_file_mb: float = Field(64.0, gt=0.0)
+    """A payload file is rotated once it reaches this size."""
+
+    payload_log_max_files: int = Field(10, ge=1, le=100_000)
+    """Rotated payload files kept per process (the oldest are deleted)."""
+
+    payload_log_inference_service: str = ""
+    """``ce-inferenceservicename`` of the events (the chart sets it from the pod's
+    ``serving.kserve.io/inferenceservice`` label)."""
+
+    payload_log_namespace: str = ""
+    """``ce-namespace`` of the events (the chart sets it to the pod's namespace)."""
+
+    payload_log_component: str = "predictor"
+    """``ce-component`` of the events (KServe: predictor, transformer, explainer)."""
+
+    payload_log_source: str = ""
+    """``ce-source`` of the events; default ``/serving/<hostname>``."""
 
     metrics_port: int = Field(-1, ge=-1, le=65535)
     """A second port that serves only ``GET /metrics`` (-1, the default: none; /metrics is

@@ -24,6 +24,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from serving.outcomes import INTERNAL, Edge
 from serving.repository import ModelVersion
 from serving.router import SHADOW
 from serving.types import Array
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 log = logging.getLogger("serving.shadow")
 
@@ -44,6 +48,7 @@ class _Copy:
     primary: dict[str, Array]
     tolerance: float
     edge: Edge | None
+    trace: RequestTrace | None = None
 
 
 def max_abs_diff(primary: dict[str, Array], shadow: dict[str, Array]) -> float:
@@ -69,6 +74,19 @@ def max_abs_diff(primary: dict[str, Array], shadow: dict[str, Array]) -> float:
     return worst
 
 
+def _shadow_span(copy: _Copy, started_ns: int, result: str, error: BaseException | None) -> None:
+    """The copy's own span in the primary's trace, linked to the primary's server span."""
+    assert copy.trace is not None
+    attributes = {
+        "serving.model": copy.shadow.model,
+        "serving.model.version": copy.shadow.version,
+        "serving.variant": SHADOW,
+        "serving.shadow.primary_version": copy.primary_version,
+        "serving.shadow.result": result,
+    }
+    copy.trace.child(f"shadow {copy.shadow.model}", started_ns, None, attributes, [copy.trace.link()], error)
+
+
 class ShadowRunner:
     """Bounded, asynchronous shadow execution and comparison (see the module docstring)."""
 
@@ -89,16 +107,18 @@ class ShadowRunner:
         primary: dict[str, Array],
         tolerance: float,
         edge: Edge | None,
+        trace: RequestTrace | None = None,
     ) -> bool:
         """Queue a copy without waiting; False (and counted) when the queue is full.
         Call from the event loop. ``edge`` (the primary request's adapter) labels the shadow
-        run in ``serving_requests_total``; None leaves it uncounted there."""
+        run in ``serving_requests_total``; None leaves it uncounted there. ``trace`` (the
+        primary's, when sampled) gets a ``shadow <model>`` span linked to it."""
         if self._queue is None:
             self._queue = asyncio.Queue(self._queue_size)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
             self._task = asyncio.get_running_loop().create_task(self._run(self._queue))
         try:
-            self._queue.put_nowait(_Copy(shadow, primary_version, inputs, primary, tolerance, edge))
+            self._queue.put_nowait(_Copy(shadow, primary_version, inputs, primary, tolerance, edge, trace))
         except asyncio.QueueFull:
             self.dropped += 1
             self._metrics.shadow_dropped.labels(shadow.model).inc()
@@ -124,12 +144,15 @@ class ShadowRunner:
         model, version = entry.model, entry.version
         labels = (model, copy.primary_version, version)
         start = time.perf_counter()
+        started_ns = time.time_ns() if copy.trace is not None else 0
         entry.inflight += 1
         try:
             outputs = await loop.run_in_executor(self._executor, runtime.predict, copy.inputs)
         except Exception as exc:
             log.warning("shadow %s version %s failed: %s: %s", model, version, type(exc).__name__, exc)
             self._metrics.shadow_comparisons.labels(*labels, "error").inc()
+            if copy.trace is not None:
+                _shadow_span(copy, started_ns, "error", exc)
             if copy.edge is not None:
                 self._metrics.observe_request(
                     model,
@@ -150,6 +173,8 @@ class ShadowRunner:
             self._metrics.shadow_abs_diff.labels(*labels).observe(diff)
         result = "match" if diff <= copy.tolerance else "mismatch"
         self._metrics.shadow_comparisons.labels(*labels, result).inc()
+        if copy.trace is not None:
+            _shadow_span(copy, started_ns, result, None)
         self.completed += 1
 
     async def drain(self, timeout: float = 5.0) -> None:

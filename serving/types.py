@@ -7,11 +7,14 @@ out of them; the dataplane, router, batcher and runtimes only ever see these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
 from serving.outcomes import Edge
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on
+    from serving.observability.tracing import RequestTrace
 
 Array = npt.NDArray[Any]
 Parameters = dict[str, Any]
@@ -50,6 +53,9 @@ class InferenceRequest:
     """Set by the dataplane once it chose a version, so a request that fails afterwards is
     still counted under that version and variant."""
     variant: str = "stable"
+    trace: RequestTrace | None = None
+    """The sampled request's trace (serving.observability.tracing); None when tracing is off
+    or the sampler dropped it, so each stage pays one ``is None`` test."""
 
 
 @dataclass(slots=True)

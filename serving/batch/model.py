@@ -30,6 +30,8 @@ class VersionRef:
     version: str
     config: ModelConfig
     path: Path
+    repo: Path
+    """The repository the version was found in: the runtime's files are confined to it."""
 
 
 def resolve_version(
@@ -60,11 +62,14 @@ def resolve_version(
             chosen = str(selected[-1])
     except (InvalidInput, ModelNotFound, ModelLoadError) as exc:
         raise BatchError(exc.message) from None
-    return VersionRef(model, chosen, config, model_dir / chosen)
+    return VersionRef(model, chosen, config, model_dir / chosen, repo)
 
 
 def open_runtime(ref: VersionRef, settings: Settings) -> Runtime:
-    """Load and warm up the version's runtime with ``ModelRepository.open_runtime``."""
+    """Load and warm up the version's runtime with ``ModelRepository.open_runtime``, confined
+    to the run's repository as the server confines to its own (the settings' ``model_repo`` is
+    the server's default, not this run's ``--repo``)."""
+    settings = settings.model_copy(update={"model_repo": ref.repo})
     repository = ModelRepository(settings, ThreadPoolExecutor(max_workers=1))
     entry = ModelVersion(ref.model, ref.version, ref.config, ref.path)
     try:

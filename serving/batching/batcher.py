@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from serving.predictor import Predictor, ThreadedPredictor
 from serving.repository import ModelVersion, PredictorFactory
 from serving.runtimes.base import Runtime
 from serving.types import Array, batch_rows
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 log = logging.getLogger("serving.batching")
 
@@ -56,6 +59,8 @@ class _Pending:
     future: asyncio.Future[dict[str, Array]]
     deadline: float | None
     enqueued: float = field(default_factory=time.perf_counter)
+    trace: RequestTrace | None = None
+    enqueued_ns: int = 0
 
 
 class DynamicBatcher:
@@ -97,7 +102,9 @@ class DynamicBatcher:
             self._m_depth = self._stage.queue_depth
 
     # -- the Predictor interface ---------------------------------------------------------
-    async def predict(self, inputs: dict[str, Array], deadline: float | None) -> dict[str, Array]:
+    async def predict(
+        self, inputs: dict[str, Array], deadline: float | None, trace: RequestTrace | None = None
+    ) -> dict[str, Array]:
         if self._closed:
             raise ModelNotReady(f"model '{self._model}' is unloading")
         if len(self._pending) >= self._max_queue:
@@ -111,6 +118,8 @@ class DynamicBatcher:
         if loop is None:
             loop = self._start()
         item = _Pending(inputs, batch_rows(inputs), loop.create_future(), deadline)
+        if trace is not None:
+            item.trace, item.enqueued_ns = trace, time.time_ns()
         self._pending.append(item)
         self._pending_rows += item.rows
         if self._metrics is not None:
@@ -207,9 +216,10 @@ class DynamicBatcher:
             if item.deadline is not None and now > item.deadline:
                 if self._metrics is not None:
                     self._metrics.rejections.labels(self._model, "deadline").inc()
-                item.future.set_exception(
-                    DeadlineExceeded("the request's deadline passed while it waited for a batch")
-                )
+                late = DeadlineExceeded("the request's deadline passed while it waited for a batch")
+                if item.trace is not None:
+                    item.trace.child("queue wait", item.enqueued_ns, None, error=late)
+                item.future.set_exception(late)
                 continue
             batch.append(item)
             rows += item.rows
@@ -219,6 +229,7 @@ class DynamicBatcher:
 
     # -- computing -----------------------------------------------------------------------
     async def _compute(self, batch: list[_Pending]) -> None:
+        started_ns = time.time_ns()
         try:
             start = time.perf_counter()
             if self._metrics is not None:
@@ -239,12 +250,14 @@ class DynamicBatcher:
                         f"model '{self._model}' failed on a batch of {rows} rows: {type(exc).__name__}: {exc}"
                     )
                 )
+                _trace_batch(batch, started_ns, rows, error)
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 return
             if self._metrics is not None:
                 self._stage.executed(rows, time.perf_counter() - start, len(batch))
+            _trace_batch(batch, started_ns, rows, None)
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
@@ -260,6 +273,16 @@ class DynamicBatcher:
             if not item.future.done():
                 item.future.set_exception(error)
         self._pending_rows = 0
+
+
+def _trace_batch(batch: list[_Pending], started_ns: int, rows: int, error: BaseException | None) -> None:
+    """The batch's ``compute`` span and each sampled request's ``queue wait``, linked (see
+    serving.observability.tracing); nothing when no request in it is sampled."""
+    traced = [(item.trace, item.enqueued_ns) for item in batch if item.trace is not None]
+    if traced:
+        from serving.observability.tracing import record_batch  # loaded: a request is traced
+
+        record_batch(traced, started_ns, time.time_ns(), rows, len(batch), error)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -11,14 +11,23 @@ away. Labels:
 - ``outcome``: the adapter's ``Edge`` spelling of the error table entry.
 
 The duration covers decode, dataplane and encode: the time the request spent in the adapter.
+
+The same two calls end the request's trace span with the outcome counted here and hand
+sampled payloads to the payload logger (serving.observability): each costs one ``is None``
+test when off.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
 from serving.outcomes import NO_VERSION, UNKNOWN_MODEL, Edge, as_serving_error
 from serving.types import InferenceRequest, InferenceResponse
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 
 def _http_class(error: ServingError) -> str:
@@ -44,12 +53,19 @@ class EdgeRecorder:
         self._dataplane = dataplane
         self._observe = dataplane.metrics.observe_request
         self._access_log = dataplane.access_log
+        self._payloads = dataplane.payloads
 
     def success(self, request: InferenceRequest, response: InferenceResponse, seconds: float) -> None:
         """The hot path: a request answered by ``response.version``."""
         self._observe(
             response.model, response.version, response.variant, self.edge.protocol, self.edge.ok, seconds
         )
+        if request.trace is not None:
+            request.trace.finish(
+                response.model, response.version, response.variant, _rows(request), self.edge.ok
+            )
+        if self._payloads is not None:
+            self._payloads.offer(request, response, seconds, self.edge.protocol)
         if self._access_log is not None:
             self._access_log.record(
                 request.id,
@@ -62,9 +78,15 @@ class EdgeRecorder:
             )
 
     def failure(
-        self, model: str, request: InferenceRequest | None, error: BaseException, seconds: float
+        self,
+        model: str,
+        request: InferenceRequest | None,
+        error: BaseException,
+        seconds: float,
+        trace: RequestTrace | None = None,
     ) -> None:
-        """A request that ended in ``error``; ``request`` is None when it never decoded."""
+        """A request that ended in ``error``; ``request`` is None when it never decoded (then
+        ``trace`` is its span, if sampled)."""
         served = self._dataplane.knows(model)
         label = model if served else UNKNOWN_MODEL
         version, variant = NO_VERSION, "stable"
@@ -73,6 +95,10 @@ class EdgeRecorder:
         failed = as_serving_error(error)
         outcome = self.edge.of_error(failed)
         self._observe(label, version, variant, self.edge.protocol, outcome, seconds)
+        if request is not None and request.trace is not None:
+            trace = request.trace
+        if trace is not None:
+            trace.finish(label, version, variant, _rows(request), outcome, error)
         if self._access_log is not None:
             self._access_log.record(
                 request.id if request is not None else None,
@@ -84,3 +110,10 @@ class EdgeRecorder:
                 seconds,
                 failed,
             )
+
+
+def _rows(request: InferenceRequest | None) -> int | None:
+    if request is None or not request.inputs:
+        return None
+    shape = request.inputs[0].shape
+    return int(shape[0]) if shape else 1

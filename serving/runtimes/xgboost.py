@@ -10,8 +10,8 @@ its array layout; no predictor or booster parameter avoids that or the regex in 
 3.2: ``predictor`` is no longer a parameter). So we call the same C
 entry point, ``XGBoosterPredictFromDense``, with arguments prepared once at load, a proxy
 DMatrix and out-parameters kept per thread (see ``_CallState``), one thread for small
-batches and ``xgboost_large_batch_nthread`` for large ones. Figures: README, "Native
-XGBoost predict"; measured by ``loadtests/native_predict.py``.
+batches and ``xgboost_large_batch_nthread`` for large ones. Figures: docs/guides/performance.md,
+"Native XGBoost predict"; measured by ``loadtests/native_predict.py``.
 
 Small batches go faster still through an ONNX *twin*: the same trees converted by
 onnxmltools at load and run by onnxruntime (about 7 µs for one row against XGBoost's 50+),

@@ -4,8 +4,10 @@ CSV and directory inputs, output layouts, progress, and the CLI's one-line error
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +254,21 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
         code == 1
         and capsys.readouterr().err == f"error: input {tmp_path / 'missing.parquet'} does not exist\n"
     )
+
+
+def test_a_repository_outside_the_working_directory_loads_and_stays_confined(tmp_path: Path) -> None:
+    """The run's --repo, not the server's default ``model_repo``, is the root the runtime's files
+    must stay in (a found regression: every repository but ./model_repo was refused)."""
+    repo = tmp_path / "elsewhere"
+    shutil.copytree(DEMO_REPO / "cancer-xgb", repo / "cancer-xgb")
+    x = features("cancer-xgb")
+    source = write(list_table(x), tmp_path / "in.parquet")
+    done = run_local(replace(options(tmp_path, source, input_column="features"), repo=repo), io.StringIO())
+    assert done.rows == len(x) and pq.read_table(done.output).num_rows == len(x)
+    # a version folder that links out of the run's repository is refused, as the server refuses it
+    (repo / "cancer-xgb" / "2").symlink_to(DEMO_REPO / "cancer-xgb" / "1")
+    escaped = replace(options(tmp_path, source, input_column="features"), repo=repo, version="2")
+    escaped.output = str(tmp_path / "escaped.parquet")
+    with pytest.raises(BatchError, match="resolves outside the model repository"):
+        run_local(escaped, io.StringIO())
+    assert not (tmp_path / "escaped.parquet").exists()

@@ -109,6 +109,7 @@ def test_reference_pages_are_generated_from_the_code(site: Path) -> None:
         assert not path or f"serving {path}" in cli
         assert all(html.escape(flag) in cli for a in ref.cli_arguments(parser) for flag in a.option_strings)
     rest = page(site, "reference/rest-api")
+    assert "request_input" in rest and "<code>datatype</code>" in rest  # the OIP message schemas
     assert (
         "/v2/repository/models/{name}/load" in rest
         and "/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/infer" in rest

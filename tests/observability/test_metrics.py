@@ -184,7 +184,7 @@ def test_exposition_of_an_injected_registry() -> None:
 def test_recording_cost_is_small_next_to_a_request(tmp_path: Path) -> None:
     """observe_request and the stage metrics against a no-op, in single-process and in
     multiprocess (mmap) mode. A request costs hundreds of microseconds; the bounds are
-    generous for a busy CI box (the README has quiet-machine numbers)."""
+    generous for a busy CI box (docs/guides/observe.md has quiet-machine numbers)."""
     single = measure(calls=5_000, repeats=5)
     assert single["multiprocess"] == 0.0
     assert single["observe_request_ns"] - single["noop_ns"] < 20_000, single

@@ -201,7 +201,16 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_real_prometheus_scrapes_server_rules_and_dashboard(prometheus_bin: str, tmp_path: Path) -> None:
     repo = build_repo(tmp_path / "repo")
     with (
-        running_server(repo, tmp_path / "logs", env={"SERVING_ACCESS_LOG_SAMPLE_RATE": "1"}) as server,
+        running_server(
+            repo,
+            tmp_path / "logs",
+            env={
+                "SERVING_ACCESS_LOG_SAMPLE_RATE": "1",
+                # the payload-logging panels read these series (a few events to local files)
+                "SERVING_PAYLOAD_LOG_SAMPLE_RATE": "0.02",
+                "SERVING_PAYLOAD_LOG_DIR": str(tmp_path / "payloads"),
+            },
+        ) as server,
         running_prometheus(
             prometheus_bin, tmp_path / "prom", [f"127.0.0.1:{server.http_port}"], [RULES]
         ) as prom,

@@ -75,6 +75,8 @@ def test_dashboard_is_well_formed() -> None:
         "Traffic by variant",
         "p99 latency by variant",
         "Shadow mismatch ratio",
+        "Payload events dropped",
+        "Payload sink errors",
     ):
         assert needed in titles
     for panel in dash["panels"]:

@@ -200,6 +200,33 @@ env:
   - name: SERVING_ADMIN_PORT
     value: {{ $v.admin.port | quote }}
   {{- end }}
+  {{- with $v.observability.tracing }}
+  {{- if .enabled }}
+  {{- if not .otlpEndpoint }}
+  {{- fail "observability.tracing.enabled needs observability.tracing.otlpEndpoint (the collector's OTLP/HTTP endpoint, e.g. http://otel-collector.observability:4318)" }}
+  {{- end }}
+  # OpenTelemetry traces over OTLP/HTTP; callers' sampling decisions are honoured (docs/observability.md).
+  - name: SERVING_TRACING
+    value: "true"
+  - name: OTEL_EXPORTER_OTLP_ENDPOINT
+    value: {{ .otlpEndpoint | quote }}
+  - name: OTEL_TRACES_SAMPLER
+    value: parentbased_traceidratio
+  - name: OTEL_TRACES_SAMPLER_ARG
+    value: {{ .sampleRatio | quote }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.observability.payloadLogging }}
+  {{- if .url }}
+  # Sampled inputs and outputs as CloudEvents, as KServe's logger sends them (docs/observability.md).
+  - name: SERVING_PAYLOAD_LOG_URL
+    value: {{ .url | quote }}
+  - name: SERVING_PAYLOAD_LOG_SAMPLE_RATE
+    value: {{ .sampleRate | quote }}
+  - name: SERVING_PAYLOAD_LOG_BY
+    value: {{ .by | quote }}
+  {{- end }}
+  {{- end }}
   {{- with $v.runtime.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

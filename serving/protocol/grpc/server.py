@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -30,6 +30,9 @@ from serving.protocol.grpc import codec
 from serving.protocol.grpc.generated import oip_v2_pb2 as pb
 from serving.protocol.grpc.stubs import SERVICE, Stubs, load
 from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 log = logging.getLogger("serving.grpc")
 
@@ -128,6 +131,7 @@ class InferenceServicer:
         self._model_names: set[str] = set()  # names that passed check_model_name (bounded)
         self._parse_infer = _parser(stubs.messages["ModelInferRequest"])
         self._edge = EdgeRecorder(GRPC, dataplane)
+        self._tracing = dataplane.tracing
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -176,8 +180,11 @@ class InferenceServicer:
         start = time.perf_counter()
         name = ""
         request = None
+        trace = None
         try:
             message = self._parse_infer(raw)
+            if self._tracing is not None:
+                trace = self._begin_trace(message.model_name, context)
             name, version = message.model_name, message.model_version or None
             if not self._dataplane.knows(name):
                 check_model_name(name)  # a malformed name is INVALID_ARGUMENT, others NOT_FOUND
@@ -193,13 +200,35 @@ class InferenceServicer:
             for key, value in context.invocation_metadata() or ():
                 if key == sticky:
                     request.routing_key = value if isinstance(value, str) else value.decode(errors="replace")
+            if trace is not None:
+                request.trace = trace
+                trace.child("decode", trace.started)
             response = await self._dataplane.infer(request)
-            answer = codec.encode_response(response, raw=bool(message.raw_input_contents))
+            if trace is None:
+                answer = codec.encode_response(response, raw=bool(message.raw_input_contents))
+            else:
+                encoding = time.time_ns()
+                answer = codec.encode_response(response, raw=bool(message.raw_input_contents))
+                trace.child("encode", encoding)
         except BaseException as exc:
-            self._edge.failure(name, request, exc, time.perf_counter() - start)
+            self._edge.failure(name, request, exc, time.perf_counter() - start, trace)
             raise
         self._edge.success(request, response, time.perf_counter() - start)
         return answer
+
+    def _begin_trace(self, model: str, context: grpc.aio.ServicerContext) -> RequestTrace | None:
+        """The request's server span (tracing on), continuing the W3C trace context of the
+        call's metadata. It starts after the message parsed (grpc hands over whole messages)."""
+        assert self._tracing is not None
+        from serving.observability.tracing import metadata_carrier
+
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": SERVICE,
+            "rpc.method": "ModelInfer",
+        }
+        carrier = metadata_carrier(context.invocation_metadata())
+        return self._tracing.begin("grpc", model[:128], carrier, attributes)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -41,6 +41,9 @@ from serving.protocol.rest.deadline import TIMEOUT_HEADER, deadline_from_header
 from serving.protocol.rest.onewrite import try_respond
 from serving.settings import Settings
 from serving.types import InferenceRequest, InferenceResponse
+
+if TYPE_CHECKING:
+    from serving.observability.tracing import RequestTrace
 
 log = logging.getLogger("serving.rest")
 
@@ -111,6 +114,7 @@ class InferenceApp:
         self._max_body = settings.max_body_bytes
         self._max_elements = settings.max_tensor_elements
         self._edge = EdgeRecorder(REST, dataplane)
+        self._tracing = dataplane.tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,21 +126,30 @@ class InferenceApp:
             return
         start = time.perf_counter()
         request: InferenceRequest | None = None
+        trace = self._begin_trace(scope, target) if self._tracing is not None else None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST")
             request = await self._decode(scope, receive, *target)
+            if trace is not None:
+                request.trace = trace
+                trace.child("decode", trace.started)
             response = await self._dataplane.infer(request)
-            status, body, headers = self._encode(request, response, target[2])
+            if trace is None:
+                status, body, headers = self._encode(request, response, target[2])
+            else:
+                encoding = time.time_ns()
+                status, body, headers = self._encode(request, response, target[2])
+                trace.child("encode", encoding)
         except ServingError as exc:
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
             status, body, headers = error_body(exc)
         except asyncio.CancelledError as exc:
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
             raise
         except Exception as exc:  # never a traceback to the client; the log has it
             log.exception("unexpected error serving %s", scope["path"])
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start)
+            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
             status, body, headers = (
                 500,
                 b'{"error":"internal server error"}',
@@ -149,6 +162,22 @@ class InferenceApp:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _begin_trace(self, scope: Scope, target: tuple[str, str | None, str]) -> RequestTrace | None:
+        """The request's server span (tracing on), continuing the caller's W3C trace context."""
+        assert self._tracing is not None
+        from serving.observability.tracing import header_carrier
+
+        model, _, kind = target
+        route = "/v1/models/{model}:predict" if kind == "v1" else "/v2/models/{model}/infer"
+        attributes = {
+            "http.request.method": scope["method"],
+            "http.route": route,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "network.protocol.version": scope.get("http_version", "1.1"),
+        }
+        return self._tracing.begin("rest", model, header_carrier(scope["headers"]), attributes)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, dict[bytes, bytes]]:
         headers = dict(scope["headers"])
