@@ -11,7 +11,7 @@ Two ways to use the cores (``parallel``); ``loadtests/batch_bench.py`` measures 
   configuration). Both libraries release the GIL while predicting, so threads run in
   parallel without the copies worker processes would need.
 - ``runtime``: one batch at a time, the runtime's own thread pool spread over the cores.
-- ``auto`` (default): ``runtime`` for XGBoost (it measured faster, and XGBoost predicts each
+- ``auto`` (default): ``runtime`` for XGBoost (as fast as ``chunks`` within noise, and XGBoost predicts each
   row on one thread whatever ``nthread`` is, so answers stay bit-identical), ``chunks`` for
   ONNX (onnxruntime's tree ensemble adds per-thread partial sums, see docs/batch.md).
 """
