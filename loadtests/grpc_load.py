@@ -34,6 +34,19 @@ def build_request(model: str, input_name: str, rows: int, features: int) -> serv
     return request
 
 
+def summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, float]:
+    """What bench.py reads from a run: counts, duration and latency percentiles in µs."""
+    values = np.array(latencies) * 1e6 if latencies else np.zeros(1)
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "duration_us": elapsed * 1e6,
+        "p50_us": float(np.percentile(values, 50)),
+        "p90_us": float(np.percentile(values, 90)),
+        "p99_us": float(np.percentile(values, 99)),
+    }
+
+
 async def run_streams(args: argparse.Namespace) -> dict[str, float]:
     request = build_request(args.model, args.input, args.rows, args.features)
     latencies: list[float] = []
@@ -66,15 +79,7 @@ async def run_streams(args: argparse.Namespace) -> dict[str, float]:
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - began
-    values = np.array(latencies) * 1e6 if latencies else np.zeros(1)
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "duration_us": elapsed * 1e6,
-        "p50_us": float(np.percentile(values, 50)),
-        "p90_us": float(np.percentile(values, 90)),
-        "p99_us": float(np.percentile(values, 99)),
-    }
+    return summary(latencies, errors, elapsed)
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
@@ -103,15 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - began
-    values = np.array(latencies) * 1e6 if latencies else np.zeros(1)
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "duration_us": elapsed * 1e6,
-        "p50_us": float(np.percentile(values, 50)),
-        "p90_us": float(np.percentile(values, 90)),
-        "p99_us": float(np.percentile(values, 99)),
-    }
+    return summary(latencies, errors, elapsed)
 
 
 def main() -> None:

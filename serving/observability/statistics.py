@@ -80,12 +80,7 @@ class VersionStats:
             self.inference_count += rows
             self.compute_count += 1
             self.compute_s += seconds
-            batch = self.batches.get(rows)
-            if batch is None:
-                self.batches[rows] = [1, seconds]
-            else:
-                batch[0] += 1
-                batch[1] += seconds
+            self._batch(rows, seconds)
 
     def executed(self, rows: int, seconds: float, requests: int) -> None:
         """One runtime call over ``rows`` rows serving ``requests`` requests: each request
@@ -95,12 +90,16 @@ class VersionStats:
             self.inference_count += rows
             self.compute_count += requests
             self.compute_s += seconds * requests
-            batch = self.batches.get(rows)
-            if batch is None:
-                self.batches[rows] = [1, seconds]
-            else:
-                batch[0] += 1
-                batch[1] += seconds
+            self._batch(rows, seconds)
+
+    def _batch(self, rows: int, seconds: float) -> None:
+        """One runtime call of ``rows`` rows in ``batch_stats`` (caller holds the lock)."""
+        batch = self.batches.get(rows)
+        if batch is None:
+            self.batches[rows] = [1, seconds]
+        else:
+            batch[0] += 1
+            batch[1] += seconds
 
     # -- reads ------------------------------------------------------------------------------
     def snapshot(self, name: str, version: str) -> dict[str, Any]:
