@@ -47,7 +47,10 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, fl
     }
 
 
-async def run_streams(args: argparse.Namespace) -> dict[str, float]:
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    """``args.concurrency`` callers for ``args.duration`` seconds, each making unary
+    ``ModelInfer`` calls one after another, or (``args.stream``) writing each request on its
+    own ``ModelStreamInfer`` stream and reading its answer before the next."""
     request = build_request(args.model, args.input, args.rows, args.features)
     latencies: list[float] = []
     errors = 0
@@ -56,7 +59,19 @@ async def run_streams(args: argparse.Namespace) -> dict[str, float]:
         await stub.ModelInfer(request, timeout=10)  # warm the channel
         stop = time.perf_counter() + args.duration
 
-        async def caller() -> None:
+        async def unary() -> None:
+            nonlocal errors
+            while True:
+                start = time.perf_counter()
+                if start >= stop:
+                    return
+                try:
+                    await stub.ModelInfer(request, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                latencies.append(time.perf_counter() - start)
+
+        async def stream() -> None:
             nonlocal errors
             call = stub.ModelStreamInfer()
             try:
@@ -76,35 +91,7 @@ async def run_streams(args: argparse.Namespace) -> dict[str, float]:
             except grpc.aio.AioRpcError:
                 errors += 1
 
-        began = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - began
-    return summary(latencies, errors, elapsed)
-
-
-async def run(args: argparse.Namespace) -> dict[str, float]:
-    if args.stream:
-        return await run_streams(args)
-    request = build_request(args.model, args.input, args.rows, args.features)
-    latencies: list[float] = []
-    errors = 0
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        await stub.ModelInfer(request, timeout=10)  # warm the channel
-        stop = time.perf_counter() + args.duration
-
-        async def caller() -> None:
-            nonlocal errors
-            while True:
-                start = time.perf_counter()
-                if start >= stop:
-                    return
-                try:
-                    await stub.ModelInfer(request, timeout=10)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append(time.perf_counter() - start)
-
+        caller = stream if args.stream else unary
         began = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - began

@@ -39,6 +39,21 @@ def model_file(config: ModelConfig, version_dir: Path) -> Path:
     raise ModelLoadError(f"{version_dir}: {missing}", missing, version_dir)
 
 
+def signature_mismatch(path: Path, mismatch: str) -> ModelLoadError:
+    """The error for a model file whose signature is not the one config.yaml declares: the
+    whole text for the log, ``signature mismatch: ...`` as the public reason."""
+    return ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+
+
+def check_feature_count(path: Path, n_features: int, config: ModelConfig) -> None:
+    """A booster's feature count against config.yaml's ``[-1, F]`` input."""
+    declared = config.inputs[0].shape[1]
+    if n_features != declared:
+        raise signature_mismatch(
+            path, f"the booster takes {n_features} features but config.yaml declares {declared}"
+        )
+
+
 def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> Runtime:
     """Load the version's model file; raises ModelLoadError with the reason on any fault."""
     path = model_file(config, version_dir)

@@ -39,6 +39,7 @@ import numpy as np
 from serving.datatypes import TO_NUMPY
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
+from serving.runtimes.base import check_feature_count, signature_mismatch
 from serving.runtimes.fastpath import LIBRARY, PathChoice, disagreement, probe_rows
 from serving.settings import Settings
 from serving.types import Array
@@ -167,10 +168,7 @@ class LightGBMRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
         booster = _load(path)
         n_features = booster.num_feature()
-        declared = config.inputs[0].shape[1]
-        if n_features != declared:
-            mismatch = f"the booster takes {n_features} features but config.yaml declares {declared}"
-            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+        check_feature_count(path, n_features, config)
         per_row = booster.num_model_per_iteration()
         expected_shape = [-1] if per_row == 1 else [-1, per_row]
         declared_out = list(config.outputs[0].shape)
@@ -179,7 +177,7 @@ class LightGBMRuntime:
                 f"the booster gives {per_row} value{'s' if per_row > 1 else ''} per row "
                 f"(output shape {expected_shape}) but config.yaml declares output shape {declared_out}"
             )
-            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+            raise signature_mismatch(path, mismatch)
         self._booster = booster
         self._n_features = n_features
         self._per_row = per_row

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from serving.errors import InvalidInput, ModelLoadError
 from serving.modelconfig import ModelConfig, TensorSpec
+from serving.runtimes.base import signature_mismatch
 from serving.settings import Settings
 from serving.types import Array
 
@@ -154,7 +155,7 @@ class OnnxRuntime:
         problems += _signature_problems("output", config.outputs, self._session.get_outputs())
         if problems:
             mismatch = "; ".join(problems)
-            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+            raise signature_mismatch(path, mismatch)
         self._output_names = [spec.name for spec in config.outputs]
         self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
 

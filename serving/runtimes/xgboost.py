@@ -41,6 +41,7 @@ import xgboost as xgb
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
 from serving.runtimes import fastpath
+from serving.runtimes.base import check_feature_count, signature_mismatch
 from serving.runtimes.fastpath import LIBRARY, PathChoice
 from serving.settings import Settings
 from serving.types import Array
@@ -101,10 +102,7 @@ class XGBoostRuntime:
             raise ModelLoadError(
                 f"{path}: XGBoost cannot load it: {reason}", "not a valid XGBoost model", path
             ) from None
-        declared = config.inputs[0].shape[1]
-        if n_features != declared:
-            mismatch = f"the booster takes {n_features} features but config.yaml declares {declared}"
-            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+        check_feature_count(path, n_features, config)
         booster.set_param({"nthread": settings.xgboost_nthread})
         self._small = booster
         self._large = booster.copy()
@@ -135,7 +133,7 @@ class XGBoostRuntime:
                 f"the booster's output has shape {list(probe.shape)} per row batch, "
                 f"but config.yaml declares output rank {output_rank} ({list(config.outputs[0].shape)})"
             )
-            raise ModelLoadError(f"{path}: {mismatch}", f"signature mismatch: {mismatch}", path)
+            raise signature_mismatch(path, mismatch)
         self._twin: Callable[[Array], Array] | None = None
         self._twin_rows = 0
         self._direct_ok = False

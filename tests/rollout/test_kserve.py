@@ -258,8 +258,9 @@ def test_version_override_and_unreadable_controller() -> None:
     assert kserve.controller_version("reg:5000/kserve/kserve-controller") is None
 
 
-def test_status_reports_the_split_the_route_applies() -> None:
-    """A canary that is not ready gets no weight from KServe: status says 0 %, not the spec's 10 %."""
+def started_with_an_unready_canary() -> tuple[FakePoolManager, kserve.InferenceServiceTarget]:
+    """A Standard-mode InferenceService whose canary was started at 10 % and is not ready yet
+    (the fake controller, as KServe's, routes nothing to it)."""
     api_client, fake = fake_api_client()
     install_kserve(fake)
     assert fake.controller is not None
@@ -267,6 +268,12 @@ def test_status_reports_the_split_the_route_applies() -> None:
     fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
     target = kserve.InferenceServiceTarget(api_client, "iris", NS)
     target.start(10, "s3://m/v2", None)
+    return fake, target
+
+
+def test_status_reports_the_split_the_route_applies() -> None:
+    """A canary that is not ready gets no weight from KServe: status says 0 %, not the spec's 10 %."""
+    fake, target = started_with_an_unready_canary()
     state = target.state()
     assert state.canary is not None and state.canary.percent == 0 and not state.canary.ready
     assert state.stable is not None and state.stable.percent == 100
@@ -387,13 +394,7 @@ def test_auto_waits_for_a_canary_kserve_routes_nothing_to() -> None:
     from serving.rollout.decision import Thresholds
     from serving.rollout.prometheus import PrometheusClient
 
-    api_client, fake = fake_api_client()
-    install_kserve(fake)
-    assert fake.controller is not None
-    fake.controller.canaries_ready = False
-    fake.objects[isvc_path(NS, "iris")] = base_isvc("iris", "Standard")
-    target = kserve.InferenceServiceTarget(api_client, "iris", NS)
-    target.start(10, "s3://m/v2", None)
+    fake, target = started_with_an_unready_canary()
     stream = io.StringIO()
     sleeps: list[float] = []
     code = run_auto(
