@@ -510,9 +510,15 @@ def test_fleet_auto_good_to_100_bad_to_0_on_every_process(tmp_path: Path) -> Non
         load = FleetLoad(urls, (GOOD, BAD), rate=60)
         cleanup.callback(load.close)
 
-        # an 8 s window over four scraped targets: enough canary requests at 30 % even when slow
+        # an 8 s window over four scraped targets: enough canary requests at 30 % even when slow.
+        # A process starts mid-rollout below (model loads, twin builds) on this 2-core machine, and
+        # its start-up spiked the good canary's p99 to 131 ms once (> stable 21 ms + 100 ms slack):
+        # this test is about every process following the policy, so the bad canary is caught by
+        # its injected errors (asserted below) and latency gets a wide slack; the latency check
+        # itself is test_analyze_promote_good_rollback_bad's.
         auto = ["--prometheus", prom.url, "--steps", "30,60,100", "--interval", "4s", "--window", "8s",
-                "--max-holds", "6", *ANALYSIS, "--min-requests", "30", "-o", "json"]  # fmt: skip
+                "--max-holds", "6", *ANALYSIS, "--latency-slack-ms", "1000", "--min-requests", "30",
+                "-o", "json"]  # fmt: skip
         runs = {
             model: subprocess.Popen(
                 [sys.executable, "-m", "serving.cli", "rollout", "auto", model, *fleet, *auto],
@@ -549,6 +555,7 @@ def test_fleet_auto_good_to_100_bad_to_0_on_every_process(tmp_path: Path) -> Non
         assert runs[BAD].returncode == 1, outs[BAD][0][-4000:] + outs[BAD][1][-2000:]
         assert [e["event"] for e in bad_events][-2:] == ["analysis", "rolled_back"]
         assert bad_events[-2]["analysis"]["verdict"] == "rollback"
+        assert bad_events[-2]["analysis"]["checks"]["errors"] == "fail"
         # the analysis pooled every process: canary requests were counted on all four targets
         instances = prom.query(
             f'count by (instance) (serving_requests_total{{model="{GOOD}",variant="canary"}})'
