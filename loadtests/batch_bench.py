@@ -1,7 +1,7 @@
 """Benchmark: batch scoring rows/s, side by side in one run (not a test).
 
 The 200-tree, depth-6, 32-feature benchmark booster of ``loadtests/bench.py`` (native, and
-exported to ONNX with ``serving.export``) scores a table of ``--rows`` rows (default 1M,
+exported to ONNX with ``serving.repository.export``) scores a table of ``--rows`` rows (default 1M,
 one float32 column per feature plus an id, Parquet in 64k-row groups) through:
 
 - ``direct``: the library itself in a loop over an in-memory array, ``--batch-rows`` rows a
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtests.bench import FEATURES, write_repo  # noqa: E402
-from serving.batch.local import BatchOptions, run_local  # noqa: E402
+from serving.scoring.local import BatchOptions, run_local  # noqa: E402
 from tests.server_process import running_server  # noqa: E402
 
 MODELS = {"bench-xgb": "native XGBoost", "bench-onnx": "ONNX (exported)"}
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         keep(model, f"local-{parallel}",
                              local(repo, model, table, work / "out.parquet", args.batch_rows, parallel))  # fmt: skip
                     if spark is not None:
-                        from serving.batch.spark import score_dataframe
+                        from serving.scoring.spark import score_dataframe
 
                         start = time.perf_counter()
                         scored = score_dataframe(spark.read.parquet(str(table)), model, repo,

@@ -230,7 +230,7 @@ def write_repo(work: Path, heavy: bool, train_rows: int = 5_000) -> dict[str, Pa
             files["bench-heavy"],
             {"enabled": True, "max_batch_size": 64, "max_queue_delay_us": 0},
         )
-    from serving.export import export_booster
+    from serving.repository.export import export_booster
 
     report = export_booster(files["bench-xgb"], repo, "bench-onnx", version=1)
     if not report.ok:

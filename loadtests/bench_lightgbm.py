@@ -68,7 +68,7 @@ def write_repo(work: Path, train_rows: int) -> Path:
     """Our repository (the three models) and the booster file the peers load."""
     import yaml
 
-    from serving.export import export_booster
+    from serving.repository.export import export_booster
 
     booster = work / "boosters" / "bench-lgbm.txt"
     train_lgbm(booster, trees=200, seed=1, rows=train_rows)

@@ -38,11 +38,11 @@ sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
 
-from serving.predictor import ThreadedPredictor  # noqa: E402
+from serving.core.validation import validate_inputs  # noqa: E402
+from serving.predict.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
 from serving.server import build, load_models  # noqa: E402
 from serving.settings import Settings  # noqa: E402
-from serving.validation import validate_inputs  # noqa: E402
 
 STAGES = ("runtime", "pool", "predictor", "routing", "validation", "metrics", "dataplane", "asgi")
 

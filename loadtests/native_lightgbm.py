@@ -1,7 +1,7 @@
 """Benchmark: native LightGBM predict latency, stock vs ours vs onnxruntime (not a test).
 
 Trains a 200-tree, 63-leaf, 32-feature binary booster on synthetic data in a temporary
-directory, exports it to ONNX with ``serving.export``, and measures the latency of one call
+directory, exports it to ONNX with ``serving.repository.export``, and measures the latency of one call
 for 1, 8, 32, 64 and 1000 rows of:
 
 - ``stock``: ``Booster.predict`` with LightGBM's default threads (all cores)
@@ -36,8 +36,8 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from native_predict import Variant, measure
 
-from serving.export import export_booster
 from serving.modelconfig import ModelConfig
+from serving.repository.export import export_booster
 from serving.runtimes.lightgbm import LightGBMRuntime
 from serving.settings import Settings
 

@@ -1,7 +1,7 @@
 """Benchmark: native XGBoost predict latency, stock vs ours vs onnxruntime (not a test).
 
 Trains a 200-tree, depth-6, 32-feature binary:logistic booster on synthetic data in a
-temporary directory, exports it to ONNX with ``serving.export``, and measures the latency
+temporary directory, exports it to ONNX with ``serving.repository.export``, and measures the latency
 of one call for 1, 8, 64 and 1000 rows of:
 
 - ``stock``: ``Booster.inplace_predict`` with XGBoost's default threads (all cores)
@@ -36,8 +36,8 @@ import numpy as np
 import onnxruntime as ort
 import xgboost as xgb
 
-from serving.export import export_booster
 from serving.modelconfig import ModelConfig
+from serving.repository.export import export_booster
 from serving.runtimes.xgboost import XGBoostRuntime
 from serving.settings import Settings
 

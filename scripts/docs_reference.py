@@ -229,7 +229,7 @@ def config_markdown() -> str:
 def metric_rows() -> list[Row]:
     from prometheus_client import CollectorRegistry
 
-    from serving.metrics import Metrics
+    from serving.observability.metrics import Metrics
 
     metrics = Metrics(CollectorRegistry(), multiprocess_dir="")
     rows = []

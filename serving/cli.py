@@ -129,7 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_repo(args: argparse.Namespace) -> int:
-    from serving.repository import validate_repository
+    from serving.repository.store import validate_repository
 
     problems = validate_repository(args.directory)
     for problem in problems:
@@ -154,7 +154,7 @@ def _without_extra(command: str) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     if _without_extra("serving export"):
         return 2
-    from serving.export import export_booster
+    from serving.repository.export import export_booster
 
     try:
         report = export_booster(
@@ -169,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo_models(args: argparse.Namespace) -> int:
     if _without_extra("serving demo-models"):
         return 2
-    from serving.demo import build_demo_repository
+    from serving.repository.demo import build_demo_repository
 
     for line in build_demo_repository(args.directory):
         print(line)
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a native booster (XGBoost model.json/model.ubj, LightGBM model.txt) to "
         "ONNX as a new version of --model, with its config.yaml, and print the parity check on 512 "
         "random rows plus the fast-path guard's edge rows; above the tolerance nothing is written "
-        "and it exits 1. From Python: serving.export.export_booster(path, repo, name).",
+        "and it exits 1. From Python: serving.repository.export.export_booster(path, repo, name).",
     )
     export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
     export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.rollout.cli import add_rollout_parser
 
     add_rollout_parser(sub)
-    from serving.batch.cli import add_batch_parser
+    from serving.scoring.cli import add_batch_parser
 
     add_batch_parser(sub)
     _add_examples(parser)

@@ -91,7 +91,7 @@ class ModelLoadError(ServingError):
     ``message`` is the full reason (absolute path, the library's own words) for the log and
     the admin view. ``public`` is a short cause class without paths or library text ("not a
     valid XGBoost model"), and ``path`` the file or folder it is about: the repository names
-    that path relative to its root when it tells unauthenticated callers (serving/repository.py)."""
+    that path relative to its root when it tells unauthenticated callers (serving/repository/store.py)."""
 
     http_status = 500
     grpc_code = "INTERNAL"

@@ -26,21 +26,21 @@ from typing import Any
 
 import uvicorn
 
-from serving.accesslog import AccessLog
-from serving.admin import ModelControl
-from serving.batching import predictor_factory
-from serving.dataplane import DataPlane
+from serving.control.models import ModelControl
+from serving.core.dataplane import DataPlane
+from serving.core.faults import FaultInjector
+from serving.core.limits import RequestLimits
+from serving.core.router import Router
+from serving.core.shadow import ShadowRunner
 from serving.errors import ModelLoadError
-from serving.faults import FaultInjector
-from serving.limits import RequestLimits
-from serving.metrics import Metrics, setup_multiprocess_dir, worker_exited
-from serving.metricsport import start_metrics_server
+from serving.observability.accesslog import AccessLog
+from serving.observability.metrics import Metrics, setup_multiprocess_dir, worker_exited
+from serving.observability.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.protocol.rest.timeouts import timed_protocol
-from serving.repository import ModelRepository
-from serving.router import Router
+from serving.repository.predictors import predictor_factory
+from serving.repository.store import ModelRepository
 from serving.settings import Settings
-from serving.shadow import ShadowRunner
 
 log = logging.getLogger("serving.server")
 
@@ -93,7 +93,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         from serving.observability.payloads import PayloadLogger
 
         try:
-            dataplane.payloads = PayloadLogger.from_settings(settings, metrics, repository)
+            dataplane.payloads = PayloadLogger.from_settings(settings, metrics, repository.models)
         except (ValueError, OSError) as exc:
             raise StartupError(f"payload logging: {exc}") from exc
     control = ModelControl(settings, dataplane)

@@ -252,7 +252,7 @@ class Settings(BaseSettings):
     """Seed of the router's random source (reproducible weighted splits); unset: random."""
 
     fault_target: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[1-9][0-9]*$")
-    """Fault injection for rollout drills (serving/faults.py): ``model:version`` whose requests
+    """Fault injection for rollout drills (serving/core/faults.py): ``model:version`` whose requests
     get ``fault_error_rate`` and ``fault_latency_ms``. Unset (the default): no faults. Never
     set it in production."""
 

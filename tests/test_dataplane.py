@@ -20,9 +20,9 @@ from serving.errors import (
     Overloaded,
     RuntimeFault,
 )
+from serving.inference import InferenceRequest, RequestedOutput, Tensor
 from serving.server import Components, build, load_models
 from serving.settings import Settings
-from serving.types import InferenceRequest, RequestedOutput, Tensor
 from tests.reliability.models import write_good_model
 
 ROW = np.array([[1, 2, 3, 4]], dtype=np.float32)

@@ -14,9 +14,9 @@ import pytest
 import xgboost as xgb
 
 from serving.errors import InvalidInput, ModelLoadError
-from serving.export import export_booster
 from serving.modelconfig import load_config
-from serving.repository import validate_repository
+from serving.repository.export import export_booster
+from serving.repository.store import validate_repository
 from serving.runtimes.base import load_runtime
 from serving.runtimes.fastpath import probe_rows
 from serving.settings import Settings

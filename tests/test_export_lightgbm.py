@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from serving.errors import ModelLoadError
-from serving.export import export_booster, is_lightgbm_model
 from serving.modelconfig import load_config
-from serving.repository import validate_repository
+from serving.repository.export import export_booster, is_lightgbm_model
+from serving.repository.store import validate_repository
 from serving.runtimes.base import load_runtime
 from serving.runtimes.fastpath import probe_rows
 from serving.settings import Settings

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.metrics import Metrics
+from serving.inference import Array
 from serving.modelconfig import load_config
-from serving.predictor import ThreadedPredictor
+from serving.observability.metrics import Metrics
+from serving.predict.predictor import ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime
 from serving.settings import Settings
-from serving.types import Array
 from tests.tinymodels import write_identity_model
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from serving.errors import ModelLoadError
-from serving.repository import ModelRepository, VersionState, validate_repository
+from serving.repository.store import ModelRepository, VersionState, validate_repository
 from serving.settings import Settings
 from tests.server_process import DEMO_REPO
 from tests.tinymodels import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.repository import OUTSIDE, ModelRepository, VersionState, validate_repository
+from serving.repository.store import OUTSIDE, ModelRepository, VersionState, validate_repository
 from serving.settings import Settings
 from tests.tinymodels import identity_onnx, train_booster, write_identity_model, write_xgb_model
 

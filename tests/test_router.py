@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from serving.core.router import CANARY, STABLE, Router, choose, key_unit, shares, stable_of
 from serving.errors import ModelNotFound, ModelNotReady
 from serving.modelconfig import ModelConfig, TrafficConfig
-from serving.repository import Model, ModelVersion, VersionState
-from serving.router import CANARY, STABLE, Router, choose, key_unit, shares, stable_of
+from serving.repository.store import Model, ModelVersion, VersionState
 
 DRAWS = 20_000
 

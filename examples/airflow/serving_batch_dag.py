@@ -3,7 +3,7 @@
 Needs Airflow 2.7+ with the cncf.kubernetes provider. The task runs our image with the
 `batch` extra; the model repository and the tables are PersistentVolumeClaims. The output
 appears only when the run succeeds, so a downstream task can rely on it.
-tests/batch/test_orchestration.py checks this file parses and that its arguments are
+tests/scoring/test_orchestration.py checks this file parses and that its arguments are
 accepted by `serving batch` (Airflow itself is not installed in CI).
 """
 

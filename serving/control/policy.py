@@ -43,11 +43,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from serving.core.router import Router
 from serving.errors import Forbidden, InvalidInput
-from serving.metrics import Metrics
 from serving.modelconfig import TrafficConfig
-from serving.repository import Model, ModelRepository
-from serving.router import Router
+from serving.observability.metrics import Metrics
+from serving.repository.store import Model, ModelRepository
 
 log = logging.getLogger("serving.control.policy")
 

@@ -42,21 +42,29 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
 
-from serving.metrics import Metrics
+from serving.inference import InferenceRequest, InferenceResponse, Tensor
 from serving.modelconfig import PayloadLoggingConfig
-from serving.repository import ModelRepository
+from serving.observability.metrics import Metrics
 from serving.settings import Settings
-from serving.types import InferenceRequest, InferenceResponse, Tensor
+
+
+class HasConfig(Protocol):
+    """What the logger reads of a served model (the repository's ``Model``): its config, for
+    the per-model sampling policy. A protocol, so observability does not import the model store."""
+
+    @property
+    def config(self) -> Any: ...
+
 
 log = logging.getLogger("serving.payloads")
 
@@ -245,12 +253,12 @@ class PayloadLogger:
         self,
         settings: Settings,
         metrics: Metrics,
-        repository: ModelRepository,
+        models: Mapping[str, HasConfig],
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.sample_rate = settings.payload_log_sample_rate
         self.by = settings.payload_log_by
-        self._models = repository.models
+        self._models = models
         self._rand = rand
         self._max_queue = settings.payload_log_queue_size
         self._batch = settings.payload_log_batch_size
@@ -291,7 +299,7 @@ class PayloadLogger:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, metrics: Metrics, repository: ModelRepository
+        cls, settings: Settings, metrics: Metrics, models: Mapping[str, HasConfig]
     ) -> PayloadLogger | None:
         """None when no sink is configured (the edge then pays one ``is None`` test)."""
         if not settings.payload_log_url and settings.payload_log_dir is None:
@@ -301,7 +309,7 @@ class PayloadLogger:
                     "and/or SERVING_PAYLOAD_LOG_DIR"
                 )
             return None
-        return cls(settings, metrics, repository)
+        return cls(settings, metrics, models)
 
     # -- the request path: sample and enqueue, nothing else ------------------------------
     def _policy(self, model: str) -> PayloadLoggingConfig:

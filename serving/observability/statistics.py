@@ -1,7 +1,7 @@
 """Per-version inference statistics in the shape of Triton's statistics extension.
 
 The numbers come from the measurements the Prometheus collectors record, in the same calls
-(``serving.metrics``): the adapter's end-to-end duration and outcome (``observe_request``)
+(``serving.observability.metrics``): the adapter's end-to-end duration and outcome (``observe_request``)
 feeds ``success``/``fail``; a predictor stage's queue wait, compute time and rows
 (``StageMetrics``) feed ``queue``, ``compute_infer``, ``batch_stats``, ``inference_count`` and
 ``execution_count``. So ``/v2/models/{m}/stats`` and ``/metrics`` never disagree about what

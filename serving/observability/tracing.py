@@ -40,7 +40,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from serving import __version__
 from serving.errors import ServingError
-from serving.outcomes import as_serving_error
+from serving.labels import as_serving_error
 
 # gRPC status codes by name (grpc.StatusCode values), for ``rpc.grpc.status_code``.
 GRPC_CODES = {
@@ -201,7 +201,7 @@ def record_batch(
         "compute",
         started_ns,
         ended_ns,
-        {"serving.batch.rows": rows, "serving.batch.requests": requests},
+        {"serving.scoring.rows": rows, "serving.scoring.requests": requests},
         [trace.link() for trace, _ in traced[1:]],
         error,
     )

@@ -1,1 +1,1 @@
-"""Protocol adapters: decode wire formats into serving.types, call the dataplane, encode back."""
+"""Protocol adapters: decode wire formats into serving.inference, call the dataplane, encode back."""

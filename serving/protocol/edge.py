@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from serving.dataplane import DataPlane
+from serving.core.dataplane import DataPlane
 from serving.errors import ServingError
-from serving.outcomes import NO_VERSION, UNKNOWN_MODEL, Edge, as_serving_error
-from serving.types import InferenceRequest, InferenceResponse
+from serving.inference import InferenceRequest, InferenceResponse
+from serving.labels import NO_VERSION, UNKNOWN_MODEL, Edge, as_serving_error
 
 if TYPE_CHECKING:
     from serving.observability.tracing import RequestTrace

@@ -13,7 +13,7 @@ import numpy as np
 
 from serving.datatypes import TO_NUMPY, numpy_dtype
 from serving.errors import InvalidInput
-from serving.types import Array
+from serving.inference import Array
 
 _LENGTH = struct.Struct("<I")
 

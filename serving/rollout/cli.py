@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 # -- building blocks -------------------------------------------------------------------------
 def make_target(args: argparse.Namespace) -> TrafficTarget:
     if args.mode == "inpod" or args.server or args.policy_dir:
-        from serving.rollout.inpod import make_inpod_target
+        from serving.rollout.targets import make_inpod_target
 
         return make_inpod_target(args, args.token or os.environ.get("SERVING_ADMIN_TOKEN"))
     from serving.rollout.kserve import InferenceServiceTarget, load_api_client

@@ -21,8 +21,8 @@ import json
 from typing import Any
 
 from serving.control.policy import StoredPolicy, StoreError, now_iso, parse_entry, policy_key, render_entry
-from serving.rollout.inpod import ReplicaView, traffic_path
 from serving.rollout.kserve import GROUP, PLURAL, VERSION
+from serving.rollout.servertarget import ReplicaView, traffic_path
 from serving.rollout.state import RolloutError
 
 ANNOTATION = "serving/traffic-policy-configmap"

@@ -1,6 +1,6 @@
 """Reads the canary and stable numbers for one window from the Prometheus HTTP API.
 
-Series are the server's own (serving/metrics.py): ``serving_requests_total`` and
+Series are the server's own (serving/observability/metrics.py): ``serving_requests_total`` and
 ``serving_request_duration_seconds``. Each side is a PromQL label matcher list, so the same
 queries work for in-pod routing (``variant="canary"``) and for KServe revisions, which are
 separate pods (``pod=~"<revision>-deployment-.*"``).

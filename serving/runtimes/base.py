@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Protocol
 
 from serving.errors import ModelLoadError
+from serving.inference import Array
 from serving.modelconfig import ModelConfig
 from serving.settings import Settings
-from serving.types import Array
 
 ONNX_FILE = "model.onnx"
 XGBOOST_FILES = ("model.ubj", "model.json")

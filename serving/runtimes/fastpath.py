@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.types import Array
+from serving.inference import Array
 
 log = logging.getLogger("serving.runtimes.fastpath")
 

@@ -10,10 +10,10 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.errors import InvalidInput, ModelLoadError
+from serving.inference import Array
 from serving.modelconfig import ModelConfig, TensorSpec
 from serving.runtimes.base import signature_mismatch
 from serving.settings import Settings
-from serving.types import Array
 
 # onnxruntime's type strings -> OIP datatypes
 ORT_TYPES = {

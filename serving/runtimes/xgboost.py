@@ -39,13 +39,13 @@ import numpy as np
 import xgboost as xgb
 
 from serving.errors import ModelLoadError
+from serving.inference import Array
 from serving.modelconfig import ModelConfig
 from serving.runtimes import fastpath
 from serving.runtimes.base import check_feature_count, signature_mismatch
 from serving.runtimes.fastpath import LIBRARY, PathChoice
+from serving.runtimes.warmup import warmup_inputs
 from serving.settings import Settings
-from serving.types import Array
-from serving.warmup import warmup_inputs
 
 log = logging.getLogger("serving.runtimes.xgboost")
 

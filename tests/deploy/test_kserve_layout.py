@@ -12,7 +12,7 @@ import pytest
 
 from serving.cli import build_parser, settings_from
 from serving.errors import ModelLoadError
-from serving.repository import ModelRepository, validate_repository
+from serving.repository.store import ModelRepository, validate_repository
 from serving.settings import Settings
 from tests.server_process import DEMO_REPO
 

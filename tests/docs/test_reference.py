@@ -28,7 +28,7 @@ def test_every_metric_has_help() -> None:
     rows = ref.metric_rows()
     assert "serving_requests_total" in {r.name for r in rows}
     missing = [r.name for r in rows if not r.description.strip()]
-    assert not missing, f"collectors without help text (serving/metrics.py): {missing}"
+    assert not missing, f"collectors without help text (serving/observability/metrics.py): {missing}"
 
 
 def test_every_error_class_has_a_docstring() -> None:

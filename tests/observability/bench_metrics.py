@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from serving.metrics import Metrics
+from serving.observability.metrics import Metrics
 
 
 def _noop(model: str, version: str, variant: str, protocol: str, outcome: str, seconds: float) -> None:

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.accesslog import AccessLog
 from serving.errors import InvalidInput
-from serving.metrics import LATENCY_BUCKETS, Metrics
+from serving.observability.accesslog import AccessLog
+from serving.observability.metrics import LATENCY_BUCKETS, Metrics
 from tests.observability.bench_metrics import measure
 from tests.server_process import DEMO_REPO, ROOT, ServerProcess, free_port, running_server
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.metrics import Metrics
 from serving.modelconfig import load_config
-from serving.predictor import ThreadedPredictor
+from serving.observability.metrics import Metrics
+from serving.predict.predictor import ThreadedPredictor
 from serving.runtimes.base import load_runtime
 from serving.settings import Settings
 from tests.tinymodels import write_identity_model

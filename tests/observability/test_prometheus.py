@@ -39,7 +39,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from serving.metrics import LATENCY_BUCKETS
+from serving.observability.metrics import LATENCY_BUCKETS
 from tests.observability.conftest import DASHBOARD, RULES
 from tests.observability.prom import running_prometheus
 from tests.server_process import DEMO_REPO, running_server

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.batching import DynamicBatcher
-from serving.metrics import OK_OUTCOMES, Metrics
-from serving.outcomes import NO_VERSION, UNKNOWN_MODEL
-from serving.predictor import ThreadedPredictor
+from serving.labels import NO_VERSION, UNKNOWN_MODEL
+from serving.observability.metrics import OK_OUTCOMES, Metrics
+from serving.predict.batching import DynamicBatcher
+from serving.predict.predictor import ThreadedPredictor
 from serving.protocol.edge import GRPC, REST
-from tests.batching.models import N_FEATURES, load, write_xgb_model
+from tests.predict.models import N_FEATURES, load, write_xgb_model
 
 
 def test_success_outcomes_are_the_edges_ok_labels() -> None:

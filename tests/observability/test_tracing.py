@@ -120,14 +120,14 @@ def test_rest_request_continues_the_callers_trace(traced: tuple[ServerProcess, R
     order = ["decode", "routing", "queue wait", "compute", "encode"]
     starts = [steps[name].start for name in order]
     assert starts == sorted(starts)
-    assert steps["compute"].attributes["serving.batch.rows"] == 2
+    assert steps["compute"].attributes["serving.scoring.rows"] == 2
     # the shadow copy: its own span in the trace, linked to the primary
     received.wait_for(lambda r: any(s.name == "shadow ident" for s in r.trace(trace_id)))
     [shadow] = [s for s in received.trace(trace_id) if s.name == "shadow ident"]
     assert (trace_id, span.span_id) in shadow.links
     assert shadow.attributes["serving.model.version"] == "2"
     assert shadow.attributes["serving.variant"] == "shadow"
-    assert shadow.attributes["serving.shadow.result"] == "match"
+    assert shadow.attributes["serving.core.shadow.result"] == "match"
 
 
 def test_grpc_request_continues_the_callers_trace(traced: tuple[ServerProcess, Received]) -> None:
@@ -207,8 +207,8 @@ def test_a_batch_is_one_compute_span_linked_with_each_request(traced: tuple[Serv
     computes = [s for trace_id, _, _ in ids for s in received.trace(trace_id) if s.name == "compute"]
     assert len(computes) == 1, "one compute span per batch"
     [compute] = computes
-    assert compute.attributes["serving.batch.requests"] == 3
-    assert compute.attributes["serving.batch.rows"] == 3
+    assert compute.attributes["serving.scoring.requests"] == 3
+    assert compute.attributes["serving.scoring.rows"] == 3
     owner = next(s for s in servers if s.trace_id == compute.trace_id)
     assert compute.parent_id == owner.span_id
     others = {(s.trace_id, s.span_id) for s in servers if s is not owner}

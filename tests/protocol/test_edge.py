@@ -20,7 +20,7 @@ import grpc
 import httpx
 import pytest
 
-from serving.outcomes import UNKNOWN_MODEL
+from serving.labels import UNKNOWN_MODEL
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.models import write_gather_model, write_good_model, write_slow_model
 from tests.server_process import ServerProcess, running_server

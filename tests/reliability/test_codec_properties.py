@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from serving.datatypes import DATATYPES
 from serving.errors import InvalidInput
+from serving.inference import InferenceRequest
 from serving.protocol import rawtensor
 from serving.protocol.grpc import codec as grpc_codec
 from serving.protocol.grpc.stubs import load
 from serving.protocol.rest import binary, codec
 from serving.protocol.rest.deadline import deadline_from_header
-from serving.types import InferenceRequest
 
 MAX_ELEMENTS = 10_000
 FAST = settings(

@@ -19,7 +19,7 @@ import pytest
 import xgboost as xgb
 import yaml
 
-from serving.repository import OUTSIDE
+from serving.repository.store import OUTSIDE
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.test_faults import BROKEN, ROW, build_repo
 from tests.server_process import ServerProcess, running_server

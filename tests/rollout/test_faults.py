@@ -9,8 +9,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
+from serving.core.faults import FaultInjector
 from serving.errors import RuntimeFault
-from serving.faults import FaultInjector
 from serving.settings import Settings
 
 

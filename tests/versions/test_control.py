@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from serving.errors import Forbidden
+from serving.inference import InferenceRequest, Tensor
 from serving.server import Components, build, load_models
 from serving.settings import Settings
-from serving.types import InferenceRequest, Tensor
 from tests.versions.conftest import ROW, iris_repo
 
 

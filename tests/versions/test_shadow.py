@@ -13,13 +13,13 @@ import pytest
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import Metrics
+from serving.core.shadow import ShadowRunner, max_abs_diff
 from serving.modelconfig import load_config
+from serving.observability.metrics import Metrics
 from serving.protocol.edge import GRPC, REST
-from serving.repository import ModelVersion, VersionState
+from serving.repository.store import ModelVersion, VersionState
 from serving.runtimes.base import load_runtime
 from serving.settings import Settings
-from serving.shadow import ShadowRunner, max_abs_diff
 from tests.server_process import DEMO_REPO, ServerProcess
 from tests.versions.conftest import AUTH, ROW, Client
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from serving.modelconfig import ModelConfig, load_config
-from serving.repository import ModelRepository, VersionState
+from serving.repository.store import ModelRepository, VersionState
 from serving.runtimes.base import load_runtime
+from serving.runtimes.warmup import run_warmup, warmup_inputs
 from serving.settings import Settings
-from serving.warmup import run_warmup, warmup_inputs
 from tests.server_process import DEMO_REPO
 from tests.tinymodels import identity_onnx, spec, write_config
 from tests.versions.conftest import iris_repo
@@ -40,7 +40,7 @@ def test_config_samples_warm_each_version_before_ready(
             "inputs": {"input": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
         },
     )
-    with caplog.at_level(logging.INFO, logger="serving.repository"):
+    with caplog.at_level(logging.INFO, logger="serving.repository.store"):
         repository = load(repo)
     for entry in repository.get("iris-xgb").versions.values():
         assert entry.state is VersionState.READY
@@ -117,7 +117,7 @@ def write_width_three_identity(root: Path, warmup: dict[str, object] | None = No
 def test_generated_warmup_the_model_refuses_is_a_warning_and_the_version_serves(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="serving.repository"):
+    with caplog.at_level(logging.WARNING, logger="serving.repository.store"):
         repository = load(write_width_three_identity(tmp_path))
     entry = repository.version("narrow", "1")
     assert entry.state is VersionState.READY and entry.runtime is not None

@@ -1,4 +1,4 @@
-"""OIP v2 gRPC codecs: ModelInferRequest <-> serving.types, kept out of the servicer.
+"""OIP v2 gRPC codecs: ModelInferRequest <-> serving.inference, kept out of the servicer.
 
 Inputs come either typed (``contents.fp32_contents`` ...) or raw (``raw_input_contents``, one
 entry per input, zero-copy into numpy). The response mirrors the request: raw in, raw out, so
@@ -15,11 +15,11 @@ from google.protobuf.internal.containers import MessageMap
 
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
+from serving.inference import Array, InferenceRequest, InferenceResponse, Parameters, RequestedOutput, Tensor
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol.grpc.generated import oip_v2_pb2 as oip
 from serving.protocol.rawtensor import from_raw, to_raw
 from serving.protocol.rest.codec import check_shape
-from serving.types import Array, InferenceRequest, InferenceResponse, Parameters, RequestedOutput, Tensor
 
 # Which InferTensorContents field carries each datatype (FP16 has none: raw only).
 CONTENTS_FIELD = {

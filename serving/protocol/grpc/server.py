@@ -19,11 +19,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from serving.admin import ModelControl
-from serving.dataplane import DataPlane
+from serving.control.models import ModelControl
+from serving.core.dataplane import DataPlane
 from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
+from serving.labels import as_serving_error
 from serving.modelconfig import check_model_name, check_version_name
-from serving.outcomes import as_serving_error
 from serving.protocol import triton
 from serving.protocol.edge import GRPC, EdgeRecorder
 from serving.protocol.grpc import codec

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
-from serving.admin import ModelControl
+from serving.control.models import ModelControl
 from serving.errors import InvalidInput, ModelNotFound
 from serving.modelconfig import check_version_name
 

@@ -22,8 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.admin import ModelControl
-from serving.dataplane import DataPlane
+from serving.control.models import ModelControl
+from serving.core.dataplane import DataPlane
 from serving.errors import (
     ClientClosedRequest,
     InvalidInput,
@@ -31,8 +31,9 @@ from serving.errors import (
     ServingError,
     UnsupportedMediaType,
 )
-from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.inference import InferenceRequest, InferenceResponse
 from serving.modelconfig import check_model_name, check_version_name
+from serving.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import triton
 from serving.protocol.edge import REST, EdgeRecorder
 from serving.protocol.rest import binary, codec
@@ -40,7 +41,6 @@ from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_rout
 from serving.protocol.rest.deadline import TIMEOUT_HEADER, deadline_from_header
 from serving.protocol.rest.onewrite import try_respond
 from serving.settings import Settings
-from serving.types import InferenceRequest, InferenceResponse
 
 if TYPE_CHECKING:
     from serving.observability.tracing import RequestTrace
@@ -369,7 +369,7 @@ def create_rest_app(
             {"name": name, "version": version, "ready": is_ready}, status_code=200 if is_ready else 503
         )
 
-    # GET|POST /v2/repository/index, load/unload/reload, traffic policy (serving/admin.py);
+    # GET|POST /v2/repository/index, load/unload/reload, traffic policy (serving/control/models.py);
     # with SERVING_ADMIN_PORT the changes are served only on that port (create_admin_app).
     control = control or ModelControl(settings, dataplane)
     api.include_router(read_routes(control))

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from serving.errors import InvalidInput
+from serving.inference import InferenceRequest, InferenceResponse, Tensor
 from serving.protocol.rawtensor import from_raw, to_raw
 from serving.protocol.rest import codec
-from serving.types import InferenceRequest, InferenceResponse, Tensor
 
 HEADER = b"inference-header-content-length"
 

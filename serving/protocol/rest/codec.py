@@ -15,7 +15,7 @@ import orjson
 
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
-from serving.types import Array, InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+from serving.inference import Array, InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 
 _INT_KINDS = frozenset("iu")
 _MAX_RANK = 16

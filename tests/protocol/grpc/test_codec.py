@@ -1,4 +1,4 @@
-"""gRPC codec: ModelInferRequest <-> serving.types, typed and raw contents, BYTES, parameters."""
+"""gRPC codec: ModelInferRequest <-> serving.inference, typed and raw contents, BYTES, parameters."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from serving.errors import InvalidInput
+from serving.inference import InferenceResponse, Tensor
 from serving.protocol.grpc import codec
 from serving.protocol.grpc.stubs import load
-from serving.types import InferenceResponse, Tensor
 
 pb = load()
 

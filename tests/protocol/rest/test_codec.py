@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from serving.errors import InvalidInput
+from serving.inference import InferenceResponse, Tensor
 from serving.protocol.rest.codec import (
     decode_request,
     decode_v1_request,
@@ -16,7 +17,6 @@ from serving.protocol.rest.codec import (
     encode_v1_response,
     to_array,
 )
-from serving.types import InferenceResponse, Tensor
 
 LIMIT = 1 << 20
 

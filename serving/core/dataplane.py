@@ -1,0 +1,303 @@
+"""Protocol-agnostic inference, readiness and metadata: the only thing adapters call.
+
+``DataPlane.infer`` is a short sequence of named steps (route, validate, admit, predict,
+shape outputs), each a method tests call directly. It raises typed errors (serving.errors)
+and returns results; counting requests and naming outcomes is the adapters' job
+(serving.protocol.edge). It records what only it sees: in-flight requests and rejections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from serving import __version__
+from serving.core.faults import FaultInjector
+from serving.core.limits import RequestLimits
+from serving.core.router import Route, Router
+from serving.core.shadow import ShadowRunner
+from serving.core.validation import validate_inputs
+from serving.datatypes import numpy_dtype
+from serving.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    RuntimeFault,
+    ServingError,
+)
+from serving.inference import Array, InferenceRequest, InferenceResponse, Tensor
+from serving.modelconfig import ModelConfig
+from serving.observability.accesslog import AccessLog
+from serving.observability.metrics import Metrics
+from serving.predict.predictor import Predictor
+from serving.repository.store import Model, ModelRepository, ModelVersion
+from serving.runtimes.base import PLATFORMS
+from serving.runtimes.fastpath import PathChoice
+
+if TYPE_CHECKING:  # imported by serving.server only when switched on
+    from serving.observability.payloads import PayloadLogger
+    from serving.observability.tracing import RequestTrace, Tracing
+
+log = logging.getLogger("serving.core.dataplane")
+
+# Triton's names for the protocol extensions (tritonclient and Triton's tools look them up).
+EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        router: Router,
+        metrics: Metrics,
+        access_log: AccessLog | None = None,
+        faults: FaultInjector | None = None,
+        limits: RequestLimits | None = None,
+        shadow: ShadowRunner | None = None,
+        tracing: Tracing | None = None,
+        payloads: PayloadLogger | None = None,
+    ) -> None:
+        self.repository = repository
+        self.tracing = tracing
+        """Adapters start a request's span with it; None when tracing is off."""
+        self.payloads = payloads
+        """Adapters hand sampled payloads to it (at the edge); None when payload logging is off."""
+        self.shadow = shadow if shadow is not None else ShadowRunner(metrics)
+        self.router = router
+        self.metrics = metrics
+        self.access_log = access_log
+        self.faults = faults
+        self.limits = limits or RequestLimits()
+        self.draining = False
+        self.started = False
+
+    # -- health -------------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once start-up loading finished, until a drain begins. A server whose models
+        all failed is still ready (it answers with reasons); per-model readiness tells more."""
+        return self.started and not self.draining
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        model = self.repository.get(name)
+        if version is not None:
+            return self.repository.version(name, version).ready
+        return bool(model.ready_versions())
+
+    # -- metadata -----------------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "serving", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.repository.get(name)
+        if version is not None:
+            self.repository.version(name, version)
+        if model.config is None:
+            raise ModelNotReady(f"model '{name}' is unavailable: {model.public_error}")
+        config = model.config
+        versions = sorted(model.versions, key=int)
+        meta: dict[str, Any] = {
+            "name": name,
+            "versions": [version] if version is not None else versions,
+            "platform": PLATFORMS[config.platform],
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.outputs
+            ],
+        }
+        entries = [model.versions[version]] if version is not None else [model.versions[v] for v in versions]
+        states = {  # public: reasons without paths or library text (repository.py)
+            e.version: {
+                "state": e.state.value,
+                **({"reason": e.public_reason} if e.reason else {}),
+                **({"predict_path": _paths(e.predict_paths)} if e.predict_paths else {}),
+            }
+            for e in entries
+        }
+        if model.error:
+            meta["parameters"] = {"state": "UNAVAILABLE", "reason": model.public_error}
+        else:
+            meta["parameters"] = {"version_states": states}
+        return meta
+
+    def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """The model's parsed config.yaml (the configuration extension; read-only)."""
+        model = self.repository.get(name)
+        if version is not None:
+            self.repository.version(name, version)
+        if model.config is None:
+            raise ModelNotReady(f"model '{name}' is unavailable: {model.public_error}")
+        return model.config
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        """Cumulative statistics (serving.observability.statistics) of one version, of every
+        version of one model, or of every model (``name`` None), in version order."""
+        if name is None:
+            names = sorted(self.repository.models)
+        else:
+            self.check_model(name, version)
+            names = [name]
+        stats = self.metrics.statistics
+        found: list[dict[str, Any]] = []
+        for model in names:
+            versions = (
+                [version] if version is not None else sorted(self.repository.models[model].versions, key=int)
+            )
+            found.extend(stats.snapshot(model, v) for v in versions)
+        return found
+
+    def routing_header(self, name: str) -> str:
+        """The request header that carries the model's sticky-routing key."""
+        return self.router.routing_header(self.repository.models.get(name))
+
+    def repository_index(self) -> list[dict[str, str]]:
+        return self.repository.index()
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a model of the repository (adapters label metrics with it)."""
+        return name in self.repository.models
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """Raise ModelNotFound for an unknown model or version: adapters call it before they
+        read a body, so the most fundamental mistake is reported first."""
+        model = self.repository.models.get(name)
+        if model is None:
+            self.repository.get(name)  # raises, with the message
+        elif version is not None and version not in model.versions:
+            self.repository.version(name, version)
+
+    def first_input(self, name: str) -> tuple[str, str]:
+        """(name, datatype) of the model's first input, for KServe v1's ``instances``; FP32
+        under an empty name when the model's config did not load (the request then fails
+        with the model's reason)."""
+        config = self.repository.get(name).config
+        if config is None:
+            return "", "FP32"
+        spec = config.inputs[0]
+        return spec.name, spec.datatype
+
+    # -- inference ----------------------------------------------------------------------
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Route, validate, admit, predict, shape the outputs. Raises a ServingError (or
+        CancelledError when the caller went away); the adapter counts the outcome."""
+        model = self.repository.get(request.model)
+        inflight = self.metrics.inflight_for(request.model)
+        inflight.inc()
+        trace = request.trace
+        try:
+            started = time.time_ns() if trace is not None else 0
+            route = self.route(model, request)
+            entry = route.entry
+            # No await from routing to ``entry.inflight += 1`` in ``predict``: an unload that
+            # starts after the route sees this request in flight and waits for it.
+            inputs = self.validate(entry, request)
+            predictor = self.admit(entry, request)
+            if trace is not None:
+                trace.child("routing", started, None, {"serving.model.version": entry.version})
+            results = await self.predict(entry, predictor, inputs, request.deadline, trace)
+            if route.shadow is not None:  # a non-blocking put; never delays this answer
+                self.shadow.submit(
+                    route.shadow, entry.version, inputs, results, route.tolerance, request.edge, trace
+                )
+            return self.shape_outputs(entry, request, results, route.variant)
+        finally:
+            inflight.dec()
+
+    def route(self, model: Model, request: InferenceRequest) -> Route:
+        """The version to run (pin, weights, sticky key), recorded on the request."""
+        key = request.routing_key
+        if key is None and request.parameters and isinstance(request.parameters.get("routing_key"), str):
+            key = request.parameters["routing_key"]
+        route = self.router.select(model, request.version, key)
+        request.served_version, request.variant = route.entry.version, route.variant
+        return route
+
+    def validate(self, entry: ModelVersion, request: InferenceRequest) -> dict[str, Array]:
+        """The inputs checked against the version's signature, keyed by name."""
+        try:
+            return validate_inputs(entry.config, request)
+        except InvalidInput:
+            self.metrics.rejections.labels(request.model, "invalid").inc()
+            raise
+
+    def admit(self, entry: ModelVersion, request: InferenceRequest) -> Predictor:
+        """Refuse what cannot be served in time: a passed deadline, a version without a
+        predict stage, a full version (unbatched path; batchers bound their own queue).
+        Gives the request the server's default deadline when the caller set none."""
+        if request.deadline is None and self.limits.default_timeout is not None:
+            request.deadline = time.monotonic() + self.limits.default_timeout
+        elif request.deadline is not None and time.monotonic() > request.deadline:
+            self.metrics.rejections.labels(request.model, "deadline").inc()
+            raise DeadlineExceeded("the request's deadline passed before compute")
+        predictor = entry.predictor
+        if predictor is None:
+            raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
+        limit = self.limits.max_inflight
+        if limit and entry.inflight >= limit and not entry.config.batching.enabled:
+            self.metrics.rejections.labels(request.model, "overload").inc()
+            raise Overloaded(
+                f"model '{request.model}' version {entry.version}: {entry.inflight} requests "
+                f"already in flight (max_inflight {limit}); retry later"
+            )
+        return predictor
+
+    async def predict(
+        self,
+        entry: ModelVersion,
+        predictor: Predictor,
+        inputs: dict[str, Array],
+        deadline: float | None,
+        trace: RequestTrace | None = None,
+    ) -> dict[str, Array]:
+        """Run the version's predict stage; a runtime exception becomes a RuntimeFault whose
+        message names model and version (the traceback goes to the log). ``trace`` (a
+        sampled request's) gets the stage's queue-wait and compute spans."""
+        entry.inflight += 1
+        try:
+            if self.faults is not None:  # rollout drills only (Settings.fault_target)
+                await self.faults.apply(entry.model, entry.version)
+            if trace is not None:
+                return await predictor.predict(inputs, deadline, trace)
+            return await predictor.predict(inputs, deadline)
+        except ServingError:
+            raise
+        except Exception as exc:
+            log.exception("model %s version %s failed at predict", entry.model, entry.version)
+            # First line only, bounded: runtimes (XGBoost) append C++ backtraces to messages.
+            detail = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise RuntimeFault(
+                f"model '{entry.model}' version {entry.version} failed: {type(exc).__name__}: {detail}"
+            ) from None
+        finally:
+            entry.inflight -= 1
+
+    @staticmethod
+    def shape_outputs(
+        entry: ModelVersion, request: InferenceRequest, results: dict[str, Array], variant: str
+    ) -> InferenceResponse:
+        """The requested outputs (all by default) in the config's order and datatypes."""
+        wanted = [o.name for o in request.outputs] if request.outputs else None
+        outputs = []
+        for spec in entry.config.outputs:
+            if wanted is not None and spec.name not in wanted:
+                continue
+            array = results[spec.name]
+            dtype = numpy_dtype(spec.datatype)
+            if array.dtype != dtype and spec.datatype != "BYTES":
+                array = array.astype(dtype)
+            outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
+        return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+
+
+def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:
+    """Metadata: batches -> {"path": ..., "reason": why a faster path does not serve}."""
+    return {
+        batches: {"path": choice.path, **({"reason": choice.reason} if choice.reason else {})}
+        for batches, choice in paths.items()
+    }

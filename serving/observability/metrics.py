@@ -1,0 +1,329 @@
+"""Every Prometheus collector the server exports, on an injectable registry.
+
+Children are cached per label set so recording on the hot path is a dict lookup and an
+add, not a ``labels()`` call that rebuilds the label tuple each time.
+
+With ``--workers N`` the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory before it starts the workers; prometheus-client then keeps every value in a
+per-process mmap file there, and ``Metrics.exposition`` merges all workers' files at scrape
+time, so any worker answers ``/metrics`` with the whole server's counts (no double counting,
+no gaps when the kernel spreads scrapes across workers).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from serving.labels import NO_VERSION, UNKNOWN_MODEL
+from serving.observability.statistics import Statistics, VersionStats
+
+# 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Largest absolute difference between a shadow's output and the primary's, per request.
+DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
+
+MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
+# prometheus-client versions label it 1.0.0, which older scrapers do not know.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# Outcome labels of a success (serving.protocol.edge's REST and GRPC edges): those requests
+# count as Triton-statistics ``success``, every other outcome as ``fail``.
+OK_OUTCOMES = frozenset({"2xx", "OK"})
+
+
+@dataclass(slots=True)
+class StageMetrics:
+    """Per-(model, version) children a predictor stage records into (cached by ``stage``).
+    Stages call ``waited`` and ``executed``, which feed the Prometheus children and the
+    version's statistics (serving.observability.statistics) from one measurement."""
+
+    queue_wait: Any
+    compute: Any
+    batch_size: Any
+    queue_depth: Any
+    stats: VersionStats
+
+    def waited(self, seconds: float) -> None:
+        """One request's wait before compute."""
+        self.queue_wait.observe(seconds)
+        self.stats.queued(seconds)
+
+    def served(self, wait: float, rows: int, seconds: float) -> None:
+        """``waited`` then ``executed`` for one request that ran alone (one statistics lock)."""
+        self.queue_wait.observe(wait)
+        self.compute.observe(seconds)
+        self.batch_size.observe(rows)
+        self.stats.served(wait, rows, seconds)
+
+    def executed(self, rows: int, seconds: float, requests: int = 1) -> None:
+        """One runtime call over ``rows`` rows for ``requests`` requests."""
+        self.compute.observe(seconds)
+        self.batch_size.observe(rows)
+        self.stats.executed(rows, seconds, requests)
+
+
+class Metrics:
+    """The server's collectors on one registry (a fresh one unless a test passes its own)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = (
+            multiprocess_dir if multiprocess_dir is not None else os.environ.get(MULTIPROC_ENV) or None
+        )
+        r = self.registry
+        self.requests = Counter(
+            "serving_requests",
+            "Inference requests by model, version, variant, protocol and outcome "
+            "(REST status class such as 2xx/4xx/5xx, or gRPC code name).",
+            ["model", "version", "variant", "protocol", "outcome"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "serving_request_duration_seconds",
+            "End-to-end inference time inside the server, decode to encode (measured by the adapter).",
+            ["model", "version", "variant", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "serving_queue_wait_seconds",
+            "Time a request waited before compute (batcher queue, or a free predict thread).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_duration = Histogram(
+            "serving_compute_duration_seconds",
+            "Runtime predict time per call (one batch).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "serving_batch_size",
+            "Rows per runtime predict call.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "serving_inflight_requests",
+            "Inference requests inside the server now.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_depth = Gauge(
+            "serving_queue_depth",
+            "Requests waiting before compute now (batcher queue, or for a predict thread).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.rejections = Counter(
+            "serving_rejections",
+            "Requests refused before compute, by reason (overload, deadline, invalid).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.model_load_duration = Gauge(
+            "serving_model_load_duration_seconds",
+            "How long the version took to load and warm up.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_state = Gauge(
+            "serving_model_state",
+            "1 for the version's current state (READY, LOADING, FAILED, UNAVAILABLE, UNLOADING), else 0.",
+            ["model", "version", "state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.predict_path = Gauge(
+            "serving_predict_path",
+            "1 for the computation that serves the version's small and large batches "
+            "(onnx-twin, direct, lightgbm-single-row, library: serving/runtimes/fastpath.py).",
+            ["model", "version", "batches", "path"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.shadow_comparisons = Counter(
+            "serving_shadow_comparisons",
+            "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",
+            ["model", "primary_version", "shadow_version", "result"],
+            registry=r,
+        )
+        self.shadow_abs_diff = Histogram(
+            "serving_shadow_abs_diff",
+            "Largest absolute difference between the shadow's and the primary's outputs, per request.",
+            ["model", "primary_version", "shadow_version"],
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "serving_shadow_dropped",
+            "Shadow copies not sent because the shadow queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.payload_events_sent = Counter(
+            "serving_payload_events_sent",
+            "Payload-logging CloudEvents delivered, by sink (http, file).",
+            ["sink"],
+            registry=r,
+        )
+        self.payload_events_dropped = Counter(
+            "serving_payload_events_dropped",
+            "Sampled payload events not delivered, by reason (queue_full: the bounded queue was "
+            "full; sink_failed: retries exhausted; encode_failed).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.payload_sink_errors = Counter(
+            "serving_payload_sink_errors",
+            "Failed deliveries to a payload sink, each attempt counted (retries included).",
+            ["sink"],
+            registry=r,
+        )
+        # Per process ("liveall": one series per worker, with a pid label, under --workers N):
+        # convergence means every series shows the generation the store holds.
+        self.traffic_generation = Gauge(
+            "serving_traffic_policy_generation",
+            "Generation of the traffic policy this process applies (0: config.yaml's).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.traffic_rejected = Gauge(
+            "serving_traffic_policy_rejected",
+            "1 while this process refuses the traffic policy in the store (the previous one stays).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.statistics = Statistics()
+        """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._inflight_children: dict[str, Any] = {}
+        self._stages: dict[tuple[str, str], StageMetrics] = {}
+
+    # -- hot path ---------------------------------------------------------------------------
+    def observe_request(
+        self, model: str, version: str, variant: str, protocol: str, outcome: str, seconds: float
+    ) -> None:
+        key = (model, version, variant, protocol, outcome)
+        children = self._request_children.get(key)
+        if children is None:
+            stats = None  # requests that never reached a version have no statistics
+            if model != UNKNOWN_MODEL and version != NO_VERSION:
+                one = self.statistics.version(model, version)
+                stats = one.succeeded if outcome in OK_OUTCOMES else one.failed
+            children = (
+                self.requests.labels(*key),
+                self.request_duration.labels(model, version, variant, protocol),
+                stats,
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2](seconds)
+
+    def inflight_for(self, model: str) -> Any:
+        """The cached in-flight gauge child of ``model``."""
+        child = self._inflight_children.get(model)
+        if child is None:
+            child = self._inflight_children[model] = self.inflight.labels(model)
+        return child
+
+    def stage(self, model: str, version: str) -> StageMetrics:
+        """Cached children for a predictor stage of one version (queue wait, compute, batch, depth)."""
+        key = (model, version)
+        found = self._stages.get(key)
+        if found is None:
+            found = self._stages[key] = StageMetrics(
+                self.queue_wait.labels(model, version),
+                self.compute_duration.labels(model, version),
+                self.batch_size.labels(model, version),
+                self.queue_depth.labels(model, version),
+                self.statistics.version(model, version),
+            )
+        return found
+
+    # -- control path -----------------------------------------------------------------------
+    def set_model_state(self, model: str, version: str, state: str) -> None:
+        for known in MODEL_STATES:
+            self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
+        """``paths``: batches ("small", "large") -> the path serving them."""
+        for batches, path in paths.items():
+            for known in PREDICT_PATHS:
+                self.predict_path.labels(model, version, batches, known).set(1.0 if known == path else 0.0)
+
+    def worker_values(self, name: str, model: str) -> dict[str, float]:
+        """pid -> value of a ``liveall`` gauge for ``model``, over every live worker (empty
+        without ``--workers N``). Reads the workers' files: for admin reads, not per request."""
+        if self.multiprocess_dir is None:
+            return {}
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        values: dict[str, float] = {}
+        for family in merged.collect():
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if sample.labels.get("model") == model and "pid" in sample.labels:
+                    values[sample.labels["pid"]] = sample.value
+        return values
+
+    def exposition(self) -> bytes:
+        """The text exposition for ``/metrics``: this registry, or every worker's values merged."""
+        if self.multiprocess_dir is None:
+            return bytes(_generate_latest(self.registry))
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return bytes(_generate_latest(merged))
+
+
+def setup_multiprocess_dir() -> str:
+    """For a supervisor about to start workers: point ``PROMETHEUS_MULTIPROC_DIR`` (inherited
+    by the workers) at a fresh temporary directory, removed when the supervisor exits. A
+    directory the operator set already is used as is, emptied of stale value files."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return given
+    path = tempfile.mkdtemp(prefix="serving-metrics-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def worker_exited(pid: int, path: str) -> None:
+    """Drop a dead worker's live gauges (in-flight, queue depth, model state) from the merge.
+    Its counters and histograms stay: they are part of the server's totals."""
+    mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
