@@ -52,7 +52,9 @@ EXAMPLES = {
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model-repo", type=Path, help="model repository (default ./model_repo, env SERVING_MODEL_REPO)"
+        "--model-repo",
+        help="model repository: a folder or s3:// gs:// az:// https:// URI (default ./model_repo, "
+        "env SERVING_MODEL_REPO)",
     )
     parser.add_argument(
         "--model-name",
