@@ -86,6 +86,20 @@ def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
     return exc.http_status, orjson.dumps({"error": exc.message}), headers
 
 
+RAW_ROUTES = (
+    ("POST", "/v2/models/{model}[/versions/{version}]/infer", "Inference (OIP v2; JSON or binary tensors)"),
+    ("POST", "/v1/models/{model}:predict", "Inference (KServe v1 instances)"),
+    (
+        "POST",
+        "/v2/models/{model}[/versions/{version}]/explain",
+        "Exact per-feature contributions, bias and raw margin of an inference body's rows "
+        "(boosters, and ONNX versions exported from one; explain_max_rows rows at most)",
+    ),
+    ("POST", "/v1/models/{model}:explain", "Explanations for KServe v1 instances (the same body as v2)"),
+)
+"""The routes the raw-ASGI handler serves (docs/reference lists them beside the OpenAPI routes)."""
+
+
 def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:
     """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1');
     the explain routes ('.../explain', ':explain') -> kinds 'v2-explain' and 'v1-explain'."""
