@@ -88,6 +88,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         RequestLimits.from_settings(settings),
         shadow=ShadowRunner(metrics, settings.shadow_queue_size),
         tracing=tracing,
+        prediction_metrics=settings.prediction_metrics,
     )
     if settings.payload_log_url or settings.payload_log_dir is not None or settings.payload_log_sample_rate:
         from serving.observability.payloads import PayloadLogger
