@@ -83,10 +83,10 @@ class OutputRule:
                 return int(value[0].argmax())
             number = int(value.reshape(-1)[0])
             return number if 0 <= number < MAX_CLASSES else MAX_CLASSES
-        number = float(value.reshape(-1)[0])
-        if number != number:  # NaN
+        score = float(value.reshape(-1)[0])
+        if score != score:  # NaN
             return len(self.edges)
-        return bisect.bisect_left(self.edges, number)
+        return bisect.bisect_left(self.edges, score)
 
 
 def output_rules(
