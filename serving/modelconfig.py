@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serving import platforms
 from serving.datatypes import DATATYPES
 from serving.errors import InvalidInput, ModelLoadError
 
@@ -218,8 +219,9 @@ class PayloadLoggingConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    platform: Literal["onnx", "xgboost", "lightgbm"]
-    """The runtime: ``model.onnx``, an XGBoost ``model.ubj``/``model.json``, a LightGBM ``model.txt``."""
+    platform: str
+    """The runtime, one of the registry's platforms (serving/platforms.py): ``onnx`` (``model.onnx``),
+    ``xgboost`` (``model.ubj``/``model.json``), ``lightgbm`` (``model.txt``)."""
     inputs: tuple[TensorSpec, ...] = Field(min_length=1)
     """The model's inputs, checked against the model file's signature at load."""
     outputs: tuple[TensorSpec, ...] = Field(min_length=1)
@@ -240,6 +242,12 @@ class ModelConfig(_Strict):
     description: str = ""
     """Free text for the people who read the file."""
 
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, value: str) -> str:
+        platforms.get(value)  # UnknownPlatform (a ValueError) names the known ones
+        return value
+
     @model_validator(mode="after")
     def _checks(self) -> ModelConfig:
         for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -249,17 +257,23 @@ class ModelConfig(_Strict):
             for spec in specs:
                 if spec.shape[0] != -1:
                     raise ValueError(f"{kind}.{spec.name}.shape: the first dimension is the batch, -1")
-        if self.platform in ("xgboost", "lightgbm"):
+        platform = platforms.get(self.platform)
+        if platform.single_tensor:
             if len(self.inputs) != 1 or len(self.outputs) != 1:
                 raise ValueError(f"{self.platform} models take exactly one input and give exactly one output")
             if len(self.inputs[0].shape) != 2 or self.inputs[0].shape[1] < 1:
                 raise ValueError(f"{self.platform} input shape is [-1, n_features]")
-        if self.platform == "lightgbm":
-            for kind, spec in (("inputs", self.inputs[0]), ("outputs", self.outputs[0])):
-                if spec.datatype not in ("FP32", "FP64"):
-                    raise ValueError(f"{kind}.{spec.name}.datatype: lightgbm tensors are FP32 or FP64")
-        if self.raw_score and self.platform != "lightgbm":
-            raise ValueError("raw_score applies to platform lightgbm only")
+        if platform.tensor_datatypes is not None:
+            allowed = " or ".join(platform.tensor_datatypes)
+            for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+                for spec in specs:
+                    if spec.datatype not in platform.tensor_datatypes:
+                        raise ValueError(
+                            f"{kind}.{spec.name}.datatype: {self.platform} tensors are {allowed}"
+                        )
+        if self.raw_score and not platform.raw_score:
+            with_raw = [p.name for p in platforms.all_platforms() if p.raw_score]
+            raise ValueError(f"raw_score applies to platform {' or '.join(with_raw)} only")
         return self
 
 

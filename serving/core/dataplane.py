@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from serving import __version__
+from serving import __version__, platforms
 from serving.core.faults import FaultInjector
 from serving.core.limits import RequestLimits
 from serving.core.router import Route, Router
@@ -33,7 +33,6 @@ from serving.observability.accesslog import AccessLog
 from serving.observability.metrics import Metrics
 from serving.predict.predictor import Predictor
 from serving.repository.store import Model, ModelRepository, ModelVersion
-from serving.runtimes.base import PLATFORMS
 from serving.runtimes.fastpath import PathChoice
 
 if TYPE_CHECKING:  # imported by serving.server only when switched on
@@ -103,7 +102,7 @@ class DataPlane:
         meta: dict[str, Any] = {
             "name": name,
             "versions": [version] if version is not None else versions,
-            "platform": PLATFORMS[config.platform],
+            "platform": platforms.get(config.platform).oip_platform,
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
             ],

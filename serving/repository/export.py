@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from serving import platforms
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig, check_model_name, load_config
 from serving.runtimes.onnx import ORT_TYPES
@@ -165,7 +166,7 @@ def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, 
         for o in session.get_outputs()
     ]
     config_doc: dict[str, Any] = {
-        "platform": "onnx",
+        "platform": platforms.ONNX.name,
         "description": "",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
         "outputs": outputs,
@@ -192,7 +193,7 @@ def _plan_version(
         existing = load_config(config_path)
         wanted = ModelConfig.model_validate(config_doc)
         if (
-            existing.platform != "onnx"
+            existing.platform != platforms.ONNX.name
             or existing.inputs != wanted.inputs
             or existing.outputs != wanted.outputs
         ):

@@ -1,22 +1,17 @@
-"""The Runtime protocol every framework implements, and the factory that picks one."""
+"""The Runtime protocol every framework implements, and the factory that loads one through the
+runtime registry (serving/platforms.py)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Protocol
 
+from serving import platforms
 from serving.errors import ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig
 from serving.settings import Settings
-
-ONNX_FILE = "model.onnx"
-XGBOOST_FILES = ("model.ubj", "model.json")
-# LightGBM's text format (Booster.save_model); model.bst is KServe lgbserver's name for it
-LIGHTGBM_FILES = ("model.txt", "model.bst")
-MODEL_FILES = {"onnx": (ONNX_FILE,), "xgboost": XGBOOST_FILES, "lightgbm": LIGHTGBM_FILES}
-# config.yaml platform -> the platform string of OIP model metadata (Triton's names where they exist)
-PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 class Runtime(Protocol):
@@ -30,7 +25,7 @@ class Runtime(Protocol):
 
 
 def model_file(config: ModelConfig, version_dir: Path) -> Path:
-    names = MODEL_FILES[config.platform]
+    names = platforms.get(config.platform).model_files
     for name in names:
         candidate = version_dir / name
         if candidate.is_file():
@@ -54,17 +49,21 @@ def check_feature_count(path: Path, n_features: int, config: ModelConfig) -> Non
         )
 
 
+class RuntimeClass(Protocol):
+    """What a registry entry's ``loader`` names: a class built from the model file, the config
+    and the settings, whose instances are Runtimes."""
+
+    def __call__(self, path: Path, config: ModelConfig, settings: Settings) -> Runtime: ...
+
+
+def runtime_class(platform: platforms.Platform) -> RuntimeClass:
+    """Import the entry's loader (only now: a server without boosters never imports XGBoost)."""
+    module_name, _, class_name = platform.loader.partition(":")
+    cls: RuntimeClass = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
 def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> Runtime:
     """Load the version's model file; raises ModelLoadError with the reason on any fault."""
     path = model_file(config, version_dir)
-    if config.platform == "onnx":
-        from serving.runtimes.onnx import OnnxRuntime
-
-        return OnnxRuntime(path, config, settings)
-    if config.platform == "lightgbm":
-        from serving.runtimes.lightgbm import LightGBMRuntime
-
-        return LightGBMRuntime(path, config, settings)
-    from serving.runtimes.xgboost import XGBoostRuntime
-
-    return XGBoostRuntime(path, config, settings)
+    return runtime_class(platforms.get(config.platform))(path, config, settings)

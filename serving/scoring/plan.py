@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serving import platforms
 from serving.core.validation import validate_inputs
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
@@ -377,5 +378,5 @@ def build_plan(
     for name in keep:
         if name not in names:
             raise BatchError(f"pass-through column '{name}' is not in the input")
-    reject_nan = nan == "reject" or (nan == "auto" and config.platform != "xgboost")
+    reject_nan = nan == "reject" or (nan == "auto" and not platforms.get(config.platform).nan_as_missing)
     return ScoringPlan(ref, sources, list(keep), split_outputs, reject_nan, schema)
