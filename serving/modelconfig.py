@@ -6,6 +6,7 @@ field (``model_repo/iris/config.yaml: inputs.0.datatype: ...``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from serving.errors import InvalidInput, ModelLoadError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_RE = re.compile(r"^[1-9][0-9]{0,17}$")
+MAX_PREDICTION_EDGES = 50
+"""Most bucket edges ``prediction_buckets`` may set for one output (bounds the series count)."""
 
 
 def check_model_name(name: str) -> str:
@@ -237,6 +240,11 @@ class ModelConfig(_Strict):
     """Native boosters: allow the verified fast paths (XGBoost: an ONNX twin for small batches, the
     library's C entry point; LightGBM: its C single-row entry point); false = the library's public
     predict only."""
+    prediction_buckets: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Output name -> increasing bucket edges for the prediction series of a score output (one
+    float column): ``serving_predictions_total`` counts each value under the first edge it does
+    not exceed. Default: tenths of [0, 1], for probabilities; set it for a regressor whose
+    values lie elsewhere (at most 50 edges)."""
     raw_score: bool = False
     """LightGBM: return the raw scores (before the sigmoid/softmax/exp of the objective)."""
     description: str = ""
@@ -274,6 +282,14 @@ class ModelConfig(_Strict):
         if self.raw_score and not platform.raw_score:
             with_raw = [p.name for p in platforms.all_platforms() if p.raw_score]
             raise ValueError(f"raw_score applies to platform {' or '.join(with_raw)} only")
+        outputs = {s.name: s for s in self.outputs}
+        for name, edges in self.prediction_buckets.items():
+            if name not in outputs:
+                raise ValueError(f"prediction_buckets.{name}: no output of that name")
+            if not 1 <= len(edges) <= MAX_PREDICTION_EDGES:
+                raise ValueError(f"prediction_buckets.{name}: 1 to {MAX_PREDICTION_EDGES} edges")
+            if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"prediction_buckets.{name}: finite edges in increasing order")
         return self
 
 

@@ -276,6 +276,10 @@ class Settings(BaseSettings):
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""
 
+    prediction_metrics: bool = True
+    """Count what each version predicts (``serving_predictions_total``: the predicted class, or
+    the fixed bin of a score) for the rollout's prediction-shift test; false: not counted."""
+
     shadow_queue_size: int = Field(64, ge=1, le=65536)
     """Shadow copies waiting to run; past it copies are dropped (and counted)."""
 

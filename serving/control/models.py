@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any
 
-from serving.control.policy import TrafficPolicies
+from serving.control.syncer import TrafficPolicies
 from serving.core.dataplane import DataPlane
 from serving.core.router import shares, stable_of
 from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFound, ServingError, Unauthorized

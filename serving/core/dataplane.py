@@ -34,6 +34,7 @@ from serving.inference import Array, InferenceRequest, InferenceResponse, Tensor
 from serving.modelconfig import ModelConfig
 from serving.observability.accesslog import AccessLog
 from serving.observability.metrics import Metrics
+from serving.observability.predictions import OutputRule, output_rules
 from serving.predict.predictor import Predictor
 from serving.repository.store import Model, ModelRepository, ModelVersion
 from serving.runtimes.base import Explanation, explainer, feature_names
@@ -72,6 +73,7 @@ class DataPlane:
         shadow: ShadowRunner | None = None,
         tracing: Tracing | None = None,
         payloads: PayloadLogger | None = None,
+        prediction_metrics: bool = True,
     ) -> None:
         self.repository = repository
         self.tracing = tracing
@@ -88,6 +90,8 @@ class DataPlane:
         self.limits = limits or RequestLimits()
         self.draining = False
         self.started = False
+        self.prediction_metrics = prediction_metrics
+        """Count each answer's predictions per version (serving.observability.predictions)."""
 
     # -- health -------------------------------------------------------------------------
     def live(self) -> bool:
@@ -217,6 +221,8 @@ class DataPlane:
             if trace is not None:
                 trace.child("routing", started, None, {"serving.model.version": entry.version})
             results = await self.predict(entry, predictor, inputs, request.deadline, trace)
+            if self.prediction_metrics:
+                self.record_predictions(entry, route.variant, results)
             if entry.profile is not None and self.monitor is not None:
                 self.monitor_step(entry, inputs, results)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
@@ -341,6 +347,13 @@ class DataPlane:
         finally:
             entry.inflight -= 1
 
+    def record_predictions(self, entry: ModelVersion, variant: str, results: dict[str, Array]) -> None:
+        """Count the answer's predicted classes or score bins (the rollout's shift test reads them)."""
+        config = entry.config
+        self.metrics.prediction_recorder(
+            entry.model, entry.version, variant, config, lambda: _prediction_rules(config)
+        ).record(results)
+
     @staticmethod
     def shape_outputs(
         entry: ModelVersion, request: InferenceRequest, results: dict[str, Array], variant: str
@@ -357,6 +370,10 @@ class DataPlane:
                 array = array.astype(dtype)
             outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
         return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+
+
+def _prediction_rules(config: ModelConfig) -> tuple[OutputRule, ...]:
+    return output_rules([(o.name, o.datatype, o.shape) for o in config.outputs], config.prediction_buckets)
 
 
 def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:

@@ -16,6 +16,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
+from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
 
 # 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
@@ -167,6 +169,14 @@ class Metrics:
             ["model", "version", "batches", "path"],
             registry=r,
             multiprocess_mode="livemax",
+        )
+        self.predictions = Counter(
+            "serving_predictions",
+            "Predictions by bucket: the predicted class (0..63, else other) of a classifier output, "
+            "or the upper edge of the fixed bin a score falls in (+Inf past the last edge); "
+            "serving/observability/predictions.py.",
+            ["model", "version", "variant", "output", "bucket"],
+            registry=r,
         )
         self.shadow_comparisons = Counter(
             "serving_shadow_comparisons",
@@ -319,6 +329,7 @@ class Metrics:
         self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
+        self._predictions: dict[tuple[str, str, str], tuple[object, PredictionRecorder]] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def observe_request(
@@ -362,6 +373,26 @@ class Metrics:
                 self.statistics.version(model, version),
             )
         return found
+
+    def prediction_recorder(
+        self,
+        model: str,
+        version: str,
+        variant: str,
+        source: object,
+        rules: Callable[[], Sequence[OutputRule]],
+    ) -> PredictionRecorder:
+        """The cached recorder of one (model, version, variant); rebuilt with ``rules()`` when
+        ``source`` (the version's config object) is not the one it was built from."""
+        key = (model, version, variant)
+        found = self._predictions.get(key)
+        if found is None or found[0] is not source:
+            counter = self.predictions
+            recorder = PredictionRecorder(
+                rules(), lambda output, bucket: counter.labels(model, version, variant, output, bucket)
+            )
+            found = self._predictions[key] = (source, recorder)
+        return found[1]
 
     # -- control path -----------------------------------------------------------------------
     def set_model_state(self, model: str, version: str, state: str) -> None:
