@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,27 +333,59 @@ class Binner:
         return result
 
 
-def drift_figures(profile: Profile, features: Array, outputs: dict[str, Array]) -> dict[str, Any]:
-    """The drift report of a whole table (``serving batch --drift-report``): the PSI of every
-    feature and output value, and out-of-range and missing counts, from the same Binner the
-    server uses, so the figures equal the server's over the same rows."""
-    doc: dict[str, Any] = {"rows": int(features.shape[0]), "features": {}, "outputs": {}}
-    binner = Binner(profile.features)
-    counts, oor, missing = binner.count(features)
-    for i, column in enumerate(profile.features):
-        doc["features"][column.name] = {
-            "psi": _finite(binner.psi(counts)[i]),
-            "out_of_range": int(oor[i]),
-            "missing": int(missing[i]),
+class DriftCounts:
+    """Counts of a whole table, batch by batch (``serving batch --drift-report``), with the
+    Binner the server uses: the PSI of every feature and output value, out-of-range and missing
+    counts. ``add`` may be called from several threads."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.binner = Binner(profile.features)
+        self.out_binner = Binner(profile.outputs)
+        self.counts = np.zeros(self.binner.size, dtype=np.int64)
+        self.out_counts = np.zeros(self.out_binner.size, dtype=np.int64)
+        self.out_of_range = np.zeros(len(profile.features), dtype=np.int64)
+        self.missing = np.zeros(len(profile.features), dtype=np.int64)
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    def add(self, features: Array, outputs: dict[str, Array]) -> None:
+        counts, oor, missing = self.binner.count(features)
+        out_counts = np.zeros(self.out_binner.size, dtype=np.int64)
+        if self.profile.outputs:
+            columns = output_columns(outputs)
+            out_counts = self.out_binner.count(
+                np.stack([columns[c.name] for c in self.profile.outputs], axis=1)
+            )[0]
+        with self._lock:
+            self.counts += counts
+            self.out_counts += out_counts
+            self.out_of_range += oor
+            self.missing += missing
+            self.rows += len(features)
+
+    def report(self) -> dict[str, Any]:
+        psi = self.binner.psi(self.counts)
+        out_psi = self.out_binner.psi(self.out_counts)
+        return {
+            "rows": self.rows,
+            "features": {
+                c.name: {
+                    "psi": _finite(psi[i]),
+                    "out_of_range": int(self.out_of_range[i]),
+                    "missing": int(self.missing[i]),
+                }
+                for i, c in enumerate(self.profile.features)
+            },
+            "outputs": {c.name: {"psi": _finite(out_psi[i])} for i, c in enumerate(self.profile.outputs)},
         }
-    if profile.outputs:
-        columns = output_columns(outputs)
-        out_binner = Binner(profile.outputs)
-        values = np.stack([columns[c.name] for c in profile.outputs], axis=1)
-        out_counts, _, _ = out_binner.count(values)
-        for i, column in enumerate(profile.outputs):
-            doc["outputs"][column.name] = {"psi": _finite(out_binner.psi(out_counts)[i])}
-    return doc
+
+
+def drift_figures(profile: Profile, features: Array, outputs: dict[str, Array]) -> dict[str, Any]:
+    """The drift report of a whole table at once (see DriftCounts)."""
+    counts = DriftCounts(profile)
+    counts.add(features, outputs)
+    return counts.report()
 
 
 def _finite(value: float) -> float | None:

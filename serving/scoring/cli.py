@@ -79,6 +79,18 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
     batch.add_argument(
+        "--drift-report",
+        metavar="FILE",
+        help="also write the drift figures of the scored rows against the version's profile.json "
+        "(JSON: PSI per feature and output value, out-of-range and missing counts; local engine)",
+    )
+    batch.add_argument(
+        "--explain",
+        action="store_true",
+        help="add contrib_<feature> and contrib_bias columns: exact per-feature contributions in the "
+        "booster's raw margin (boosters and ONNX versions exported from one; local engine)",
+    )
+    batch.add_argument(
         "--engine",
         choices=["local", "spark"],
         default="local",
@@ -122,7 +134,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         input_format=args.input_format,
         overwrite=args.overwrite,
+        drift_report=args.drift_report,
+        explain=args.explain,
     )
+    if args.engine == "spark" and (args.drift_report or args.explain):
+        print("error: --drift-report and --explain run with --engine local", file=sys.stderr)
+        return 1
     if args.workers:
         options.workers = args.workers
     try:
