@@ -119,7 +119,8 @@ def fail(message: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)  # bad settings: one line and exit 1 (SystemExit)
     _setup_logging(settings.log_level)
-    from serving.server import StartupError, run
+    from serving.server import StartupError
+    from serving.supervisor import run
 
     try:
         run(settings)
