@@ -92,6 +92,10 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
             dataplane.payloads = PayloadLogger.from_settings(settings, metrics, repository.models)
         except (ValueError, OSError) as exc:
             raise StartupError(f"payload logging: {exc}") from exc
+    if settings.monitoring:
+        from serving.observability.monitoring import DriftMonitor
+
+        dataplane.monitor = DriftMonitor.from_settings(settings, metrics)
     control = ModelControl(settings, dataplane)
     return Components(
         settings,
@@ -126,6 +130,8 @@ def load_models(parts: Components, stop: threading.Event | None = None) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
+            if entry.ready:
+                parts.metrics.set_monitoring(model.name, entry.version, entry.monitoring.split(":", 1)[0])
             if entry.predict_paths:
                 parts.metrics.set_predict_paths(
                     model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
@@ -306,6 +312,8 @@ async def close_observability(parts: Components) -> None:
         await loop.run_in_executor(None, parts.dataplane.tracing.shutdown)
     if parts.dataplane.payloads is not None:
         await loop.run_in_executor(None, parts.dataplane.payloads.close)
+    if parts.dataplane.monitor is not None:
+        parts.dataplane.monitor.close()
 
 
 def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: threading.Event) -> bool:

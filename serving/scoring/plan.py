@@ -201,6 +201,11 @@ class ScoringPlan:
             arrays.append(matrix)
         return arrays
 
+    def matrices(self, batch: pa.RecordBatch) -> tuple[list[Array], Array]:
+        """Each input's matrix of a batch, and the mask of bad rows (their values are zeros)."""
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        return self._features(batch, bad, [None] * batch.num_rows), bad
+
     @staticmethod
     def _cast(values: Array, dtype: np.dtype[Any], name: str) -> Array:
         if values.dtype == dtype:

@@ -34,6 +34,7 @@ from tests.deploy.kserve_rules import (
     replica_plan,
     select_runtime,
     stable_floor,
+    validate_runtime,
 )
 from tests.rollout.kube_fake import merge_patch
 from tests.server_process import ROOT
@@ -557,6 +558,13 @@ def test_runtimes_are_not_auto_selected_unless_asked(rendered: dict[str, dict[st
     assert select_runtime(admit_isvc(foreign, kserve), [], cluster) == ("ClusterServingRuntime", "serving")
     assert select_runtime(admit_isvc(xgb, kserve), [], cluster) == ("ClusterServingRuntime", "serving")
     assert "auto-selected for onnx/xgboost" in rendered["cluster-runtime"]["info"]["notes"]
+    # Where a platform also applied kserve-openvino (onnx at priority 2, not installed by default),
+    # ours at priority 3 passes the webhook beside it and still wins; without ours, openvino does.
+    with_ov = builtin_runtimes(kserve, openvino=True)
+    (theirs,) = objects_of(rendered["cluster-runtime"], "ClusterServingRuntime").values()
+    assert validate_runtime(theirs, with_ov, kserve) is None
+    assert select_runtime(admit_isvc(foreign, kserve), [], [*with_ov, theirs])[1] == "serving"
+    assert select_runtime(admit_isvc(foreign, kserve), ours, with_ov)[1] == "kserve-openvino"
     # The Knative variant is never auto-selected.
     (knative,) = [r for r in ours if r["metadata"]["name"].endswith("-knative")]
     assert knative["spec"]["supportedModelFormats"] == [
