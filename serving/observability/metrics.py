@@ -107,6 +107,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Shadow copies are not requests anyone sent: they have series of their own, so
+        # serving_requests_total counts exactly what the adapters received.
+        self.shadow_requests = Counter(
+            "serving_shadow_requests",
+            "Shadow copies run on the shadow version, by outcome (spelled by the adapter that received "
+            "the primary request).",
+            ["model", "version", "protocol", "outcome"],
+            registry=r,
+        )
+        self.shadow_duration = Histogram(
+            "serving_shadow_duration_seconds",
+            "Time to run one shadow copy on the shadow version (off the caller's path).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "serving_queue_wait_seconds",
             "Time a request waited before compute (batcher queue, or a free predict thread).",
@@ -352,6 +368,13 @@ class Metrics:
         children[1].observe(seconds)
         if children[2] is not None:
             children[2](seconds)
+
+    def observe_shadow(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
+        """One shadow copy run (never a request: serving_requests_total is the adapters')."""
+        self.shadow_requests.labels(model, version, protocol, outcome).inc()
+        self.shadow_duration.labels(model, version).observe(seconds)
+        one = self.statistics.version(model, version)  # the version did run an inference
+        (one.succeeded if outcome in OK_OUTCOMES else one.failed)(seconds)
 
     def inflight_for(self, model: str) -> Any:
         """The cached in-flight gauge child of ``model``."""
