@@ -330,7 +330,7 @@ def cli_markdown() -> str:
         out.append("```text\n" + usage + "\n```\n")
         rows = []
         for action in cli_arguments(parser):
-            name = ", ".join(action.option_strings) or action.dest
+            name = ", ".join(action.option_strings) or str(action.metavar or action.dest)
             default = action.default
             shown = "" if default in (None, argparse.SUPPRESS, False) else code(str(default))
             choices = ", ".join(code(str(c)) for c in action.choices) if action.choices else ""

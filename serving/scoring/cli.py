@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from serving.cliflags import add_model_repo, model_repo_or_default
 
 
 def _names(text: str) -> list[str]:
@@ -30,7 +31,7 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "and model_version. See docs/batch.md.",
     )
     batch.add_argument("model", help="model name in the repository")
-    batch.add_argument("--repo", type=Path, default=Path("model_repo"), help="model repository")
+    add_model_repo(batch)
     batch.add_argument("--input", required=True, help="Parquet or CSV file, or a directory of them")
     batch.add_argument(
         "--output", required=True, help="output Parquet file (local engine) or directory (Spark)"
@@ -107,7 +108,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     options = BatchOptions(
         model=args.model,
-        repo=args.repo,
+        repo=model_repo_or_default(args),
         input=args.input,
         output=args.output,
         version=args.version,

@@ -316,13 +316,16 @@ def test_malformed_requests(demo_server: ServerProcess, body: bytes, message: st
 
 def test_unknown_model_and_version_on_infer_are_404(demo_server: ServerProcess) -> None:
     rows = [tensor("input", IRIS_X[:1])]
-    assert error_of(infer(demo_server, "nope", rows), 404) == "model 'nope' is not in the repository"
+    assert (
+        error_of(infer(demo_server, "nope", rows), 404)
+        == "Request for unknown model: 'nope' is not found (not in the repository)"
+    )
     assert (
         error_of(infer(demo_server, "iris-xgb", rows, version="7"), 404)
-        == "model 'iris-xgb' has no version '7'"
+        == "Request for unknown model: 'iris-xgb' version '7' is not found"
     )
     v1 = httpx.post(f"{demo_server.url}/v1/models/nope:predict", json={"instances": [[1, 2, 3, 4]]})
-    assert error_of(v1, 404) == "model 'nope' is not in the repository"
+    assert error_of(v1, 404) == "Request for unknown model: 'nope' is not found (not in the repository)"
 
 
 def test_wrong_datatype(demo_server: ServerProcess) -> None:
