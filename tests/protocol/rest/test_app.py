@@ -143,7 +143,11 @@ def test_kserve_v1_model_and_list(demo_server: ServerProcess) -> None:
 )
 def test_unknown_model_or_version_is_404(demo_server: ServerProcess, path: str) -> None:
     message = error_of(httpx.get(demo_server.url + path), 404)
-    assert ("'nope'" in message and "not in the repository" in message) or "no version '9'" in message
+    # Triton's wording, which Triton clients match on
+    assert message.startswith("Request for unknown model: ")
+    assert ("'nope' is not found" in message and "not in the repository" in message) or (
+        "'iris-xgb' version '9' is not found" in message
+    )
 
 
 @pytest.mark.parametrize("name", ["a..b", "%2e%2e", ".hidden", "x%00y"])
