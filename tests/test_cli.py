@@ -166,6 +166,7 @@ REPO_COMMANDS = {
     "demo-models": [],
     "export": ["booster.ubj", "--model", "m"],
     "batch": ["m", "--input", "rows.parquet", "--output", "out.parquet"],
+    "profile": ["m", "--data", "train.parquet"],
 }
 
 
@@ -190,7 +191,9 @@ def test_the_repository_flag_is_spelled_once_and_its_aliases_documented() -> Non
     and its help says the alias is one: a new command cannot add a third spelling."""
     from serving.cli import subcommands
 
-    for path, child in subcommands(build_parser()).items():
+    commands = subcommands(build_parser())
+    assert set(REPO_COMMANDS) <= set(commands)
+    for path, child in commands.items():
         spellings = [a for a in child._actions if {"--repo", "--model-repo"} & set(a.option_strings)]
         if path in REPO_COMMANDS:
             assert len(spellings) == 1, path

@@ -1,4 +1,5 @@
-"""Our description of the inference routes and their JSON messages (Open Inference Protocol v2).
+"""Our description of the inference and explain routes and their JSON messages (Open Inference
+Protocol v2, KServe v1).
 
 The inference routes are served by the raw-ASGI handler (``app.InferenceApp``), not by FastAPI,
 so they are missing from the OpenAPI document FastAPI writes for the other routes. This module
@@ -48,6 +49,28 @@ INFERENCE_ROUTES = (
         "KServe v1 predict: rows of features in, predictions out",
         "v1_predict_request",
         "v1_predict_response",
+    ),
+    InferenceRoute(
+        "POST",
+        "/v2/models/{model_name}/explain",
+        "Exact per-feature contributions, bias and raw margin of an inference body's rows "
+        "(boosters, and ONNX versions exported from one; explain_max_rows rows at most)",
+        "inference_request",
+        "explain_response",
+    ),
+    InferenceRoute(
+        "POST",
+        "/v2/models/{model_name}/versions/{model_version}/explain",
+        "Explanations from one version",
+        "inference_request",
+        "explain_response",
+    ),
+    InferenceRoute(
+        "POST",
+        "/v1/models/{model_name}:explain",
+        "Explanations for KServe v1 instances",
+        "v1_predict_request",
+        "explain_response",
     ),
 )
 """The routes ``InferenceApp`` serves; everything else is a FastAPI route in the OpenAPI document.
@@ -142,6 +165,23 @@ MESSAGES: dict[str, dict[str, Any]] = {
         "description": "KServe v1: one prediction per instance.",
         "properties": {"predictions": {"type": "array"}},
         "required": ["predictions"],
+    },
+    "explain_response": {
+        "type": "object",
+        "description": "Contributions in the booster's raw margin: per row (and class), one per "
+        "feature, plus the bias; they add up to the margin.",
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "feature_names": {"type": "array", "items": {"type": "string"}},
+            "contributions": {
+                "type": "array",
+                "description": "[rows][features], or [rows][classes][features]",
+            },
+            "bias": {"type": "array", "description": "[rows], or [rows][classes]"},
+            "margin": {"type": "array", "description": "[rows], or [rows][classes]"},
+        },
+        "required": ["model_name", "model_version", "feature_names", "contributions", "bias", "margin"],
     },
     "error_response": {
         "type": "object",
