@@ -54,6 +54,13 @@ class ModelNotFound(ServingError):
     http_status = 404
     grpc_code = "NOT_FOUND"
 
+    @classmethod
+    def unknown(cls, name: str, version: str | None = None, detail: str = "") -> ModelNotFound:
+        """An unknown model (or version) in the words Triton uses and its clients match on,
+        ``Request for unknown model: 'x' is not found``, then what we know beyond it."""
+        what = f"'{name[:128]}'" + (f" version '{version[:64]}'" if version is not None else "")
+        return cls(f"Request for unknown model: {what} is not found" + (f" ({detail})" if detail else ""))
+
 
 class ModelNotReady(ServingError):
     """The model (version) exists but cannot serve: loading, failed, or unloaded."""

@@ -122,7 +122,7 @@ class ModelControl:
         async with self._lock(name):
             model_dir = self.repository.model_dir(name)
             if not model_dir.is_dir():
-                raise ModelNotFound(f"model '{name}' has no folder in {self.repository.root}")
+                raise ModelNotFound.unknown(name, detail=f"no folder in {self.repository.root}")
             config = await asyncio.to_thread(self.repository.read_config, model_dir)
             available, _ = await asyncio.to_thread(version_dirs, model_dir)
             if version is None:
@@ -130,7 +130,7 @@ class ModelControl:
                 if not wanted:
                     raise ModelLoadError(f"{model_dir}: no version folders match the version policy")
             elif int(version) not in available:
-                raise ModelNotFound(f"model '{name}' has no version folder {model_dir / version}")
+                raise ModelNotFound.unknown(name, version, f"no version folder {model_dir / version}")
             else:
                 wanted = [version]
                 self._pinned.add((name, version))

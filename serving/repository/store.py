@@ -180,14 +180,14 @@ class ModelRepository:
     def get(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name[:128]}' is not in the repository")
+            raise ModelNotFound.unknown(name, detail="not in the repository")
         return model
 
     def version(self, name: str, version: str) -> ModelVersion:
         model = self.get(name)
         found = model.versions.get(version)
         if found is None:
-            raise ModelNotFound(f"model '{name}' has no version '{version[:64]}'")
+            raise ModelNotFound.unknown(name, version)
         return found
 
     @property
@@ -244,7 +244,7 @@ class ModelRepository:
         check_model_name(name)
         model_dir = self.model_dir(name)
         if not model_dir.is_dir():
-            raise ModelNotFound(f"model '{name}' has no folder in {self.root}")
+            raise ModelNotFound.unknown(name, detail=f"no folder in {self.root}")
         model = Model(name=name, path=model_dir)
         self.models[name] = model
         try:

@@ -388,7 +388,8 @@ def add_rollout_parser(sub: Any) -> None:
     rollout = sub.add_parser(
         "rollout",
         help="canary rollouts decided on Prometheus data (exit 0 promote, 1 rollback, 2 hold, 3 error)",
-        description=__doc__,
+        # the module docstring, with its reStructuredText code marks as plain quotes for a terminal
+        description=(__doc__ or "").replace("``", "'"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = rollout.add_subparsers(dest="rollout_command", required=True)
