@@ -43,7 +43,8 @@ class Platform:
     fast_path: bool = False
     """Has a verified fast path that ``fast_path: false`` turns off."""
     explain: bool = False
-    """Can return exact per-feature contributions."""
+    """Can return exact per-feature contributions (``Runtime.explain``; an ONNX version that
+    ``serving export`` made keeps its source booster and explains through it)."""
     exports_to_onnx: bool = False
     """``serving export`` converts it to ONNX."""
     threads_inside: bool = False
@@ -75,6 +76,7 @@ XGBOOST = Platform(
     exports_to_onnx=True,
     threads_inside=True,
     nan_as_missing=True,
+    explain=True,
 )
 LIGHTGBM = Platform(
     name="lightgbm",
@@ -90,6 +92,7 @@ LIGHTGBM = Platform(
     raw_score=True,
     fast_path=True,
     exports_to_onnx=True,
+    explain=True,
 )
 
 _REGISTRY: dict[str, Platform] = {p.name: p for p in (ONNX, XGBOOST, LIGHTGBM)}

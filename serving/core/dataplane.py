@@ -8,8 +8,10 @@ and returns results; counting requests and naming outcomes is the adapters' job
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from serving import __version__, platforms
@@ -23,6 +25,7 @@ from serving.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelNotReady,
+    NotExplainable,
     Overloaded,
     RuntimeFault,
     ServingError,
@@ -34,9 +37,11 @@ from serving.observability.metrics import Metrics
 from serving.observability.predictions import OutputRule, output_rules
 from serving.predict.predictor import Predictor
 from serving.repository.store import Model, ModelRepository, ModelVersion
+from serving.runtimes.base import Explanation, explainer, feature_names
 from serving.runtimes.fastpath import PathChoice
 
 if TYPE_CHECKING:  # imported by serving.server only when switched on
+    from serving.observability.monitoring import DriftMonitor
     from serving.observability.payloads import PayloadLogger
     from serving.observability.tracing import RequestTrace, Tracing
 
@@ -44,6 +49,16 @@ log = logging.getLogger("serving.core.dataplane")
 
 # Triton's names for the protocol extensions (tritonclient and Triton's tools look them up).
 EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """An explanation of one request's rows by the version that would have answered it."""
+
+    model: str
+    version: str
+    feature_names: list[str]
+    explanation: Explanation
 
 
 class DataPlane:
@@ -65,6 +80,8 @@ class DataPlane:
         """Adapters start a request's span with it; None when tracing is off."""
         self.payloads = payloads
         """Adapters hand sampled payloads to it (at the edge); None when payload logging is off."""
+        self.monitor: DriftMonitor | None = None
+        """Takes answered requests of versions with a profile (model monitoring); None when off."""
         self.shadow = shadow if shadow is not None else ShadowRunner(metrics)
         self.router = router
         self.metrics = metrics
@@ -206,6 +223,8 @@ class DataPlane:
             results = await self.predict(entry, predictor, inputs, request.deadline, trace)
             if self.prediction_metrics:
                 self.record_predictions(entry, route.variant, results)
+            if entry.profile is not None and self.monitor is not None:
+                self.monitor_step(entry, inputs, results)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
                 self.shadow.submit(
                     route.shadow, entry.version, inputs, results, route.tolerance, request.edge, trace
@@ -213,6 +232,52 @@ class DataPlane:
             return self.shape_outputs(entry, request, results, route.variant)
         finally:
             inflight.dec()
+
+    def monitor_step(self, entry: ModelVersion, inputs: dict[str, Array], results: dict[str, Array]) -> None:
+        """Hand the answered request to model monitoring; whatever happens there, the answer
+        and its status stay as they are."""
+        assert self.monitor is not None and entry.profile is not None
+        try:
+            self.monitor.observe(entry.model, entry.version, entry.profile, inputs, results)
+        except Exception:
+            log.exception(
+                "model %s version %s: monitoring failed; the answer is unaffected", entry.model, entry.version
+            )
+
+    async def explain(self, request: InferenceRequest, max_rows: int) -> ExplainResult:
+        """Route and validate as ``infer`` does, then the version's exact per-feature
+        contributions (serving/runtimes/explain.py) on a thread. A version whose runtime
+        cannot explain answers NotExplainable (422); more than ``max_rows`` rows, InvalidInput."""
+        model = self.repository.get(request.model)
+        entry = self.route(model, request).entry
+        inputs = self.validate(entry, request)
+        runtime = entry.runtime
+        explain = explainer(runtime) if runtime is not None else None
+        if explain is None or len(entry.config.inputs) != 1:
+            raise NotExplainable(
+                f"model '{entry.model}' version {entry.version} cannot explain: explanations come from "
+                "XGBoost and LightGBM boosters, and from ONNX versions 'serving export' made from one"
+            )
+        x = inputs[entry.config.inputs[0].name]
+        if x.shape[0] > max_rows:
+            raise InvalidInput(
+                f"explain takes at most {max_rows} rows per request; this one has {x.shape[0]}"
+            )
+        try:
+            explanation = await asyncio.to_thread(explain, x)
+        except Exception as exc:
+            log.exception("model %s version %s failed to explain", entry.model, entry.version)
+            raise RuntimeFault(
+                f"model '{entry.model}' version {entry.version} failed to explain: {type(exc).__name__}"
+            ) from None
+        width = x.shape[1]
+        if entry.profile is not None:
+            names = [c.name for c in entry.profile.features]
+        else:
+            names = (feature_names(runtime) if runtime is not None else None) or []
+        if len(names) != width:
+            names = [f"f{i}" for i in range(width)]
+        return ExplainResult(entry.model, entry.version, names, explanation)
 
     def route(self, model: Model, request: InferenceRequest) -> Route:
         """The version to run (pin, weights, sticky key), recorded on the request."""

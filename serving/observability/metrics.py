@@ -38,6 +38,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+MONITORING_STATES = ("on", "invalid", "none")
 PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
@@ -103,6 +104,22 @@ class Metrics:
             "serving_request_duration_seconds",
             "End-to-end inference time inside the server, decode to encode (measured by the adapter).",
             ["model", "version", "variant", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Shadow copies are not requests anyone sent: they have series of their own, so
+        # serving_requests_total counts exactly what the adapters received.
+        self.shadow_requests = Counter(
+            "serving_shadow_requests",
+            "Shadow copies run on the shadow version, by outcome (spelled by the adapter that received "
+            "the primary request).",
+            ["model", "version", "protocol", "outcome"],
+            registry=r,
+        )
+        self.shadow_duration = Histogram(
+            "serving_shadow_duration_seconds",
+            "Time to run one shadow copy on the shadow version (off the caller's path).",
+            ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -231,6 +248,152 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        # Remote repositories (serving/repository/remote.py): downloads, the shared model cache
+        # and the store's health. Counted per process; with --workers N each worker syncs.
+        self.repository_download_bytes = Counter(
+            "serving_repository_download_bytes",
+            "Bytes downloaded from the object store, by model and version (0 on a warm restart).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.repository_download_seconds = Counter(
+            "serving_repository_download_seconds",
+            "Seconds spent downloading from the object store, by model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_cache_hits = Counter(
+            "serving_model_cache_hits",
+            "Remote repository files found in the model cache (verified, not downloaded).",
+            registry=r,
+        )
+        self.model_cache_misses = Counter(
+            "serving_model_cache_misses",
+            "Remote repository files not in the model cache (downloaded, or missing while the store is down).",
+            registry=r,
+        )
+        self.model_cache_bytes = Gauge(
+            "serving_model_cache_bytes",
+            "Bytes held by the model cache (every process sharing it).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_cache_evictions = Counter(
+            "serving_model_cache_evictions",
+            "Files evicted from the model cache by its size bound (least recently used, unlinked).",
+            registry=r,
+        )
+        self.repository_last_listing = Gauge(
+            "serving_repository_last_listing_timestamp_seconds",
+            "Unix time of the last successful listing of the remote repository.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.repository_store_up = Gauge(
+            "serving_repository_store_up",
+            "1 when the last listing of the remote repository succeeded; 0 while it fails (cached "
+            "versions keep serving).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.repository_failures = Counter(
+            "serving_repository_failures",
+            "Failed store operations after their retries: list, download, digest (a mismatch).",
+            ["kind"],
+            registry=r,
+        )
+        # Model monitoring (serving.observability.monitoring): per-process drift of what this
+        # process saw ("liveall": one series per worker), and summable per-bin counters from
+        # which the fleet's drift is computed by a recording rule (PSI is not additive).
+        self.feature_drift = Gauge(
+            "serving_feature_drift",
+            "PSI of a feature over this process's monitoring window against the training profile "
+            "(NaN until the window holds monitoring_min_rows rows).",
+            ["model", "version", "feature"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.prediction_drift = Gauge(
+            "serving_prediction_drift",
+            "PSI of an output value over this process's monitoring window against the training profile.",
+            ["model", "version", "output"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.feature_out_of_range = Counter(
+            "serving_feature_out_of_range",
+            "Sampled feature values outside the training range (below min, above max, +-inf) "
+            "or categories the training data never had.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_missing = Counter(
+            "serving_feature_missing",
+            "Sampled feature values that were missing (NaN).",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_bin_rows = Counter(
+            "serving_feature_bin_rows",
+            "Sampled rows per feature and profile bin (bin number, unseen, missing): summed over "
+            "processes by the recording rule that computes the fleet's PSI.",
+            ["model", "version", "feature", "bin"],
+            registry=r,
+        )
+        self.prediction_bin_rows = Counter(
+            "serving_prediction_bin_rows",
+            "Sampled rows per output value and profile bin (as serving_feature_bin_rows).",
+            ["model", "version", "output", "bin"],
+            registry=r,
+        )
+        self.feature_reference_share = Gauge(
+            "serving_feature_reference_share",
+            "Share of the training rows in each profile bin of a feature (the PSI reference).",
+            ["model", "version", "feature", "bin"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.prediction_reference_share = Gauge(
+            "serving_prediction_reference_share",
+            "Share of the training rows in each profile bin of an output value.",
+            ["model", "version", "output", "bin"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.monitoring_rows = Counter(
+            "serving_monitoring_rows",
+            "Rows sampled into model monitoring.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.monitoring_dropped = Counter(
+            "serving_monitoring_dropped",
+            "Sampled requests not monitored because the monitoring queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.monitoring_profile = Gauge(
+            "serving_monitoring_profile",
+            "1 for the version's monitoring state: on (a valid profile), invalid (profile refused: "
+            "the reason is in the log and the admin index), none (no profile).",
+            ["model", "version", "state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.explain_requests = Counter(
+            "serving_explain_requests",
+            "Explain requests (POST .../explain, KServe v1 :explain) by model, version and outcome "
+            "(REST status class); kept apart from serving_requests so inference latency stays its own.",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.explain_duration = Histogram(
+            "serving_explain_duration_seconds",
+            "Explain request time inside the server, decode to encode.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
         self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
@@ -259,6 +422,13 @@ class Metrics:
         children[1].observe(seconds)
         if children[2] is not None:
             children[2](seconds)
+
+    def observe_shadow(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
+        """One shadow copy run (never a request: serving_requests_total is the adapters')."""
+        self.shadow_requests.labels(model, version, protocol, outcome).inc()
+        self.shadow_duration.labels(model, version).observe(seconds)
+        one = self.statistics.version(model, version)  # the version did run an inference
+        (one.succeeded if outcome in OK_OUTCOMES else one.failed)(seconds)
 
     def inflight_for(self, model: str) -> Any:
         """The cached in-flight gauge child of ``model``."""
@@ -305,6 +475,11 @@ class Metrics:
     def set_model_state(self, model: str, version: str, state: str) -> None:
         for known in MODEL_STATES:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def set_monitoring(self, model: str, version: str, state: str) -> None:
+        """``state``: on, invalid or none (serving_monitoring_profile)."""
+        for known in MONITORING_STATES:
+            self.monitoring_profile.labels(model, version, known).set(1.0 if known == state else 0.0)
 
     def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
         """``paths``: batches ("small", "large") -> the path serving them."""

@@ -31,14 +31,20 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
+from serving.observability.metrics import Metrics
+from serving.observability.profile import PROFILE_FILE, Profile, ProfileError, read_profile
 from serving.predict.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime, model_file
 from serving.runtimes.fastpath import PathChoice
 from serving.runtimes.warmup import GeneratedWarmupRefused, WarmupConfigError, run_warmup
 from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.repository.remote import RemoteRepository
 
 log = logging.getLogger("serving.repository.store")
 
@@ -76,6 +82,10 @@ class ModelVersion:
     predict_paths: dict[str, PathChoice] = field(default_factory=dict)
     """Which computation serves small and large batches, and why a faster one does not
     (runtimes with guarded fast paths; empty for the others)."""
+    profile: Profile | None = None
+    """The version's training reference profile (``profile.json``) when valid: monitored."""
+    monitoring: str = "none"
+    """``on``, ``none`` (no profile.json) or ``invalid: <reason>`` (the version serves, unmonitored)."""
 
     @property
     def ready(self) -> bool:
@@ -162,8 +172,22 @@ class ModelRepository:
         settings: Settings,
         executor: Executor,
         predictor_factory: PredictorFactory | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.root = settings.model_repo
+        self.remote: RemoteRepository | None = None
+        """Set for an object-store repository: ``root`` is then its assembled local view."""
+        if settings.model_repo_uri is not None:
+            from serving.repository.objectstore import StoreError
+            from serving.repository.remote import RemoteRepository
+
+            try:
+                self.remote = RemoteRepository(settings, metrics)
+            except StoreError as exc:
+                raise ModelLoadError(exc.message) from None
+            except OSError as exc:
+                raise ModelLoadError(f"model cache: {exc.strerror or exc}: {exc.filename}") from None
+            self.root = self.remote.view
         self._settings = settings
         self._executor = executor
         self._predictor_factory = predictor_factory or self._threaded
@@ -175,14 +199,14 @@ class ModelRepository:
     def get(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name[:128]}' is not in the repository")
+            raise ModelNotFound.unknown(name, detail="not in the repository")
         return model
 
     def version(self, name: str, version: str) -> ModelVersion:
         model = self.get(name)
         found = model.versions.get(version)
         if found is None:
-            raise ModelNotFound(f"model '{name}' has no version '{version[:64]}'")
+            raise ModelNotFound.unknown(name, version)
         return found
 
     @property
@@ -222,6 +246,8 @@ class ModelRepository:
     def load_all(self, stop: threading.Event | None = None) -> None:
         """Discover every model folder and load the versions its policy selects; once
         ``stop`` is set (SIGTERM during start-up), load no more models."""
+        if self.remote is not None:
+            self.remote.sync(first=True)
         if not self.root.is_dir():
             raise ModelLoadError(f"model repository {self.root} is not a directory")
         wanted = self.single_model or self._settings.model_name
@@ -239,7 +265,7 @@ class ModelRepository:
         check_model_name(name)
         model_dir = self.model_dir(name)
         if not model_dir.is_dir():
-            raise ModelNotFound(f"model '{name}' has no folder in {self.root}")
+            raise ModelNotFound.unknown(name, detail=f"no folder in {self.root}")
         model = Model(name=name, path=model_dir)
         self.models[name] = model
         try:
@@ -285,9 +311,18 @@ class ModelRepository:
             entry.redacted = (exc.message, self.public(exc, entry.path))
             raise
 
+    def unit(self, entry: ModelVersion) -> str:
+        """The version folder relative to the root (``model/n``, or ``n`` for one model's folder)."""
+        return self.relative(entry.path)
+
     def _open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
         start = time.perf_counter()
         entry.files = version_files(entry.path)
+        problem = self.remote.problem(self.unit(entry)) if self.remote is not None else None
+        if problem is not None:
+            full, public = problem
+            log.error("model %s version %s failed to load: %s", entry.model, entry.version, full)
+            raise ModelLoadError(full, public, entry.path)
         try:
             root = self.root.resolve()
             confine(entry.path, root)
@@ -330,6 +365,7 @@ class ModelRepository:
         entry.predict_paths = dict(paths) if isinstance(paths, dict) else {}
         entry.load_seconds = load_s + warmup_s
         entry.warmup_seconds = warmup_s
+        entry.profile, entry.monitoring = load_version_profile(entry, self.root.resolve())
         entry.state = VersionState.READY
         log.info(
             "model %s version %s ready (%s, load %.1f ms, warmup %.1f ms)",
@@ -352,6 +388,12 @@ class ModelRepository:
                 row = {"name": model.name, "version": entry.version, "state": entry.state.value}
                 if entry.reason:
                     row["reason"] = entry.reason if detail else entry.public_reason
+                elif self.remote is not None and entry.ready:
+                    note = self.remote.note(self.unit(entry))
+                    if note is not None:
+                        row["reason"] = note
+                if detail and entry.monitoring != "none":
+                    row["monitoring"] = entry.monitoring
                 rows.append(row)
         return rows
 
@@ -362,6 +404,50 @@ class ModelRepository:
                     entry.runtime.close()
                     entry.runtime = None
                 entry.state = VersionState.UNAVAILABLE
+        if self.remote is not None:
+            self.remote.close()
+
+
+def expected_output_values(config: ModelConfig) -> set[str] | None:
+    """The output value names a profile may describe (``name``, ``name[k]``), or None when an
+    output's width is not fixed in config.yaml."""
+    names: set[str] = set()
+    for spec in config.outputs:
+        if len(spec.shape) == 1 or (len(spec.shape) == 2 and spec.shape[1] == 1):
+            names.add(spec.name)
+        elif len(spec.shape) == 2 and spec.shape[1] > 0:
+            names.update(f"{spec.name}[{k}]" for k in range(spec.shape[1]))
+        else:
+            return None
+    return names
+
+
+def load_version_profile(entry: ModelVersion, root: Path) -> tuple[Profile | None, str]:
+    """The version's ``profile.json`` checked against its config: (profile, "on"), (None,
+    "none") without one, or (None, "invalid: <reason>") with the reason logged. A bad profile
+    never fails the version: it serves, unmonitored."""
+    path = entry.path / PROFILE_FILE
+    if not path.is_file():
+        return None, "none"
+    spec = entry.config.inputs[0]
+    try:
+        confine(path, root)
+        if len(spec.shape) != 2 or spec.shape[1] < 1:
+            raise ProfileError(
+                f"monitoring needs a [-1, n_features] input; '{spec.name}' is {list(spec.shape)}"
+            )
+        profile = read_profile(path, spec.shape[1], spec.name, expected_output_values(entry.config))
+    except (ProfileError, ModelLoadError) as exc:
+        reason = exc.message if isinstance(exc, ModelLoadError) else str(exc)
+        log.warning(
+            "model %s version %s: %s refused, monitoring off for it: %s",
+            entry.model,
+            entry.version,
+            PROFILE_FILE,
+            reason,
+        )
+        return None, f"invalid: {PROFILE_FILE}: {reason}"
+    return profile, "on"
 
 
 def validate_repository(root: Path, settings: Settings | None = None) -> list[str]:

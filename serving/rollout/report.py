@@ -45,6 +45,7 @@ def state_table(state: TrafficState) -> str:
                 f"    {r.name}  generation {generation}  weights {{{weights}}}"
                 + (f"  ({r.detail})" if r.detail else "")
             )
+    lines += [f"  {line}" for line in (state.capacity.lines() if state.capacity else [])]
     lines += [f"  note: {n}" for n in state.notes]
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ runtime registry (serving/platforms.py)."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -67,3 +68,38 @@ def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> 
     """Load the version's model file; raises ModelLoadError with the reason on any fault."""
     path = model_file(config, version_dir)
     return runtime_class(platforms.get(config.platform))(path, config, settings)
+
+
+SOURCE_BOOSTER_FILES = ("booster.json", "booster.ubj", "booster.txt")
+"""The native booster ``serving export`` keeps beside an ONNX version it made, so the version
+can explain its predictions (serving/runtimes/explain.py)."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Exact per-feature contributions of a tree ensemble, in its raw margin (log-odds for
+    binary classifiers, per-class margins for multiclass): ``contributions.sum(-1) + bias ==
+    margin`` up to float rounding. Shapes: [N, F], [N], [N] or, with K classes, [N, K, F],
+    [N, K], [N, K]."""
+
+    contributions: Array
+    bias: Array
+    margin: Array
+
+
+class Explainer(Protocol):
+    """The optional capability of a runtime that can explain (``Runtime.explain``)."""
+
+    def __call__(self, x: Array) -> Explanation: ...
+
+
+def explainer(runtime: Runtime) -> Explainer | None:
+    """The runtime's ``explain`` method, or None when it cannot explain."""
+    found = getattr(runtime, "explain", None)
+    return found if callable(found) else None
+
+
+def feature_names(runtime: Runtime) -> list[str] | None:
+    """The booster's own feature names, when the runtime knows them."""
+    names = getattr(runtime, "feature_names", None)
+    return list(names) if isinstance(names, list | tuple) else None

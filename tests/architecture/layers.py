@@ -18,7 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "serving"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the command line", ("serving.cli",)),
-    ("the process: assembly, signals, drain, worker supervisor", ("serving.server", "serving.supervisor")),
+    ("the process entry: one worker in-process or a supervisor of N", ("serving.supervisor",)),
+    ("one serving process: assembly, signals, drain", ("serving.server",)),
     (
         "entry points: protocol adapters, the rollout CLI, offline scoring",
         ("serving.protocol", "serving.rollout", "serving.scoring"),

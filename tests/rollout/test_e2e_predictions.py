@@ -199,7 +199,8 @@ def test_auto_judges_predictions_and_the_split(stack: tuple[ServerProcess, str])
     passed = [
         e["analysis"] for e in retrain if e["event"] == "analysis" and e["analysis"]["verdict"] == "promote"
     ]
-    assert all(a["prediction_shift"][0]["total_variation"] < 0.1 for a in passed)
+    # (at ~70 predictions a side, sampling alone moves TV by ~0.1: the G-test keeps that from failing)
+    assert passed and all(a["checks"]["predictions"] == "pass" and a["prediction_shift"] for a in passed)
 
     # The starved canary: exit 3 with the counts, no verdict, traffic left as it was.
     assert codes[SRM] == 3, report[SRM]
