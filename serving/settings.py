@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     """Features monitored per version (the first N of the profile): bounds the series count,
     at most this many times (bins + 2) bin counters per version."""
 
-    monitoring_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    monitoring_queue_size: int = Field(4096, ge=1, le=1_000_000)
     """Sampled requests waiting for the monitoring thread; past it they are dropped and
     counted (``serving_monitoring_dropped_total``), never delayed."""
 
