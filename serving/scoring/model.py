@@ -48,13 +48,13 @@ def resolve_version(
         check_model_name(model)
         model_dir = repository.model_dir(model)
         if not model_dir.is_dir():
-            raise ModelNotFound(f"model '{model}' has no folder in {repo}")
+            raise ModelNotFound.unknown(model, detail=f"no folder in {repo}")
         config = load_config(model_dir / "config.yaml")
         available, _ = version_dirs(model_dir)
         if version is not None:
             check_version_name(version)
             if int(version) not in available:
-                raise ModelNotFound(f"model '{model}' has no version '{version}' (has {available})")
+                raise ModelNotFound.unknown(model, version, f"has {available}")
             chosen = version
         else:
             selected = config.version_policy.select(available)
