@@ -55,7 +55,12 @@ EXAMPLES = {
 
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
-    add_model_repo(parser, help="model repository (default ./model_repo, env SERVING_MODEL_REPO)")
+    add_model_repo(
+        parser,
+        uri=True,
+        help="model repository: a folder, or an s3:// gs:// az:// https:// URI (default ./model_repo, "
+        "env SERVING_MODEL_REPO)",
+    )
     parser.add_argument(
         "--model-name",
         "--model_name",
