@@ -313,7 +313,10 @@ class Settings(BaseSettings):
     ``<model>.yaml`` per model that every process of the deployment follows. On one host a
     plain directory (the admin API and ``serving rollout`` write it, so ``--workers N``
     accepts traffic changes); in Kubernetes a ConfigMap mounted as a directory (read-only,
-    written by ``serving rollout``). Unset: traffic changes live in this process only."""
+    written by ``serving rollout``). Unset: with ``--workers N`` the supervisor gives its
+    workers a private store (a temporary directory, removed at exit), so traffic changes still
+    reach every worker; with one process, traffic changes live in that process. Set it to
+    share one store between several servers."""
 
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""
