@@ -14,6 +14,8 @@ times each stage separately:
   is about);
 - ``predictions``: counting the answer's predicted class / score bin (``serving_predictions_total``,
   serving/observability/predictions.py) alone;
+- ``feedback``: remembering the answer for ground truth (``SERVING_FEEDBACK_RETENTION``, off by
+  default; serving/core/feedback.py) alone, a fresh server-made id each time;
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
   ``dataplane-off``: the same with the prediction series switched off
   (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
@@ -49,6 +51,7 @@ sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
 
+from serving.core.feedback import FeedbackStore  # noqa: E402
 from serving.core.validation import validate_inputs  # noqa: E402
 from serving.predict.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
@@ -63,6 +66,7 @@ STAGES = (
     "validation",
     "metrics",
     "predictions",
+    "feedback",
     "dataplane",
     "dataplane-off",
     "asgi",
@@ -147,6 +151,15 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_predictions() -> None:
         parts.dataplane.record_predictions(entry, "stable", outputs)
 
+    feedback = FeedbackStore(metrics, 100_000, 3600.0)
+
+    async def call_feedback() -> None:
+        parts.dataplane.feedback = feedback
+        parts.dataplane.remember(
+            entry, codec.decode_request(body, args.model, None, 1 << 20), "stable", outputs
+        )
+        parts.dataplane.feedback = None
+
     async def call_dataplane() -> None:
         parts.dataplane.prediction_metrics = True
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
@@ -170,6 +183,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "validation": call_validation,
         "metrics": call_metrics,
         "predictions": call_predictions,
+        "feedback": call_feedback,
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,
