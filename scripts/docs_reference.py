@@ -384,7 +384,9 @@ def rest_markdown(oip_spec: Path | None) -> str:
     out.append(
         f"From KServe's `{oip_spec.name}` ({info.get('title', '')} {info.get('version', '')}), read at "
         "build time from the reference directory, never copied into this repository. The inference "
-        "operations are served by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`).\n"
+        "operations are answered in the HTTP protocol (`serving/protocol/rest/direct.py`) or, with "
+        "`SERVING_REST_INFER_PATH=asgi`, by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`); "
+        "both run `serving/protocol/rest/inference.py`.\n"
     )
     rows = []
     for path, methods in spec.get("paths", {}).items():

@@ -37,7 +37,8 @@ from serving.observability.accesslog import AccessLog
 from serving.observability.metrics import Metrics, setup_multiprocess_dir, worker_exited
 from serving.observability.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
-from serving.protocol.rest.timeouts import timed_protocol
+from serving.protocol.rest.direct import DirectProtocol, direct_protocol
+from serving.protocol.rest.timeouts import TimedHttpToolsProtocol, timed_protocol
 from serving.repository.predictors import predictor_factory
 from serving.repository.store import ModelRepository
 from serving.settings import Settings
@@ -185,6 +186,19 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def rest_protocol(settings: Settings, app: InferenceApp) -> type[TimedHttpToolsProtocol]:
+    """The REST listener's HTTP protocol: inference routes answered in it
+    (``rest_infer_path=protocol``) or everything through the ASGI app."""
+    header, body = settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+    if settings.rest_infer_path == "protocol":
+        protocol = direct_protocol(app.inference, header, body)
+        if issubclass(protocol, DirectProtocol):
+            log.info("REST inference routes answered in the HTTP protocol (rest_infer_path=protocol)")
+            return protocol
+    log.info("REST inference routes answered through ASGI")
+    return timed_protocol(header, body)
+
+
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     loop = asyncio.get_running_loop()
     # The REST port first: a clash is reported before minutes of model loading.
@@ -228,7 +242,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         host=settings.host,
         port=settings.http_port,
         loop="none",
-        http=timed_protocol(settings.http_header_timeout_seconds, settings.http_body_timeout_seconds),
+        http=rest_protocol(settings, parts.rest_app),
         lifespan="off",
         access_log=False,
         log_config=None,

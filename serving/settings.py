@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    rest_infer_path: Literal["protocol", "asgi"] = "protocol"
+    """Who answers the REST inference routes (``POST /v2/models/{m}[/versions/{v}]/infer``,
+    ``/v1/models/{m}:predict``): ``protocol`` parses and answers them in the HTTP protocol
+    (httptools callbacks straight to the dataplane, one socket write), every other route
+    going to the ASGI app on the same port; ``asgi`` sends them through the ASGI app too (the
+    fallback, and the comparison in benchmarks). ``protocol`` falls back to ``asgi`` with a
+    warning when the installed uvicorn is not the version it was built on."""
+
     log_level: str = "info"
     """Python log level for the server's own logs."""
 
