@@ -41,11 +41,25 @@ class PayloadTooLarge(InvalidInput):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class NotExplainable(ServingError):
+    """The version cannot explain its predictions (not a tree booster, nor exported from one)."""
+
+    http_status = 422
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class ModelNotFound(ServingError):
     """No such model or version in the repository (reported before anything about the body)."""
 
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+    @classmethod
+    def unknown(cls, name: str, version: str | None = None, detail: str = "") -> ModelNotFound:
+        """An unknown model (or version) in the words Triton uses and its clients match on,
+        ``Request for unknown model: 'x' is not found``, then what we know beyond it."""
+        what = f"'{name[:128]}'" + (f" version '{version[:64]}'" if version is not None else "")
+        return cls(f"Request for unknown model: {what} is not found" + (f" ({detail})" if detail else ""))
 
 
 class ModelNotReady(ServingError):

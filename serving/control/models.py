@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any
 
-from serving.control.policy import TrafficPolicies
+from serving.control.syncer import TrafficPolicies
 from serving.core.dataplane import DataPlane
 from serving.core.router import shares, stable_of
 from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFound, ServingError, Unauthorized
@@ -122,7 +122,7 @@ class ModelControl:
         async with self._lock(name):
             model_dir = self.repository.model_dir(name)
             if not model_dir.is_dir():
-                raise ModelNotFound(f"model '{name}' has no folder in {self.repository.root}")
+                raise ModelNotFound.unknown(name, detail=f"no folder in {self.repository.root}")
             config = await asyncio.to_thread(self.repository.read_config, model_dir)
             available, _ = await asyncio.to_thread(version_dirs, model_dir)
             if version is None:
@@ -130,7 +130,7 @@ class ModelControl:
                 if not wanted:
                     raise ModelLoadError(f"{model_dir}: no version folders match the version policy")
             elif int(version) not in available:
-                raise ModelNotFound(f"model '{name}' has no version folder {model_dir / version}")
+                raise ModelNotFound.unknown(name, version, f"no version folder {model_dir / version}")
             else:
                 wanted = [version]
                 self._pinned.add((name, version))
@@ -176,6 +176,7 @@ class ModelControl:
         model.versions[version] = entry  # one step: the next request routes to the new load
         self._state(entry)
         self.metrics.model_load_duration.labels(model.name, version).set(entry.load_seconds)
+        self.metrics.set_monitoring(model.name, version, entry.monitoring.split(":", 1)[0])
         if entry.predict_paths:
             self.metrics.set_predict_paths(
                 model.name, version, {k: v.path for k, v in entry.predict_paths.items()}

@@ -40,7 +40,8 @@ from serving.datatypes import TO_NUMPY
 from serving.errors import ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig
-from serving.runtimes.base import check_feature_count, signature_mismatch
+from serving.runtimes.base import Explanation, check_feature_count, signature_mismatch
+from serving.runtimes.explain import lightgbm_explain, lightgbm_names
 from serving.runtimes.fastpath import LIBRARY, PathChoice, disagreement, probe_rows
 from serving.runtimes.warmup import warmup_inputs
 from serving.settings import Settings
@@ -137,7 +138,9 @@ class _FastConfig:
             self.config = ctypes.c_void_p()
 
 
-def _load(path: Path) -> lgb.Booster:
+def load_booster(path: Path) -> lgb.Booster:
+    """The booster in ``path`` (Booster.save_model text), or ModelLoadError in one line: LightGBM's
+    own parser is shown only complete text models (a truncated one aborts the process in it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -149,6 +152,14 @@ def _load(path: Path) -> lgb.Booster:
         # a JSON dump) before LightGBM's parser sees it
         raise ModelLoadError(
             f"{path}: not a LightGBM text model (Booster.save_model output starts with 'tree')",
+            "not a valid LightGBM model",
+            path,
+        )
+    if "\nend of trees\n" not in text:
+        # LightGBM parses the trees in parallel by the sizes in the header; a file cut short
+        # (an interrupted copy) makes it terminate the whole process instead of raising
+        raise ModelLoadError(
+            f"{path}: truncated LightGBM model (no 'end of trees' line after the trees)",
             "not a valid LightGBM model",
             path,
         )
@@ -166,7 +177,7 @@ class LightGBMRuntime:
     serves small (below ``lightgbm_fast_path_max_rows``) and large batches, and why."""
 
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
-        booster = _load(path)
+        booster = load_booster(path)
         n_features = booster.num_feature()
         check_feature_count(path, n_features, config)
         per_row = booster.num_model_per_iteration()
@@ -179,6 +190,8 @@ class LightGBMRuntime:
             )
             raise signature_mismatch(path, mismatch)
         self._booster = booster
+        self._explain_lock = threading.Lock()
+        self.feature_names = lightgbm_names(booster)
         self._n_features = n_features
         self._per_row = per_row
         self._raw = config.raw_score
@@ -280,6 +293,11 @@ class LightGBMRuntime:
         x = inputs[self._input]
         result = self._fast_predict(x) if x.shape[0] < self._fast_rows else self._library_predict(x)
         return {self._output: result.astype(self._out_dtype, copy=False)}
+
+    def explain(self, x: Array) -> Explanation:
+        """Exact contributions (``pred_contrib``), serialised."""
+        with self._explain_lock:
+            return lightgbm_explain(self._booster, x)
 
     def close(self) -> None:
         self._fast_rows = 0

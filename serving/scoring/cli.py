@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from serving.cliflags import add_model_repo, model_repo_or_default
 
 
 def _names(text: str) -> list[str]:
@@ -30,7 +31,7 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "and model_version. See docs/batch.md.",
     )
     batch.add_argument("model", help="model name in the repository")
-    batch.add_argument("--repo", type=Path, default=Path("model_repo"), help="model repository")
+    add_model_repo(batch)
     batch.add_argument("--input", required=True, help="Parquet or CSV file, or a directory of them")
     batch.add_argument(
         "--output", required=True, help="output Parquet file (local engine) or directory (Spark)"
@@ -79,6 +80,18 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
     batch.add_argument(
+        "--drift-report",
+        metavar="FILE",
+        help="also write the drift figures of the scored rows against the version's profile.json "
+        "(JSON: PSI per feature and output value, out-of-range and missing counts; local engine)",
+    )
+    batch.add_argument(
+        "--explain",
+        action="store_true",
+        help="add contrib_<feature> and contrib_bias columns: exact per-feature contributions in the "
+        "booster's raw margin (boosters and ONNX versions exported from one; local engine)",
+    )
+    batch.add_argument(
         "--engine",
         choices=["local", "spark"],
         default="local",
@@ -107,7 +120,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     options = BatchOptions(
         model=args.model,
-        repo=args.repo,
+        repo=model_repo_or_default(args),
         input=args.input,
         output=args.output,
         version=args.version,
@@ -122,7 +135,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         input_format=args.input_format,
         overwrite=args.overwrite,
+        drift_report=args.drift_report,
+        explain=args.explain,
     )
+    if args.engine == "spark" and (args.drift_report or args.explain):
+        print("error: --drift-report and --explain run with --engine local", file=sys.stderr)
+        return 1
     if args.workers:
         options.workers = args.workers
     try:
@@ -136,4 +154,55 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(summary.describe())
+    return 0
+
+
+def add_profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profile = sub.add_parser(
+        "profile",
+        help="write a version's training reference profile (model monitoring)",
+        description="Read the training table as 'serving batch' reads it, predict every row, and "
+        "write <model>/<version>/profile.json: per feature and output value its type, quantile bins "
+        "and shares, min/max, missing share, category frequencies. A server monitors the version's "
+        "input and prediction drift against it. See docs/guides/monitoring.md.",
+    )
+    profile.add_argument("model", help="model name in the repository")
+    add_model_repo(profile)
+    profile.add_argument("--data", required=True, help="the training table (Parquet or CSV)")
+    profile.add_argument("--version", help="version to profile (default: newest the policy serves)")
+    features = profile.add_mutually_exclusive_group()
+    features.add_argument("--columns", type=_names, help="feature columns, in the model input's order")
+    features.add_argument("--input-column", help="one list column holding each row's features")
+    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per numeric column")
+    profile.add_argument("--overwrite", action="store_true", help="replace an existing profile.json")
+    profile.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from serving.extras import missing_extra
+
+    problem = missing_extra("serving profile")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from serving.scoring.model import BatchError
+    from serving.scoring.profiling import profile_version
+
+    try:
+        path, doc = profile_version(
+            model_repo_or_default(args),
+            args.model,
+            args.data,
+            version=args.version,
+            columns=args.columns,
+            input_column=args.input_column,
+            bins=args.bins,
+            overwrite=args.overwrite,
+        )
+    except BatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {path} ({doc['rows']} rows, {len(doc['features'])} features, {len(doc['outputs'])} output values)"
+    )
     return 0

@@ -26,12 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.control.models import ModelControl
 from serving.core.dataplane import DataPlane
 from serving.errors import ClientClosedRequest, ServingError
+from serving.inference import InferenceRequest
+from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.modelconfig import check_model_name, check_version_name
 from serving.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import triton
+from serving.protocol.rest import codec
 from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
-from serving.protocol.rest.inference import RestInference, error_body, parse_infer_path
+from serving.protocol.rest.inference import RestInference, Target, error_body, parse_infer_path
 from serving.protocol.rest.onewrite import try_respond
+from serving.protocol.rest.schema import INFERENCE_ROUTES
 from serving.settings import Settings
 
 log = logging.getLogger("serving.rest")
@@ -51,17 +55,24 @@ class JSONBody(Response):
         return orjson.dumps(content)
 
 
+RAW_ROUTES = tuple((r.method, r.path, r.summary) for r in INFERENCE_ROUTES)
+"""The routes the raw-ASGI handler serves, as described in schema.py (docs/reference lists them
+beside the OpenAPI routes, with their messages)."""
+
+
 class InferenceApp:
-    """Raw-ASGI path for infer/predict; delegates every other request to ``fallback``.
+    """Raw-ASGI path for infer/predict (and explain); delegates every other request to ``fallback``.
 
     The steps of an inference request (checks in the caller's order, decode, dataplane,
     encode, counting at the edge) are ``inference``'s (serving.protocol.rest.inference),
-    shared with the protocol-level path (serving.protocol.rest.direct), which serves these
-    routes before ASGI unless ``Settings.rest_infer_path`` is ``asgi``."""
+    shared with the protocol-level path (serving.protocol.rest.direct), which answers the
+    infer/predict routes before ASGI unless ``Settings.rest_infer_path`` is ``asgi``."""
 
     def __init__(self, settings: Settings, dataplane: DataPlane, fallback: FastAPI) -> None:
+        self._dataplane = dataplane
         self._fallback = fallback
         self.inference = RestInference(settings, dataplane)
+        self._explain_rows = settings.explain_max_rows
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,6 +81,9 @@ class InferenceApp:
         target = parse_infer_path(scope["path"])
         if target is None:
             await self._fallback(scope, receive, send)
+            return
+        if target.kind.endswith("-explain"):
+            await self._explain(scope, receive, send, target)
             return
         inference = self.inference
         start = time.perf_counter()
@@ -102,6 +116,51 @@ class InferenceApp:
         response_headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _explain(self, scope: Scope, receive: Receive, send: Send, target: Target) -> None:
+        """POST /v2/models/{m}[/versions/{v}]/explain and KServe v1 /v1/models/{m}:explain: an
+        inference body in, exact per-feature contributions out (DataPlane.explain). Counted in
+        serving_explain_requests_total, apart from inference."""
+        start = time.perf_counter()
+        model, version, kind = target
+        decoded = Target(model, version, kind.removesuffix("-explain"))
+        request: InferenceRequest | None = None
+        try:
+            headers = dict(scope["headers"])
+            self.inference.check_head(scope["method"], scope["path"], decoded, headers)
+            body = await self._read_body(receive)
+            request = self.inference.decode(body, headers, decoded, start)
+            result = await self._dataplane.explain(request, self._explain_rows)
+            status, body = 200, codec.encode_explanation(result)
+            response_headers = [
+                (b"content-type", b"application/json"),
+                (b"x-model-version", result.version.encode()),
+            ]
+            outcome = "2xx"
+        except ServingError as exc:
+            status, body, response_headers = error_body(exc)
+            outcome = f"{exc.http_status // 100}xx"
+        except asyncio.CancelledError:
+            self._count_explain(model, request, "cancelled", start)
+            raise
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            status, body = 500, b'{"error":"internal server error"}'
+            response_headers = [(b"content-type", b"application/json")]
+            outcome = "5xx"
+        self._count_explain(model, request, outcome, start)
+        response_headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count_explain(
+        self, model: str, request: InferenceRequest | None, outcome: str, start: float
+    ) -> None:
+        metrics = self._dataplane.metrics
+        label = model if self._dataplane.knows(model) else UNKNOWN_MODEL
+        version = request.served_version if request is not None and request.served_version else NO_VERSION
+        metrics.explain_requests.labels(label, version, outcome).inc()
+        metrics.explain_duration.labels(label, version).observe(time.perf_counter() - start)
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

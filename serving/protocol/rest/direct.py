@@ -50,6 +50,7 @@ log = logging.getLogger("serving.rest")
 
 _ROUTES = (b"/v2/models/", b"/v1/models/")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DIRECT_KINDS = ("v2", "v1")
 
 UVICORN_BUILT_ON = ((0, 54), (0, 55))
 """uvicorn versions (from, below) whose protocol internals this module was written and tested on."""
@@ -249,7 +250,7 @@ class DirectProtocol(TimedHttpToolsProtocol):
         if "%" in path:
             path = urllib.parse.unquote(path)
         target = parse_infer_path(path)
-        if target is None:
+        if target is None or target.kind not in _DIRECT_KINDS:  # explain: through ASGI
             super().on_headers_complete()
             return
         start = time.perf_counter()

@@ -50,7 +50,8 @@ class MethodNotAllowed(InvalidInput):
 
 
 class Target(NamedTuple):
-    """An inference route: model, version (None: the router picks), ``v2`` or ``v1``."""
+    """An inference route: model, version (None: the router picks), ``v2`` or ``v1`` (with
+    ``-explain`` for the explain routes)."""
 
     model: str
     version: str | None
@@ -58,17 +59,28 @@ class Target(NamedTuple):
 
 
 def parse_infer_path(path: str) -> Target | None:
-    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1')."""
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        parts = path[11:-6].split("/")
+    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1');
+    the explain routes ('.../explain', ':explain') -> kinds 'v2-explain' and 'v1-explain'."""
+    if path.startswith("/v2/models/"):
+        if path.endswith("/infer"):
+            parts, kind = path[11:-6].split("/"), "v2"
+        elif path.endswith("/explain"):
+            parts, kind = path[11:-8].split("/"), "v2-explain"
+        else:
+            return None
         if len(parts) == 1:
-            return Target(parts[0], None, "v2")
+            return Target(parts[0], None, kind)
         if len(parts) == 3 and parts[1] == "versions":
-            return Target(parts[0], parts[2], "v2")
+            return Target(parts[0], parts[2], kind)
         return None
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        name = path[11:-8]
-        return Target(name, None, "v1") if "/" not in name else None
+    if path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            name, kind = path[11:-8], "v1"
+        elif path.endswith(":explain"):
+            name, kind = path[11:-8], "v1-explain"
+        else:
+            return None
+        return Target(name, None, kind) if "/" not in name else None
     return None
 
 

@@ -104,7 +104,7 @@ def test_raw_infer(client: OipClient) -> None:
     ("mutate", "code", "details"),
     [
         (lambda r: setattr(r, "model_name", "no-such-model"), "NOT_FOUND", "not in the repository"),
-        (lambda r: setattr(r, "model_version", "9"), "NOT_FOUND", "has no version '9'"),
+        (lambda r: setattr(r, "model_version", "9"), "NOT_FOUND", "Request for unknown model: 'iris-xgb' version '9' is not found"),
         (lambda r: setattr(r, "model_version", "latest"), "INVALID_ARGUMENT", "positive integers"),
         (lambda r: setattr(r, "model_name", "../etc"), "INVALID_ARGUMENT", "invalid model name"),
         (lambda r: r.inputs[0].shape.__setitem__(1, 2), "INVALID_ARGUMENT", "needs 4"),
