@@ -32,6 +32,7 @@ from serving.core.router import Router
 from serving.core.shadow import ShadowRunner
 from serving.errors import ModelLoadError
 from serving.observability.accesslog import AccessLog
+from serving.observability.looplag import sample_loop_lag
 from serving.observability.metrics import Metrics
 from serving.observability.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
@@ -243,6 +244,9 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
             background(stack, parts.control.poll(settings.repository_poll_seconds))
         if policies is not None and settings.traffic_policy_dir is not None:
             background(stack, policies.watch())
+        if settings.loop_lag_interval_seconds > 0:
+            lag = sample_loop_lag(parts.metrics.event_loop_lag, settings.loop_lag_interval_seconds)
+            background(stack, lag)
         if settings.admin_port >= 0 and parts.control is not None:
             admin_server, admin_task = start_admin_server(settings, parts.control)
             stack.push_async_callback(stop_uvicorn, admin_server, admin_task)

@@ -158,3 +158,17 @@ def test_another_uvicorn_falls_back_to_asgi_with_a_warning(caplog: pytest.LogCap
     direct = direct_protocol(inference, 1.0, 2.0)
     assert issubclass(direct, DirectProtocol) and direct.inference is inference
     parts.executor.shutdown()
+
+
+def test_event_loop_lag_is_exported(demo_server: ServerProcess) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{demo_server.url}/metrics", timeout=10).text
+        counts = [
+            line for line in text.splitlines() if line.startswith("serving_event_loop_lag_seconds_count")
+        ]
+        if counts and float(counts[0].rsplit(" ", 1)[1]) >= 1:
+            break
+        assert time.monotonic() < deadline, "no event loop lag sample within 10 s"
+        time.sleep(0.1)
+    assert 'serving_event_loop_lag_seconds_bucket{le="0.2"}' in text
