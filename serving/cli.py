@@ -55,7 +55,12 @@ EXAMPLES = {
 
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
-    add_model_repo(parser, help="model repository (default ./model_repo, env SERVING_MODEL_REPO)")
+    add_model_repo(
+        parser,
+        uri=True,
+        help="model repository: a folder, or an s3:// gs:// az:// https:// URI (default ./model_repo, "
+        "env SERVING_MODEL_REPO)",
+    )
     parser.add_argument(
         "--model-name",
         "--model_name",
@@ -200,7 +205,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving",
-        description="Open Inference Protocol server for ONNX and XGBoost models, and its tools.",
+        description="Open Inference Protocol server for ONNX, XGBoost and LightGBM models, and its tools.",
         epilog="Run 'serving COMMAND --help' for a command's flags and an example.",
     )
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")

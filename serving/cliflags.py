@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from serving.settings import REPOSITORY_URI
+
 FLAG = "--model-repo"
 DEFAULT = Path("model_repo")
 """Every command's repository when none is named (serve's SERVING_MODEL_REPO default too)."""
@@ -18,22 +20,30 @@ ALIASES = ("--repo",)
 _POSITIONAL = "model_repo_positional"
 
 
+def path_or_uri(value: str) -> Path | str:
+    """A folder as a Path; an object-store URI (``s3://bucket/prefix``) kept as text, which a
+    Path would mangle (``s3:/bucket``)."""
+    return value if REPOSITORY_URI.match(value) else Path(value)
+
+
 def add_model_repo(
     parser: argparse.ArgumentParser,
     *,
     positional: bool = False,
+    uri: bool = False,
     help: str = f"the model repository (default ./{DEFAULT})",
 ) -> None:
     """``--model-repo DIR`` (alias ``--repo``) on ``parser``; ``positional`` also accepts the folder
-    as an optional positional argument (the older spelling of validate-repo and demo-models)."""
+    as an optional positional argument (the older spelling of validate-repo and demo-models);
+    ``uri`` also accepts an object-store URI (serve: serving/repository/remote.py)."""
     alias = f"{', '.join(ALIASES)} is an accepted alias" + (", as is a positional DIR" if positional else "")
     parser.add_argument(
         FLAG,
         *ALIASES,
         dest="model_repo",
-        type=Path,
+        type=path_or_uri if uri else Path,
         default=None,
-        metavar="DIR",
+        metavar="DIR|URI" if uri else "DIR",
         help=f"{help}; {alias}",
     )
     if positional:
