@@ -84,6 +84,8 @@ class Fetched:
     digest: str
     downloaded: int
     """Bytes this process downloaded for it (0: found in the cache)."""
+    fresh: bool = False
+    """Downloaded by this call (False: found, perhaps after waiting for another process)."""
 
 
 class ContentCache:
@@ -139,7 +141,7 @@ class ContentCache:
                 raise
             write_atomic(self.index / oid, digest.encode())
             self._verified.add(digest)
-            return Fetched(digest, size)
+            return Fetched(digest, size, fresh=True)
 
     def verify(self, digest: str) -> bool:
         """Hash a blob again (once per process); a blob whose bytes changed is removed, so the

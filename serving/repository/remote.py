@@ -260,7 +260,6 @@ class RemoteRepository:
                 self._count("model_cache_hits")
                 digests.append(cached)
                 continue
-            self._count("model_cache_misses")
             start = time.perf_counter()
             fetched_bytes = 0
 
@@ -292,6 +291,8 @@ class RemoteRepository:
                     self.metrics.repository_download_seconds.labels(model, version).inc(
                         time.perf_counter() - start
                     )
+            # Found after waiting for another process's download of it: a hit too.
+            self._count("model_cache_misses" if fetched.fresh else "model_cache_hits")
             digests.append(fetched.digest)
         return self._assemble(unit, digests)
 
