@@ -22,7 +22,7 @@ def _objects(values: dict[str, Any], where: Path) -> tuple[dict[str, Any], dict[
     where.mkdir(parents=True)
     release = render(CHART, values, where)
     # the Standard-mode runtime (a Knative variant may follow)
-    runtime = [o for o in release["objects"] if o["kind"] == "ServingRuntime"][0]
+    runtime = next(o for o in release["objects"] if o["kind"] == "ServingRuntime")
     (isvc,) = [o for o in release["objects"] if o["kind"] == "InferenceService"]
     assert validate_object(isvc) == []
     return runtime, isvc
