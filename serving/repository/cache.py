@@ -124,10 +124,10 @@ class ContentCache:
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{oid[:16]}-")
             tmp = Path(name)
             try:
+                # No fsync: a blob torn by a crash fails its hash in the next process that
+                # uses it (verify) and is fetched again; syncing every file would cost more.
                 with os.fdopen(fd, "wb") as out:
                     digest = download(out)
-                    out.flush()
-                    os.fsync(out.fileno())
                 size = tmp.stat().st_size
                 os.chmod(tmp, 0o444)
                 target = self.blob(digest)
