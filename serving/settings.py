@@ -265,7 +265,7 @@ class Settings(BaseSettings):
     """Features monitored per version (the first N of the profile): bounds the series count,
     at most this many times (bins + 2) bin counters per version."""
 
-    monitoring_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    monitoring_queue_size: int = Field(4096, ge=1, le=1_000_000)
     """Sampled requests waiting for the monitoring thread; past it they are dropped and
     counted (``serving_monitoring_dropped_total``), never delayed."""
 
@@ -313,7 +313,10 @@ class Settings(BaseSettings):
     ``<model>.yaml`` per model that every process of the deployment follows. On one host a
     plain directory (the admin API and ``serving rollout`` write it, so ``--workers N``
     accepts traffic changes); in Kubernetes a ConfigMap mounted as a directory (read-only,
-    written by ``serving rollout``). Unset: traffic changes live in this process only."""
+    written by ``serving rollout``). Unset: with ``--workers N`` the supervisor gives its
+    workers a private store (a temporary directory, removed at exit), so traffic changes still
+    reach every worker; with one process, traffic changes live in that process. Set it to
+    share one store between several servers."""
 
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""
