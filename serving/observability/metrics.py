@@ -209,6 +209,13 @@ class Metrics:
             buckets=DIFF_BUCKETS,
             registry=r,
         )
+        self.shadow_rows = Counter(
+            "serving_shadow_rows",
+            "Rows of shadow copies compared by predicted class (classifier outputs: arg-max or "
+            "integer label, as serving_predictions_total buckets them), by result (agree, disagree).",
+            ["model", "primary_version", "shadow_version", "output", "result"],
+            registry=r,
+        )
         self.shadow_dropped = Counter(
             "serving_shadow_dropped",
             "Shadow copies not sent because the shadow queue was full.",
