@@ -205,7 +205,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving",
-        description="Open Inference Protocol server for ONNX and XGBoost models, and its tools.",
+        description="Open Inference Protocol server for ONNX, XGBoost and LightGBM models, and its tools.",
         epilog="Run 'serving COMMAND --help' for a command's flags and an example.",
     )
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
+    """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a
+    timer of this length, and how much later than due the loop ran it). 0 = off."""
+
+    rest_infer_path: Literal["protocol", "asgi"] = "protocol"
+    """Who answers the REST inference routes (``POST /v2/models/{m}[/versions/{v}]/infer``,
+    ``/v1/models/{m}:predict``): ``protocol`` parses and answers them in the HTTP protocol
+    (httptools callbacks straight to the dataplane, one socket write), every other route
+    going to the ASGI app on the same port; ``asgi`` sends them through the ASGI app too (the
+    fallback, and the comparison in benchmarks). ``protocol`` falls back to ``asgi`` with a
+    warning when the installed uvicorn is not the version it was built on."""
+
     log_level: str = "info"
     """Python log level for the server's own logs."""
 
@@ -313,7 +325,10 @@ class Settings(BaseSettings):
     ``<model>.yaml`` per model that every process of the deployment follows. On one host a
     plain directory (the admin API and ``serving rollout`` write it, so ``--workers N``
     accepts traffic changes); in Kubernetes a ConfigMap mounted as a directory (read-only,
-    written by ``serving rollout``). Unset: traffic changes live in this process only."""
+    written by ``serving rollout``). Unset: with ``--workers N`` the supervisor gives its
+    workers a private store (a temporary directory, removed at exit), so traffic changes still
+    reach every worker; with one process, traffic changes live in that process. Set it to
+    share one store between several servers."""
 
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""
