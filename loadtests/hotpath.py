@@ -12,7 +12,11 @@ times each stage separately:
 - ``routing``, ``validation``, ``metrics``: what the router, the signature check and the
   Prometheus updates of one request cost alone (the features the speed issue's 10 % guard
   is about);
+- ``predictions``: counting the answer's predicted class / score bin (``serving_predictions_total``,
+  serving/observability/predictions.py) alone;
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
+  ``dataplane-off``: the same with the prediction series switched off
+  (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send.
 
 Wall and CPU time per call (process CPU, every thread), so the figures hold on a busy
@@ -44,7 +48,18 @@ from serving.protocol.rest import codec  # noqa: E402
 from serving.server import build, load_models  # noqa: E402
 from serving.settings import Settings  # noqa: E402
 
-STAGES = ("runtime", "pool", "predictor", "routing", "validation", "metrics", "dataplane", "asgi")
+STAGES = (
+    "runtime",
+    "pool",
+    "predictor",
+    "routing",
+    "validation",
+    "metrics",
+    "predictions",
+    "dataplane",
+    "dataplane-off",
+    "asgi",
+)
 
 
 async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple[str, float, float]:
@@ -117,7 +132,17 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         stage.served(0.0, 1, 7e-6)  # Prometheus children and statistics, as the predictor records
         metrics.observe_request(args.model, "1", "stable", "rest", "2xx", 3e-5)
 
+    outputs = runtime.predict(inputs)
+
+    async def call_predictions() -> None:
+        parts.dataplane.record_predictions(entry, "stable", outputs)
+
     async def call_dataplane() -> None:
+        parts.dataplane.prediction_metrics = True
+        await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
+
+    async def call_dataplane_off() -> None:
+        parts.dataplane.prediction_metrics = False
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
 
     async def call_asgi() -> None:
@@ -130,14 +155,30 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "routing": call_routing,
         "validation": call_validation,
         "metrics": call_metrics,
+        "predictions": call_predictions,
         "dataplane": call_dataplane,
+        "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,
     }
     results = []
     for name, call in stages.items():
-        if args.only and name != args.only:
+        if (args.only and name != args.only) or name.startswith("dataplane"):
             continue
         results.append(await timed(name, args.n, call))
+    if not args.only or args.only.startswith("dataplane"):
+        # On and off alternate in rounds, so machine noise hits both alike; the ratio is the figure.
+        on, off = [0.0, 0.0], [0.0, 0.0]
+        rounds = 5
+        pair = [(on, call_dataplane), (off, call_dataplane_off)]
+        for _ in range(rounds):
+            pair.reverse()  # neither always goes first
+            for acc, call in pair:
+                _, wall, cpu = await timed("", args.n // rounds, call)
+                acc[0] += wall / rounds
+                acc[1] += cpu / rounds
+        results.append(("dataplane", on[0], on[1]))
+        results.append(("dataplane-off", off[0], off[1]))
+        results.append(("on/off", on[0] / off[0], on[1] / off[1]))
     if statuses and set(statuses) != {200}:
         raise SystemExit(f"the app answered {sorted(set(statuses))}")
     parts.executor.shutdown()
@@ -154,10 +195,13 @@ def main() -> None:
 
     results = uvloop.run(main_async(args))
     print(
-        f"{'stage':10} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster as {args.model})"
+        f"{'stage':13} {'wall µs':>9} {'cpu µs':>9}   (one request at a time, 1 row, 200-tree booster as {args.model})"
     )
     for label, wall, cpu in results:
-        print(f"{label:10} {wall:9.1f} {cpu:9.1f}")
+        if label == "on/off":
+            print(f"{label:13} {wall:9.3f} {cpu:9.3f}   (dataplane with / without prediction series)")
+        else:
+            print(f"{label:13} {wall:9.1f} {cpu:9.1f}")
 
 
 if __name__ == "__main__":

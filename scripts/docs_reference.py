@@ -365,7 +365,11 @@ def openapi() -> dict[str, Any]:
 
 
 def rest_markdown(oip_spec: Path | None) -> str:
-    out = ["## Routes of this server (OpenAPI)\n"]
+    from serving.protocol.rest.app import RAW_ROUTES
+
+    out = ["## Inference and explain routes (raw ASGI)\n"]
+    out.append(table(["method", "path", "operation"], [[m, code(p), one_line(d)] for m, p, d in RAW_ROUTES]))
+    out.append("## Routes of this server (OpenAPI)\n")
     rows = []
     for path, methods in openapi()["paths"].items():
         for method, op in methods.items():

@@ -30,6 +30,9 @@ EXAMPLES = {
   # writes model_repo/cancer-onnx/<next version>/model.onnx only if the parity check passes""",
     "batch": """example:
   serving batch iris-xgb --repo model_repo --input rows.parquet --output scores.parquet""",
+    "profile": """example:
+  serving profile cancer-xgb --repo model_repo --data train.parquet --input-column input
+  # writes model_repo/cancer-xgb/<newest version>/profile.json (model monitoring)""",
     "demo-models": """example:
   serving demo-models model_repo   # byte-for-byte the committed demo models""",
     "rollout": """example:
@@ -119,7 +122,8 @@ def fail(message: str) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)  # bad settings: one line and exit 1 (SystemExit)
     _setup_logging(settings.log_level)
-    from serving.server import StartupError, run
+    from serving.server import StartupError
+    from serving.supervisor import run
 
     try:
         run(settings)
@@ -163,6 +167,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ServingError as exc:
         return fail(exc.message)
     print(report.describe())
+    if report.ok and args.profile:
+        from serving.scoring.model import BatchError
+        from serving.scoring.profiling import profile_version
+
+        try:
+            path, _ = profile_version(args.repo, args.model, args.profile, version=str(report.version))
+        except BatchError as exc:
+            return fail(f"exported, but no profile: {exc}")
+        print(f"wrote {path}")
     return 0 if report.ok else 1
 
 
@@ -216,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference allowed")
+    export.add_argument(
+        "--profile",
+        metavar="TABLE",
+        help="also write the new version's monitoring profile from this training table "
+        "(Parquet or CSV with a list column 'input'; as 'serving profile --data')",
+    )
     export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser(
@@ -235,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.scoring.cli import add_batch_parser
 
     add_batch_parser(sub)
+    from serving.scoring.cli import add_profile_parser
+
+    add_profile_parser(sub)
     _add_examples(parser)
     return parser
 

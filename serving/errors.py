@@ -41,6 +41,13 @@ class PayloadTooLarge(InvalidInput):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class NotExplainable(ServingError):
+    """The version cannot explain its predictions (not a tree booster, nor exported from one)."""
+
+    http_status = 422
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class ModelNotFound(ServingError):
     """No such model or version in the repository (reported before anything about the body)."""
 

@@ -19,6 +19,8 @@ NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serving rollout": ("rollout", ("kubernetes",)),
     # tables in and out: Arrow and Parquet (the batch image has it: requirements/batch.txt)
     "serving batch": ("batch", ("pyarrow",)),
+    # the training table is read as serving batch reads it
+    "serving profile": ("batch", ("pyarrow",)),
     "serving batch --engine spark": ("spark", ("pyarrow", "pyspark")),
 }
 

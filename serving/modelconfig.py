@@ -6,6 +6,7 @@ field (``model_repo/iris/config.yaml: inputs.0.datatype: ...``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serving import platforms
 from serving.datatypes import DATATYPES
 from serving.errors import InvalidInput, ModelLoadError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_RE = re.compile(r"^[1-9][0-9]{0,17}$")
+MAX_PREDICTION_EDGES = 50
+"""Most bucket edges ``prediction_buckets`` may set for one output (bounds the series count)."""
 
 
 def check_model_name(name: str) -> str:
@@ -218,8 +222,9 @@ class PayloadLoggingConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    platform: Literal["onnx", "xgboost", "lightgbm"]
-    """The runtime: ``model.onnx``, an XGBoost ``model.ubj``/``model.json``, a LightGBM ``model.txt``."""
+    platform: str
+    """The runtime, one of the registry's platforms (serving/platforms.py): ``onnx`` (``model.onnx``),
+    ``xgboost`` (``model.ubj``/``model.json``), ``lightgbm`` (``model.txt``)."""
     inputs: tuple[TensorSpec, ...] = Field(min_length=1)
     """The model's inputs, checked against the model file's signature at load."""
     outputs: tuple[TensorSpec, ...] = Field(min_length=1)
@@ -235,10 +240,21 @@ class ModelConfig(_Strict):
     """Native boosters: allow the verified fast paths (XGBoost: an ONNX twin for small batches, the
     library's C entry point; LightGBM: its C single-row entry point); false = the library's public
     predict only."""
+    prediction_buckets: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """Output name -> increasing bucket edges for the prediction series of a score output (one
+    float column): ``serving_predictions_total`` counts each value under the first edge it does
+    not exceed. Default: tenths of [0, 1], for probabilities; set it for a regressor whose
+    values lie elsewhere (at most 50 edges)."""
     raw_score: bool = False
     """LightGBM: return the raw scores (before the sigmoid/softmax/exp of the objective)."""
     description: str = ""
     """Free text for the people who read the file."""
+
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, value: str) -> str:
+        platforms.get(value)  # UnknownPlatform (a ValueError) names the known ones
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> ModelConfig:
@@ -249,17 +265,31 @@ class ModelConfig(_Strict):
             for spec in specs:
                 if spec.shape[0] != -1:
                     raise ValueError(f"{kind}.{spec.name}.shape: the first dimension is the batch, -1")
-        if self.platform in ("xgboost", "lightgbm"):
+        platform = platforms.get(self.platform)
+        if platform.single_tensor:
             if len(self.inputs) != 1 or len(self.outputs) != 1:
                 raise ValueError(f"{self.platform} models take exactly one input and give exactly one output")
             if len(self.inputs[0].shape) != 2 or self.inputs[0].shape[1] < 1:
                 raise ValueError(f"{self.platform} input shape is [-1, n_features]")
-        if self.platform == "lightgbm":
-            for kind, spec in (("inputs", self.inputs[0]), ("outputs", self.outputs[0])):
-                if spec.datatype not in ("FP32", "FP64"):
-                    raise ValueError(f"{kind}.{spec.name}.datatype: lightgbm tensors are FP32 or FP64")
-        if self.raw_score and self.platform != "lightgbm":
-            raise ValueError("raw_score applies to platform lightgbm only")
+        if platform.tensor_datatypes is not None:
+            allowed = " or ".join(platform.tensor_datatypes)
+            for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+                for spec in specs:
+                    if spec.datatype not in platform.tensor_datatypes:
+                        raise ValueError(
+                            f"{kind}.{spec.name}.datatype: {self.platform} tensors are {allowed}"
+                        )
+        if self.raw_score and not platform.raw_score:
+            with_raw = [p.name for p in platforms.all_platforms() if p.raw_score]
+            raise ValueError(f"raw_score applies to platform {' or '.join(with_raw)} only")
+        outputs = {s.name: s for s in self.outputs}
+        for name, edges in self.prediction_buckets.items():
+            if name not in outputs:
+                raise ValueError(f"prediction_buckets.{name}: no output of that name")
+            if not 1 <= len(edges) <= MAX_PREDICTION_EDGES:
+                raise ValueError(f"prediction_buckets.{name}: 1 to {MAX_PREDICTION_EDGES} edges")
+            if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"prediction_buckets.{name}: finite edges in increasing order")
         return self
 
 

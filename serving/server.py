@@ -1,8 +1,8 @@
 """Composition root: builds repository, router, dataplane and protocol servers; runs them.
 
 ``build`` wires the parts for one process. ``serve`` runs REST (uvicorn) and gRPC in one
-event loop. ``run`` is the process entry: one worker in-process, or a supervisor that
-keeps N worker processes alive on shared ports (SO_REUSEPORT).
+event loop, each optional part registering its own stop on one exit stack. ``run_worker`` is
+one process's entry; serving/supervisor.py runs it in-process or keeps N of them alive.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import errno
 import gc
 import logging
 import math
-import os
 import random
 import signal
 import socket
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,7 @@ from serving.core.router import Router
 from serving.core.shadow import ShadowRunner
 from serving.errors import ModelLoadError
 from serving.observability.accesslog import AccessLog
-from serving.observability.metrics import Metrics, setup_multiprocess_dir, worker_exited
+from serving.observability.metrics import Metrics
 from serving.observability.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
 from serving.protocol.rest.timeouts import timed_protocol
@@ -43,9 +41,6 @@ from serving.repository.store import ModelRepository
 from serving.settings import Settings
 
 log = logging.getLogger("serving.server")
-
-STARTUP_FAILED = 3
-"""Exit code of a worker process that could not start (the supervisor then stops)."""
 
 
 class StartupError(Exception):
@@ -88,6 +83,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         RequestLimits.from_settings(settings),
         shadow=ShadowRunner(metrics, settings.shadow_queue_size),
         tracing=tracing,
+        prediction_metrics=settings.prediction_metrics,
     )
     if settings.payload_log_url or settings.payload_log_dir is not None or settings.payload_log_sample_rate:
         from serving.observability.payloads import PayloadLogger
@@ -96,6 +92,10 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
             dataplane.payloads = PayloadLogger.from_settings(settings, metrics, repository.models)
         except (ValueError, OSError) as exc:
             raise StartupError(f"payload logging: {exc}") from exc
+    if settings.monitoring:
+        from serving.observability.monitoring import DriftMonitor
+
+        dataplane.monitor = DriftMonitor.from_settings(settings, metrics)
     control = ModelControl(settings, dataplane)
     return Components(
         settings,
@@ -130,6 +130,8 @@ def load_models(parts: Components, stop: threading.Event | None = None) -> None:
         for entry in model.versions.values():
             parts.metrics.set_model_state(model.name, entry.version, entry.state.value)
             parts.metrics.model_load_duration.labels(model.name, entry.version).set(entry.load_seconds)
+            if entry.ready:
+                parts.metrics.set_monitoring(model.name, entry.version, entry.monitoring.split(":", 1)[0])
             if entry.predict_paths:
                 parts.metrics.set_predict_paths(
                     model.name, entry.version, {k: v.path for k, v in entry.predict_paths.items()}
@@ -186,6 +188,9 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run one serving process until it is told to stop. Each optional part starts here and
+    registers how it stops on one exit stack, so teardown (in reverse order of start) is
+    written once, for a normal drain and for a stop during start-up alike."""
     loop = asyncio.get_running_loop()
     # The REST port first: a clash is reported before minutes of model loading.
     try:
@@ -193,37 +198,59 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     except OSError as exc:
         raise _port_hint(settings, settings.http_port, exc) from exc
     parts = build(settings)
-    stop = threading.Event()
-    early = _stop_on_signals(loop, stop)  # SIGTERM while loading: load no more, exit 0
-    try:
-        await loop.run_in_executor(None, load_models, parts, stop)
-    finally:
-        _restore_signals(loop, early)
-    if stop.is_set():
-        log.info("stopped during start-up")
-        sock.close()
-        await close_predictors(parts.repository)
-        parts.repository.close()
-        parts.executor.shutdown(wait=False, cancel_futures=True)
-        return
-    policies = parts.control.policies if parts.control is not None else None
-    if policies is not None:
-        # The store's policies apply before this process turns ready (or, as a worker, takes
-        # connections): a replica or worker that starts mid-rollout serves the current split.
-        await loop.run_in_executor(None, policies.sync_now)
-    grpc_server = None
-    if settings.grpc_port >= 0:
-        from serving.protocol.grpc.server import start_grpc_server
-
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(close_core, parts)  # registered first: runs last
+        stack.callback(sock.close)
+        stop = threading.Event()
+        early = _stop_on_signals(loop, stop)  # SIGTERM while loading: load no more, exit 0
         try:
-            grpc_server = await start_grpc_server(settings, parts.dataplane, parts.control)
-        except RuntimeError as exc:  # grpc's bind failure (the port was free at check_ports)
-            raise StartupError(
-                f"gRPC port {settings.grpc_port} on {settings.host} cannot be bound: stop the other "
-                "process or pick another port with --grpc-port"
-            ) from exc
-    parts.dataplane.started = True
-    config = uvicorn.Config(
+            await loop.run_in_executor(None, load_models, parts, stop)
+        finally:
+            _restore_signals(loop, early)
+        if stop.is_set():
+            log.info("stopped during start-up")
+            return
+        policies = parts.control.policies if parts.control is not None else None
+        if policies is not None:
+            # The store's policies apply before this process turns ready (or, as a worker, takes
+            # connections): a replica or worker that starts mid-rollout serves the current split.
+            await loop.run_in_executor(None, policies.sync_now)
+        grpc_server = await start_grpc(settings, parts)
+        parts.dataplane.started = True
+        server = DrainingServer(rest_config(settings, parts))
+        log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
+        drain = Drain(settings, parts.dataplane, server, grpc_server)
+        stack.push_async_callback(drain.stop_grpc)
+        stack.push_async_callback(parts.dataplane.shadow.close)
+        stack.callback(setattr, parts.dataplane, "draining", True)
+        drain.install()
+        stack.callback(drain.uninstall)
+        if settings.repository_poll_seconds > 0 and parts.control is not None:
+            background(stack, parts.control.poll(settings.repository_poll_seconds))
+        if policies is not None and settings.traffic_policy_dir is not None:
+            background(stack, policies.watch())
+        if settings.admin_port >= 0 and parts.control is not None:
+            admin_server, admin_task = start_admin_server(settings, parts.control)
+            stack.push_async_callback(stop_uvicorn, admin_server, admin_task)
+        if settings.metrics_port >= 0:
+            try:
+                metrics_sock = bind_socket(
+                    settings.host, settings.metrics_port, reuse_port=settings.workers > 1
+                )
+            except OSError as exc:
+                raise _port_hint(settings, settings.metrics_port, exc) from exc
+            metrics_server = await start_metrics_server(metrics_sock, parts.metrics)
+            stack.callback(metrics_server.close)
+        # Modules, models and config live as long as the process: freeze them out of the cyclic
+        # collector, so its full collections scan only per-request garbage. Without this a full
+        # collection walks the whole heap (100+ ms): measured p99 at 64 connections 129 ms -> ~10 ms.
+        gc.collect()
+        gc.freeze()
+        await server.serve(sockets=[sock])
+
+
+def rest_config(settings: Settings, parts: Components) -> uvicorn.Config:
+    return uvicorn.Config(
         parts.rest_app,
         host=settings.host,
         port=settings.http_port,
@@ -240,52 +267,42 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
         timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds),
         backlog=2048,
     )
-    server = DrainingServer(config)
-    log.info("REST listening on http://%s:%d", settings.host, sock.getsockname()[1])
-    drain = Drain(settings, parts.dataplane, server, grpc_server)
-    drain.install()
-    poller = None
-    if settings.repository_poll_seconds > 0 and parts.control is not None:
-        poller = asyncio.get_running_loop().create_task(parts.control.poll(settings.repository_poll_seconds))
-    watcher = None
-    if policies is not None and settings.traffic_policy_dir is not None:
-        watcher = asyncio.get_running_loop().create_task(policies.watch())
-    admin_server, admin_task = None, None
-    if settings.admin_port >= 0 and parts.control is not None:
-        admin_server, admin_task = start_admin_server(settings, parts.control)
-    metrics_server = None
-    if settings.metrics_port >= 0:
-        try:
-            metrics_sock = bind_socket(settings.host, settings.metrics_port, reuse_port=settings.workers > 1)
-        except OSError as exc:
-            raise _port_hint(settings, settings.metrics_port, exc) from exc
-        metrics_server = await start_metrics_server(metrics_sock, parts.metrics)
-    # Modules, models and config live as long as the process: freeze them out of the cyclic
-    # collector, so its full collections scan only per-request garbage. Without this a full
-    # collection walks the whole heap (100+ ms): measured p99 at 64 connections 129 ms -> ~10 ms.
-    gc.collect()
-    gc.freeze()
+
+
+async def start_grpc(settings: Settings, parts: Components) -> Any:
+    """The gRPC server, or None when ``grpc_port`` is negative (its stop is the drain's)."""
+    if settings.grpc_port < 0:
+        return None
+    from serving.protocol.grpc.server import start_grpc_server
+
     try:
-        await server.serve(sockets=[sock])
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
-        if poller is not None:
-            poller.cancel()
-        if watcher is not None:
-            watcher.cancel()
-        if admin_server is not None and admin_task is not None:
-            admin_server.should_exit = True
-            with contextlib.suppress(Exception):
-                await admin_task
-        drain.uninstall()
-        parts.dataplane.draining = True
-        await parts.dataplane.shadow.close()
-        await drain.stop_grpc()
-        await close_predictors(parts.repository)
-        parts.repository.close()
-        parts.executor.shutdown(wait=False, cancel_futures=True)
-        await close_observability(parts)
+        return await start_grpc_server(settings, parts.dataplane, parts.control)
+    except RuntimeError as exc:  # grpc's bind failure (the port was free at check_ports)
+        raise StartupError(
+            f"gRPC port {settings.grpc_port} on {settings.host} cannot be bound: stop the other "
+            "process or pick another port with --grpc-port"
+        ) from exc
+
+
+def background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """A loop that runs until the process stops (pollers, syncers): cancelled on the way out."""
+    task = asyncio.get_running_loop().create_task(work)
+    stack.callback(task.cancel)
+
+
+async def stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await task
+
+
+async def close_core(parts: Components) -> None:
+    """The last steps of every stop: predictors answer what is queued, runtimes close, the
+    pool stops, buffered spans and payload events are flushed."""
+    await close_predictors(parts.repository)
+    parts.repository.close()
+    parts.executor.shutdown(wait=False, cancel_futures=True)
+    await close_observability(parts)
 
 
 async def close_observability(parts: Components) -> None:
@@ -295,6 +312,8 @@ async def close_observability(parts: Components) -> None:
         await loop.run_in_executor(None, parts.dataplane.tracing.shutdown)
     if parts.dataplane.payloads is not None:
         await loop.run_in_executor(None, parts.dataplane.payloads.close)
+    if parts.dataplane.monitor is not None:
+        parts.dataplane.monitor.close()
 
 
 def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: threading.Event) -> bool:
@@ -428,76 +447,3 @@ def run_worker(settings: Settings) -> None:
         asyncio.run(serve(settings))
     else:
         uvloop.run(serve(settings))
-
-
-def _worker_process(settings: Settings) -> None:
-    """A supervised worker: a start-up failure is one line and exit code STARTUP_FAILED."""
-    try:
-        run_worker(settings)
-    except StartupError as exc:
-        log.debug("worker start-up failed", exc_info=True)
-        print(f"serving: error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(STARTUP_FAILED)
-
-
-def share_threads(settings: Settings, cores: int | None = None) -> Settings:
-    """Thread settings left at 0 ("all cores") become each worker's share of the cores, so
-    N workers never run N x cores threads (oversubscription costs more than it gives)."""
-    cores = cores or len(os.sched_getaffinity(0))
-    share = max(1, cores // settings.workers)
-    fields = ("onnx_intra_op_threads", "xgboost_nthread", "xgboost_large_batch_nthread")
-    update = {name: share for name in fields if getattr(settings, name) == 0}
-    return settings.model_copy(update=update) if update else settings
-
-
-def run(settings: Settings) -> None:
-    """Serve in this process, or supervise ``settings.workers`` processes on shared ports.
-
-    Workers bind with SO_REUSEPORT, so the kernel spreads connections across them; a worker
-    that dies is replaced; SIGTERM/SIGINT are passed on to every worker, which drain.
-    """
-    settings = share_threads(settings)
-    check_ports(settings)
-    if settings.workers == 1:
-        run_worker(settings)
-        return
-    import multiprocessing
-    import signal
-    import time
-
-    ctx = multiprocessing.get_context("spawn")
-    stopping = False
-    metrics_dir = setup_multiprocess_dir()  # workers merge their metrics through it
-
-    def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=_worker_process, args=(settings,), daemon=False)
-        proc.start()
-        return proc
-
-    procs = [start() for _ in range(settings.workers)]
-    log.info("supervising %d workers: %s", len(procs), [p.pid for p in procs])
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while not stopping:
-        time.sleep(0.5)
-        for i, proc in enumerate(procs):
-            if not proc.is_alive() and not stopping and proc.exitcode == STARTUP_FAILED:
-                forward(signal.SIGTERM, None)  # the others would fail the same way
-                for other in procs:
-                    other.join()
-                raise StartupError("a worker could not start (its error is above)")
-            if not proc.is_alive() and not stopping:
-                log.error("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
-                if proc.pid is not None:
-                    worker_exited(proc.pid, metrics_dir)
-                procs[i] = start()
-    for proc in procs:
-        proc.join()

@@ -202,6 +202,37 @@ class Settings(BaseSettings):
     payload_log_source: str = ""
     """``ce-source`` of the events; default ``/serving/<hostname>``."""
 
+    monitoring: bool = True
+    """Model monitoring (docs/guides/monitoring.md) for versions that have a ``profile.json``:
+    input and prediction drift against the training profile. False: no version is monitored."""
+
+    monitoring_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of a monitored version's answered requests whose rows enter its drift window
+    (every row of a sampled request counts). PSI is a ratio of shares, so sampling does not
+    bias it; it only makes the window fill more slowly."""
+
+    monitoring_window_seconds: float = Field(300.0, gt=0.0, le=86400.0)
+    """Length of the per-process drift window, in ten time slices (the window covers 90-100 %
+    of it). The fleet's figure uses the recording rules' own range (5m)."""
+
+    monitoring_min_rows: int = Field(100, ge=1, le=10_000_000)
+    """``serving_feature_drift`` and ``serving_prediction_drift`` are NaN until the window
+    holds this many rows: PSI over a handful of rows is noise."""
+
+    monitoring_max_features: int = Field(32, ge=1, le=256)
+    """Features monitored per version (the first N of the profile): bounds the series count,
+    at most this many times (bins + 2) bin counters per version."""
+
+    monitoring_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    """Sampled requests waiting for the monitoring thread; past it they are dropped and
+    counted (``serving_monitoring_dropped_total``), never delayed."""
+
+    monitoring_refresh_seconds: float = Field(1.0, gt=0.0, le=300.0)
+    """How often the monitoring thread publishes drift gauges and moves the bin counters."""
+
+    explain_max_rows: int = Field(64, ge=1, le=100_000)
+    """Rows one explain request may carry (explanations cost many times a prediction)."""
+
     metrics_port: int = Field(-1, ge=-1, le=65535)
     """A second port that serves only ``GET /metrics`` (-1, the default: none; /metrics is
     always on the REST port too)."""
@@ -249,6 +280,10 @@ class Settings(BaseSettings):
 
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""
+
+    prediction_metrics: bool = True
+    """Count what each version predicts (``serving_predictions_total``: the predicted class, or
+    the fixed bin of a score) for the rollout's prediction-shift test; false: not counted."""
 
     shadow_queue_size: int = Field(64, ge=1, le=65536)
     """Shadow copies waiting to run; past it copies are dropped (and counted)."""

@@ -157,3 +157,20 @@ def test_bad_version_names(version: str) -> None:
 )
 def test_version_policy(policy: dict[str, Any], expected: list[int]) -> None:
     assert VersionPolicy.model_validate(policy).select([3, 1, 7]) == expected
+
+
+def test_prediction_buckets(tmp_path: Path) -> None:
+    """Edges for the prediction series: per output, finite, increasing, at most 50."""
+    path = tmp_path / "ok" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({**GOOD, "prediction_buckets": {"y": [-1.5, 0, 2.5]}}))
+    assert load_config(path).prediction_buckets == {"y": (-1.5, 0.0, 2.5)}
+    for edges, text in (
+        ([0.5, 0.5], "finite edges in increasing order"),
+        ([1, 0], "finite edges in increasing order"),
+        ([0, ".inf"], "finite edges in increasing order"),
+        (list(range(51)), "1 to 50 edges"),
+    ):
+        doc = {**GOOD, "prediction_buckets": {"y": edges}}
+        assert text in config_error(tmp_path, yaml.safe_dump(doc).replace("'.inf'", ".inf")), edges
+    assert "no output of that name" in config_error(tmp_path, {**GOOD, "prediction_buckets": {"z": [1]}})

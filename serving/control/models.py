@@ -28,7 +28,7 @@ import logging
 import time
 from typing import Any
 
-from serving.control.policy import TrafficPolicies
+from serving.control.syncer import TrafficPolicies
 from serving.core.dataplane import DataPlane
 from serving.core.router import shares, stable_of
 from serving.errors import Forbidden, InvalidInput, ModelLoadError, ModelNotFound, ServingError, Unauthorized
@@ -176,6 +176,7 @@ class ModelControl:
         model.versions[version] = entry  # one step: the next request routes to the new load
         self._state(entry)
         self.metrics.model_load_duration.labels(model.name, version).set(entry.load_seconds)
+        self.metrics.set_monitoring(model.name, version, entry.monitoring.split(":", 1)[0])
         if entry.predict_paths:
             self.metrics.set_predict_paths(
                 model.name, version, {k: v.path for k, v in entry.predict_paths.items()}

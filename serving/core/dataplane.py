@@ -8,11 +8,13 @@ and returns results; counting requests and naming outcomes is the adapters' job
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from serving import __version__
+from serving import __version__, platforms
 from serving.core.faults import FaultInjector
 from serving.core.limits import RequestLimits
 from serving.core.router import Route, Router
@@ -23,6 +25,7 @@ from serving.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelNotReady,
+    NotExplainable,
     Overloaded,
     RuntimeFault,
     ServingError,
@@ -31,12 +34,14 @@ from serving.inference import Array, InferenceRequest, InferenceResponse, Tensor
 from serving.modelconfig import ModelConfig
 from serving.observability.accesslog import AccessLog
 from serving.observability.metrics import Metrics
+from serving.observability.predictions import OutputRule, output_rules
 from serving.predict.predictor import Predictor
 from serving.repository.store import Model, ModelRepository, ModelVersion
-from serving.runtimes.base import PLATFORMS
+from serving.runtimes.base import Explanation, explainer, feature_names
 from serving.runtimes.fastpath import PathChoice
 
 if TYPE_CHECKING:  # imported by serving.server only when switched on
+    from serving.observability.monitoring import DriftMonitor
     from serving.observability.payloads import PayloadLogger
     from serving.observability.tracing import RequestTrace, Tracing
 
@@ -44,6 +49,16 @@ log = logging.getLogger("serving.core.dataplane")
 
 # Triton's names for the protocol extensions (tritonclient and Triton's tools look them up).
 EXTENSIONS = ["model_repository", "binary_tensor_data", "model_configuration", "statistics"]
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """An explanation of one request's rows by the version that would have answered it."""
+
+    model: str
+    version: str
+    feature_names: list[str]
+    explanation: Explanation
 
 
 class DataPlane:
@@ -58,12 +73,15 @@ class DataPlane:
         shadow: ShadowRunner | None = None,
         tracing: Tracing | None = None,
         payloads: PayloadLogger | None = None,
+        prediction_metrics: bool = True,
     ) -> None:
         self.repository = repository
         self.tracing = tracing
         """Adapters start a request's span with it; None when tracing is off."""
         self.payloads = payloads
         """Adapters hand sampled payloads to it (at the edge); None when payload logging is off."""
+        self.monitor: DriftMonitor | None = None
+        """Takes answered requests of versions with a profile (model monitoring); None when off."""
         self.shadow = shadow if shadow is not None else ShadowRunner(metrics)
         self.router = router
         self.metrics = metrics
@@ -72,6 +90,8 @@ class DataPlane:
         self.limits = limits or RequestLimits()
         self.draining = False
         self.started = False
+        self.prediction_metrics = prediction_metrics
+        """Count each answer's predictions per version (serving.observability.predictions)."""
 
     # -- health -------------------------------------------------------------------------
     def live(self) -> bool:
@@ -103,7 +123,7 @@ class DataPlane:
         meta: dict[str, Any] = {
             "name": name,
             "versions": [version] if version is not None else versions,
-            "platform": PLATFORMS[config.platform],
+            "platform": platforms.get(config.platform).oip_platform,
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in config.inputs
             ],
@@ -201,6 +221,10 @@ class DataPlane:
             if trace is not None:
                 trace.child("routing", started, None, {"serving.model.version": entry.version})
             results = await self.predict(entry, predictor, inputs, request.deadline, trace)
+            if self.prediction_metrics:
+                self.record_predictions(entry, route.variant, results)
+            if entry.profile is not None and self.monitor is not None:
+                self.monitor_step(entry, inputs, results)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
                 self.shadow.submit(
                     route.shadow, entry.version, inputs, results, route.tolerance, request.edge, trace
@@ -208,6 +232,52 @@ class DataPlane:
             return self.shape_outputs(entry, request, results, route.variant)
         finally:
             inflight.dec()
+
+    def monitor_step(self, entry: ModelVersion, inputs: dict[str, Array], results: dict[str, Array]) -> None:
+        """Hand the answered request to model monitoring; whatever happens there, the answer
+        and its status stay as they are."""
+        assert self.monitor is not None and entry.profile is not None
+        try:
+            self.monitor.observe(entry.model, entry.version, entry.profile, inputs, results)
+        except Exception:
+            log.exception(
+                "model %s version %s: monitoring failed; the answer is unaffected", entry.model, entry.version
+            )
+
+    async def explain(self, request: InferenceRequest, max_rows: int) -> ExplainResult:
+        """Route and validate as ``infer`` does, then the version's exact per-feature
+        contributions (serving/runtimes/explain.py) on a thread. A version whose runtime
+        cannot explain answers NotExplainable (422); more than ``max_rows`` rows, InvalidInput."""
+        model = self.repository.get(request.model)
+        entry = self.route(model, request).entry
+        inputs = self.validate(entry, request)
+        runtime = entry.runtime
+        explain = explainer(runtime) if runtime is not None else None
+        if explain is None or len(entry.config.inputs) != 1:
+            raise NotExplainable(
+                f"model '{entry.model}' version {entry.version} cannot explain: explanations come from "
+                "XGBoost and LightGBM boosters, and from ONNX versions 'serving export' made from one"
+            )
+        x = inputs[entry.config.inputs[0].name]
+        if x.shape[0] > max_rows:
+            raise InvalidInput(
+                f"explain takes at most {max_rows} rows per request; this one has {x.shape[0]}"
+            )
+        try:
+            explanation = await asyncio.to_thread(explain, x)
+        except Exception as exc:
+            log.exception("model %s version %s failed to explain", entry.model, entry.version)
+            raise RuntimeFault(
+                f"model '{entry.model}' version {entry.version} failed to explain: {type(exc).__name__}"
+            ) from None
+        width = x.shape[1]
+        if entry.profile is not None:
+            names = [c.name for c in entry.profile.features]
+        else:
+            names = (feature_names(runtime) if runtime is not None else None) or []
+        if len(names) != width:
+            names = [f"f{i}" for i in range(width)]
+        return ExplainResult(entry.model, entry.version, names, explanation)
 
     def route(self, model: Model, request: InferenceRequest) -> Route:
         """The version to run (pin, weights, sticky key), recorded on the request."""
@@ -277,6 +347,13 @@ class DataPlane:
         finally:
             entry.inflight -= 1
 
+    def record_predictions(self, entry: ModelVersion, variant: str, results: dict[str, Array]) -> None:
+        """Count the answer's predicted classes or score bins (the rollout's shift test reads them)."""
+        config = entry.config
+        self.metrics.prediction_recorder(
+            entry.model, entry.version, variant, config, lambda: _prediction_rules(config)
+        ).record(results)
+
     @staticmethod
     def shape_outputs(
         entry: ModelVersion, request: InferenceRequest, results: dict[str, Array], variant: str
@@ -293,6 +370,10 @@ class DataPlane:
                 array = array.astype(dtype)
             outputs.append(Tensor(spec.name, spec.datatype, array.shape, array))
         return InferenceResponse(request.model, entry.version, outputs, request.id, variant=variant)
+
+
+def _prediction_rules(config: ModelConfig) -> tuple[OutputRule, ...]:
+    return output_rules([(o.name, o.datatype, o.shape) for o in config.outputs], config.prediction_buckets)
 
 
 def _paths(paths: dict[str, PathChoice]) -> dict[str, dict[str, str]]:

@@ -16,6 +16,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
+from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
 from serving.observability.timeline import Timeline
 
@@ -37,6 +39,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
+MONITORING_STATES = ("on", "invalid", "none")
 PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus 2.x parses (generate_latest writes it); newer
@@ -168,6 +171,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.predictions = Counter(
+            "serving_predictions",
+            "Predictions by bucket: the predicted class (0..63, else other) of a classifier output, "
+            "or the upper edge of the fixed bin a score falls in (+Inf past the last edge); "
+            "serving/observability/predictions.py.",
+            ["model", "version", "variant", "output", "bucket"],
+            registry=r,
+        )
         self.shadow_comparisons = Counter(
             "serving_shadow_comparisons",
             "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",
@@ -222,6 +233,98 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        # Model monitoring (serving.observability.monitoring): per-process drift of what this
+        # process saw ("liveall": one series per worker), and summable per-bin counters from
+        # which the fleet's drift is computed by a recording rule (PSI is not additive).
+        self.feature_drift = Gauge(
+            "serving_feature_drift",
+            "PSI of a feature over this process's monitoring window against the training profile "
+            "(NaN until the window holds monitoring_min_rows rows).",
+            ["model", "version", "feature"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.prediction_drift = Gauge(
+            "serving_prediction_drift",
+            "PSI of an output value over this process's monitoring window against the training profile.",
+            ["model", "version", "output"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.feature_out_of_range = Counter(
+            "serving_feature_out_of_range",
+            "Sampled feature values outside the training range (below min, above max, +-inf) "
+            "or categories the training data never had.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_missing = Counter(
+            "serving_feature_missing",
+            "Sampled feature values that were missing (NaN).",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.feature_bin_rows = Counter(
+            "serving_feature_bin_rows",
+            "Sampled rows per feature and profile bin (bin number, unseen, missing): summed over "
+            "processes by the recording rule that computes the fleet's PSI.",
+            ["model", "version", "feature", "bin"],
+            registry=r,
+        )
+        self.prediction_bin_rows = Counter(
+            "serving_prediction_bin_rows",
+            "Sampled rows per output value and profile bin (as serving_feature_bin_rows).",
+            ["model", "version", "output", "bin"],
+            registry=r,
+        )
+        self.feature_reference_share = Gauge(
+            "serving_feature_reference_share",
+            "Share of the training rows in each profile bin of a feature (the PSI reference).",
+            ["model", "version", "feature", "bin"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.prediction_reference_share = Gauge(
+            "serving_prediction_reference_share",
+            "Share of the training rows in each profile bin of an output value.",
+            ["model", "version", "output", "bin"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.monitoring_rows = Counter(
+            "serving_monitoring_rows",
+            "Rows sampled into model monitoring.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.monitoring_dropped = Counter(
+            "serving_monitoring_dropped",
+            "Sampled requests not monitored because the monitoring queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.monitoring_profile = Gauge(
+            "serving_monitoring_profile",
+            "1 for the version's monitoring state: on (a valid profile), invalid (profile refused: "
+            "the reason is in the log and the admin index), none (no profile).",
+            ["model", "version", "state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.explain_requests = Counter(
+            "serving_explain_requests",
+            "Explain requests (POST .../explain, KServe v1 :explain) by model, version and outcome "
+            "(REST status class); kept apart from serving_requests so inference latency stays its own.",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.explain_duration = Histogram(
+            "serving_explain_duration_seconds",
+            "Explain request time inside the server, decode to encode.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
         self.timeline = Timeline()
@@ -229,6 +332,7 @@ class Metrics:
         self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
+        self._predictions: dict[tuple[str, str, str], tuple[object, PredictionRecorder]] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def observe_request(
@@ -281,10 +385,35 @@ class Metrics:
             )
         return found
 
+    def prediction_recorder(
+        self,
+        model: str,
+        version: str,
+        variant: str,
+        source: object,
+        rules: Callable[[], Sequence[OutputRule]],
+    ) -> PredictionRecorder:
+        """The cached recorder of one (model, version, variant); rebuilt with ``rules()`` when
+        ``source`` (the version's config object) is not the one it was built from."""
+        key = (model, version, variant)
+        found = self._predictions.get(key)
+        if found is None or found[0] is not source:
+            counter = self.predictions
+            recorder = PredictionRecorder(
+                rules(), lambda output, bucket: counter.labels(model, version, variant, output, bucket)
+            )
+            found = self._predictions[key] = (source, recorder)
+        return found[1]
+
     # -- control path -----------------------------------------------------------------------
     def set_model_state(self, model: str, version: str, state: str) -> None:
         for known in MODEL_STATES:
             self.model_state.labels(model, version, known).set(1.0 if known == state else 0.0)
+
+    def set_monitoring(self, model: str, version: str, state: str) -> None:
+        """``state``: on, invalid or none (serving_monitoring_profile)."""
+        for known in MONITORING_STATES:
+            self.monitoring_profile.labels(model, version, known).set(1.0 if known == state else 0.0)
 
     def set_predict_paths(self, model: str, version: str, paths: dict[str, str]) -> None:
         """``paths``: batches ("small", "large") -> the path serving them."""

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving import platforms
 from serving.modelconfig import ModelConfig, TensorSpec
-from serving.runtimes.base import PLATFORMS
-
-BACKENDS = {"onnx": "onnxruntime", "xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 def triton_datatype(datatype: str) -> str:
@@ -45,8 +43,8 @@ def model_config(name: str, config: ModelConfig) -> dict[str, Any]:
     """Triton's ``ModelConfig`` for one model, as a dict (see the module docstring)."""
     found: dict[str, Any] = {
         "name": name,
-        "platform": PLATFORMS[config.platform],
-        "backend": BACKENDS[config.platform],
+        "platform": platforms.get(config.platform).oip_platform,
+        "backend": platforms.get(config.platform).triton_backend,
         "version_policy": _version_policy(config),
         "max_batch_size": config.max_batch_size,
         "input": [_tensor(s) for s in config.inputs],

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from serving import platforms
 from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig, check_model_name, load_config
 from serving.runtimes.onnx import ORT_TYPES
@@ -131,7 +132,8 @@ def export_booster(
         hint=converted.hint,
     )
     if report.ok:
-        _write_version(repo, model, config_doc, serialized, version)
+        keep = (source_booster_name(booster_path), booster_path.read_bytes())
+        _write_version(repo, model, config_doc, serialized, version, keep)
     return report
 
 
@@ -165,7 +167,7 @@ def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, 
         for o in session.get_outputs()
     ]
     config_doc: dict[str, Any] = {
-        "platform": "onnx",
+        "platform": platforms.ONNX.name,
         "description": "",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
         "outputs": outputs,
@@ -192,7 +194,7 @@ def _plan_version(
         existing = load_config(config_path)
         wanted = ModelConfig.model_validate(config_doc)
         if (
-            existing.platform != "onnx"
+            existing.platform != platforms.ONNX.name
             or existing.inputs != wanted.inputs
             or existing.outputs != wanted.outputs
         ):
@@ -212,18 +214,36 @@ def _plan_version(
     return version_dir, version, not config_path.exists()
 
 
+def source_booster_name(booster_path: Path) -> str:
+    """The name the source booster keeps in the exported version (``SOURCE_BOOSTER_FILES``)."""
+    if is_lightgbm_model(booster_path):
+        return "booster.txt"
+    return "booster.ubj" if booster_path.suffix == ".ubj" else "booster.json"
+
+
 def _write_version(
-    repo: Path, model: str, config_doc: dict[str, Any], serialized: bytes, version: int | None
+    repo: Path,
+    model: str,
+    config_doc: dict[str, Any],
+    serialized: bytes,
+    version: int | None,
+    keep: tuple[str, bytes] | None = None,
 ) -> tuple[Path, int]:
-    """Publish config.yaml (for a new model) and the version's model.onnx atomically; returns
-    the file and the version number."""
+    """Publish config.yaml (for a new model) and the version's model.onnx atomically, with
+    ``keep`` (name, bytes): the source booster, so the ONNX version can explain; returns the
+    file and the version number."""
     version_dir, version, new_model = _plan_version(repo, model, config_doc, version)
-    _publish(repo, repo / model, version_dir, serialized, config_doc if new_model else None)
+    _publish(repo, repo / model, version_dir, serialized, config_doc if new_model else None, keep)
     return version_dir / "model.onnx", version
 
 
 def _publish(
-    repo: Path, model_dir: Path, version_dir: Path, onnx: bytes, config_doc: dict[str, Any] | None
+    repo: Path,
+    model_dir: Path,
+    version_dir: Path,
+    onnx: bytes,
+    config_doc: dict[str, Any] | None,
+    keep: tuple[str, bytes] | None = None,
 ) -> None:
     """Write the version (and, for a new model, its config.yaml) into a hidden temporary folder
     of the repository, then move it into place with one rename: a polling server never sees a
@@ -236,10 +256,14 @@ def _publish(
             staged_version = staging / version_dir.name
             staged_version.mkdir()
             (staged_version / "model.onnx").write_bytes(onnx)
+            if keep is not None:
+                (staged_version / keep[0]).write_bytes(keep[1])
             (staging / "config.yaml").write_text(yaml.safe_dump(config_doc, sort_keys=False))
             os.rename(staging, model_dir)  # fails if the folder appeared meanwhile: nothing lost
         else:
             (staging / "model.onnx").write_bytes(onnx)
+            if keep is not None:
+                (staging / keep[0]).write_bytes(keep[1])
             os.rename(staging, version_dir)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
+from serving.observability.profile import PROFILE_FILE, Profile, ProfileError, read_profile
 from serving.predict.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime, model_file
 from serving.runtimes.fastpath import PathChoice
@@ -76,6 +77,10 @@ class ModelVersion:
     predict_paths: dict[str, PathChoice] = field(default_factory=dict)
     """Which computation serves small and large batches, and why a faster one does not
     (runtimes with guarded fast paths; empty for the others)."""
+    profile: Profile | None = None
+    """The version's training reference profile (``profile.json``) when valid: monitored."""
+    monitoring: str = "none"
+    """``on``, ``none`` (no profile.json) or ``invalid: <reason>`` (the version serves, unmonitored)."""
 
     @property
     def ready(self) -> bool:
@@ -330,6 +335,7 @@ class ModelRepository:
         entry.predict_paths = dict(paths) if isinstance(paths, dict) else {}
         entry.load_seconds = load_s + warmup_s
         entry.warmup_seconds = warmup_s
+        entry.profile, entry.monitoring = load_version_profile(entry, self.root.resolve())
         entry.state = VersionState.READY
         log.info(
             "model %s version %s ready (%s, load %.1f ms, warmup %.1f ms)",
@@ -352,6 +358,8 @@ class ModelRepository:
                 row = {"name": model.name, "version": entry.version, "state": entry.state.value}
                 if entry.reason:
                     row["reason"] = entry.reason if detail else entry.public_reason
+                if detail and entry.monitoring != "none":
+                    row["monitoring"] = entry.monitoring
                 rows.append(row)
         return rows
 
@@ -362,6 +370,48 @@ class ModelRepository:
                     entry.runtime.close()
                     entry.runtime = None
                 entry.state = VersionState.UNAVAILABLE
+
+
+def expected_output_values(config: ModelConfig) -> set[str] | None:
+    """The output value names a profile may describe (``name``, ``name[k]``), or None when an
+    output's width is not fixed in config.yaml."""
+    names: set[str] = set()
+    for spec in config.outputs:
+        if len(spec.shape) == 1 or (len(spec.shape) == 2 and spec.shape[1] == 1):
+            names.add(spec.name)
+        elif len(spec.shape) == 2 and spec.shape[1] > 0:
+            names.update(f"{spec.name}[{k}]" for k in range(spec.shape[1]))
+        else:
+            return None
+    return names
+
+
+def load_version_profile(entry: ModelVersion, root: Path) -> tuple[Profile | None, str]:
+    """The version's ``profile.json`` checked against its config: (profile, "on"), (None,
+    "none") without one, or (None, "invalid: <reason>") with the reason logged. A bad profile
+    never fails the version: it serves, unmonitored."""
+    path = entry.path / PROFILE_FILE
+    if not path.is_file():
+        return None, "none"
+    spec = entry.config.inputs[0]
+    try:
+        confine(path, root)
+        if len(spec.shape) != 2 or spec.shape[1] < 1:
+            raise ProfileError(
+                f"monitoring needs a [-1, n_features] input; '{spec.name}' is {list(spec.shape)}"
+            )
+        profile = read_profile(path, spec.shape[1], spec.name, expected_output_values(entry.config))
+    except (ProfileError, ModelLoadError) as exc:
+        reason = exc.message if isinstance(exc, ModelLoadError) else str(exc)
+        log.warning(
+            "model %s version %s: %s refused, monitoring off for it: %s",
+            entry.model,
+            entry.version,
+            PROFILE_FILE,
+            reason,
+        )
+        return None, f"invalid: {PROFILE_FILE}: {reason}"
+    return profile, "on"
 
 
 def validate_repository(root: Path, settings: Settings | None = None) -> list[str]:

@@ -27,7 +27,10 @@ EXIT_INTERRUPTED = 130
 
 # -- building blocks -------------------------------------------------------------------------
 def make_target(args: argparse.Namespace) -> TrafficTarget:
+    keep = getattr(args, "keep_stable_capacity", False)
     if args.mode == "inpod" or args.server or args.policy_dir:
+        if keep:
+            raise RolloutError("--keep-stable-capacity is for Standard mode (KServe's spec.canary[])")
         from serving.rollout.targets import make_inpod_target
 
         return make_inpod_target(args, args.token or os.environ.get("SERVING_ADMIN_TOKEN"))
@@ -42,6 +45,7 @@ def make_target(args: argparse.Namespace) -> TrafficTarget:
         args.canary_name,
         args.kserve_namespace,
         args.kserve_version,
+        keep,
     )
 
 
@@ -133,6 +137,7 @@ def state_table(state: TrafficState) -> str:
                 f"    {r.name}  generation {generation}  weights {{{weights}}}"
                 + (f"  ({r.detail})" if r.detail else "")
             )
+    lines += [f"  {line}" for line in (state.capacity.lines() if state.capacity else [])]
     lines += [f"  note: {n}" for n in state.notes]
     return "\n".join(lines)
 
@@ -393,6 +398,12 @@ def add_rollout_parser(sub: Any) -> None:
     start.add_argument("--storage-uri", help="KServe modes: the new model's storageUri")
     start.add_argument("--canary-version", help="in-pod mode: the repository version to canary")
     start.add_argument("--percent", type=_percent, default=10, help="canary traffic share (default 10)")
+    start.add_argument(
+        "--keep-stable-capacity",
+        action="store_true",
+        help="standard mode: KServe lowers the stable predictor's minReplicas by the canary's replicas "
+        "while it runs; raise it by as much for the rollout (restored on promote or rollback)",
+    )
     start.set_defaults(rollout_func=cmd_start)
 
     status = cmds.add_parser("status", help="traffic per revision, readiness, live comparison")

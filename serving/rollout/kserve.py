@@ -13,6 +13,8 @@ and the ingress config, and the live split is read from the ``<isvc>-predictor``
 backend weights, never from the spec. Promote rolls the stable predictor to the canary's model
 (the webhook forbids a container ``name`` there, and keeping the stable predictor's own name
 keeps its Deployment, Service and scalers) and removes the entry; rollback removes the entry.
+While a canary runs, KServe lowers the stable predictor's minReplicas by the canary's replicas;
+``start --keep-stable-capacity`` raises it by as much for the rollout (see "Stable capacity").
 
 Every change is a JSON merge patch (the CustomObjectsApi default content type), built by the
 pure ``*_patch`` functions below so tests can validate each one against the CRD schema.
@@ -20,13 +22,15 @@ pure ``*_patch`` functions below so tests can validate each one against the CRD 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import math
 import re
 from typing import Any
 
 from serving.rollout.prometheus import Side
-from serving.rollout.state import Revision, RolloutError, TrafficState
+from serving.rollout.state import Revision, RolloutError, StableCapacity, TrafficState
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -132,7 +136,11 @@ def default_canary_name(isvc: Obj) -> str:
     return DEFAULT_CANARY_NAME if taken != DEFAULT_CANARY_NAME else f"{DEFAULT_CANARY_NAME}-2"
 
 
-def standard_start_patch(isvc: Obj, storage_uri: str, percent: int, canary_name: str) -> Obj:
+def standard_start_patch(
+    isvc: Obj, storage_uri: str, percent: int, canary_name: str, keep_capacity: bool = False
+) -> Obj:
+    """Add (or replace) the canary entry. With ``keep_capacity`` the same patch raises the stable
+    minimum by the canary's replicas and records the configured values (``keep_capacity_patch``)."""
     predictor = isvc["spec"]["predictor"]
     key = _model_key(predictor)
     model = copy.deepcopy(predictor[key])
@@ -140,8 +148,11 @@ def standard_start_patch(isvc: Obj, storage_uri: str, percent: int, canary_name:
     # In spec.canary[] the model section is a full container: the CRD requires its name.
     model.setdefault("name", "kserve-container")
     others = [c for c in isvc["spec"].get("canary") or [] if c["predictor"].get("name") != canary_name]
-    entry = {"trafficPercent": percent, "predictor": {"name": canary_name, key: model}}
-    return {"spec": {"canary": [*others, entry]}}
+    entry: Obj = {"trafficPercent": percent, "predictor": {"name": canary_name, key: model}}
+    patch: Obj = {"spec": {"canary": [*others, entry]}}
+    if keep_capacity or kept_replicas(isvc) is not None:
+        _merge(patch, keep_capacity_patch(isvc, entry))
+    return patch
 
 
 def _find_canary(isvc: Obj, canary_name: str | None) -> Obj:
@@ -161,10 +172,15 @@ def _find_canary(isvc: Obj, canary_name: str | None) -> Obj:
 
 def standard_percent_patch(isvc: Obj, percent: int, canary_name: str | None) -> Obj:
     target = _find_canary(isvc, canary_name)
-    canaries = [
-        {**c, "trafficPercent": percent} if c is target else c for c in isvc["spec"].get("canary") or []
-    ]
-    return {"spec": {"canary": canaries}}
+    moved: Obj = {**target, "trafficPercent": percent}
+    if kept_replicas(isvc) is not None:
+        # The canary's replicas follow its share (as KServe's own count would): so does the raise.
+        moved["predictor"] = {k: v for k, v in target["predictor"].items() if k != "minReplicas"}
+    canaries = [moved if c is target else c for c in isvc["spec"].get("canary") or []]
+    patch: Obj = {"spec": {"canary": canaries}}
+    if kept_replicas(isvc) is not None:
+        _merge(patch, keep_capacity_patch(isvc, moved))
+    return patch
 
 
 def standard_promote_patch(isvc: Obj, canary_name: str | None) -> Obj:
@@ -183,13 +199,134 @@ def standard_promote_patch(isvc: Obj, canary_name: str | None) -> Obj:
     if stable_key != canary_key:
         predictor[stable_key] = None
     rest = [c for c in isvc["spec"].get("canary") or [] if c is not target]
-    return {"spec": {"predictor": predictor, "canary": rest}}
+    return _merge({"spec": {"predictor": predictor, "canary": rest}}, restore_capacity_patch(isvc))
 
 
 def standard_rollback_patch(isvc: Obj, canary_name: str | None) -> Obj:
     target = _find_canary(isvc, canary_name)
     rest = [c for c in isvc["spec"].get("canary") or [] if c is not target]
-    return {"spec": {"canary": rest}}
+    return _merge({"spec": {"canary": rest}}, restore_capacity_patch(isvc))
+
+
+# -- Stable capacity during a Standard canary -------------------------------------------------
+# While canaries run, KServe hands the stable predictor's Deployment (class none), HPA or KEDA
+# ScaledObject its minReplicas minus the canaries' replicas, at least 1, and nothing less when
+# the stable predictor sets no minReplicas (pkg/controller/v1beta1/inferenceservice/components/
+# predictor.go reconcileRawDeployment). v0.20.0 (1fb7810, lines 794-803) counts every canary;
+# later KServe (master aaac4e2, adjustStableMinReplicasForCanaries lines 872-900, #5984) only
+# the ones status.canaryStatuses reports ready. A canary's replicas are its own minReplicas, else
+# ceil(stable minReplicas x trafficPercent / 100) (canaryReplicaCount). A stable predictor sized
+# for peak load thus loses that headroom for the whole rollout. tests/deploy/kserve_rules.py
+# ports the same code from KServe; a test holds the two equal.
+#
+# ``--keep-stable-capacity`` raises the stable minReplicas (and maxReplicas, where the raise
+# would pass it) by the canary's replicas, pins those on the canary entry (KServe would otherwise
+# count them from the raised minimum), records the configured values in an annotation, follows
+# every percent change, and restores them in the same patch that promotes or rolls back: the
+# floor KServe applies stays at the configured minimum at every step.
+READY_ONLY_SINCE = (0, 21, 0)
+KEPT_ANNOTATION = "serving/kept-stable-replicas"
+
+
+def canary_replicas(stable_min: int | None, canary: Obj) -> int:
+    """KServe's canaryReplicaCount for one spec.canary[] entry."""
+    own = (canary.get("predictor") or {}).get("minReplicas")
+    if own is not None:
+        return int(own)
+    base = 1 if stable_min is None else stable_min
+    return math.ceil(float(base) * float(canary.get("trafficPercent", 0)) / 100)
+
+
+def counted_canary_replicas(isvc: Obj, version: tuple[int, int, int]) -> int:
+    """The canary replicas KServe subtracts from the stable minimum at this KServe version."""
+    low = isvc["spec"]["predictor"].get("minReplicas")
+    canaries = isvc["spec"].get("canary") or []
+    if version >= READY_ONLY_SINCE:
+        ready = {
+            s["name"]: s.get("ready", False) for s in (isvc.get("status") or {}).get("canaryStatuses") or []
+        }
+        canaries = [c for c in canaries if ready.get(c["predictor"].get("name"))]
+    return sum(canary_replicas(low, c) for c in canaries)
+
+
+def effective_stable_min(isvc: Obj, version: tuple[int, int, int]) -> int | None:
+    """The minReplicas KServe gives the stable predictor's workload and scaler (None: unset)."""
+    low: int | None = isvc["spec"]["predictor"].get("minReplicas")
+    if low is None or not isvc["spec"].get("canary"):
+        return low
+    total = counted_canary_replicas(isvc, version)
+    if version < READY_ONLY_SINCE or total > 0:
+        return max(low - total, 1)
+    return low
+
+
+def kept_replicas(isvc: Obj) -> tuple[int, int | None] | None:
+    """(minReplicas, maxReplicas) configured before ``--keep-stable-capacity`` raised them."""
+    raw = ((isvc.get("metadata") or {}).get("annotations") or {}).get(KEPT_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        high = data.get("maxReplicas")
+        return int(data["minReplicas"]), None if high is None else int(high)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise RolloutError(
+            f'annotation {KEPT_ANNOTATION} is not {{"minReplicas": N, "maxReplicas": M}}: '
+            "set the stable minReplicas by hand and remove it"
+        ) from None
+
+
+def keep_capacity_patch(isvc: Obj, entry: Obj) -> Obj:
+    """Stable minReplicas (and maxReplicas where needed) = configured + the canary's replicas;
+    the canary ``entry`` (already in the patch) gets those replicas pinned. Nothing when the
+    stable predictor sets no minReplicas: KServe then lowers nothing."""
+    predictor = isvc["spec"]["predictor"]
+    kept = kept_replicas(isvc)
+    low, high = kept if kept is not None else (predictor.get("minReplicas"), predictor.get("maxReplicas"))
+    if low is None:
+        return {}
+    replicas = canary_replicas(low, entry)
+    entry["predictor"]["minReplicas"] = replicas
+    raised: Obj = {"minReplicas": low + replicas}
+    if high:
+        # The webhook refuses minReplicas above a non-zero maxReplicas.
+        raised["maxReplicas"] = max(high, low + replicas)
+    record = json.dumps({"minReplicas": low, "maxReplicas": high}, separators=(",", ":"))
+    return {"metadata": {"annotations": {KEPT_ANNOTATION: record}}, "spec": {"predictor": raised}}
+
+
+def restore_capacity_patch(isvc: Obj) -> Obj:
+    """The configured stable replicas back, and the record removed (nothing when not kept)."""
+    kept = kept_replicas(isvc)
+    if kept is None:
+        return {}
+    low, high = kept
+    return {
+        "metadata": {"annotations": {KEPT_ANNOTATION: None}},
+        "spec": {"predictor": {"minReplicas": low, "maxReplicas": high}},
+    }
+
+
+def stable_capacity(isvc: Obj, version: tuple[int, int, int]) -> StableCapacity | None:
+    """The stable predictor's minimum during the canaries, or None without canaries or minimum."""
+    if not isvc["spec"].get("canary"):
+        return None
+    kept = kept_replicas(isvc)
+    configured = kept[0] if kept is not None else isvc["spec"]["predictor"].get("minReplicas")
+    effective = effective_stable_min(isvc, version)
+    if configured is None or effective is None:
+        return None
+    return StableCapacity(configured, effective, counted_canary_replicas(isvc, version), kept is not None)
+
+
+def _merge(patch: Obj, extra: Obj) -> Obj:
+    """Deep-merge ``extra`` into the merge patch ``patch`` (both JSON merge patches)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(patch.get(key), dict):
+            _merge(patch[key], value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def route_weights(route: Obj | None) -> dict[str, int] | None:
@@ -207,8 +344,14 @@ def route_weights(route: Obj | None) -> dict[str, int] | None:
     return None
 
 
-def standard_state(isvc: Obj, canary_name: str | None, route: Obj | None = None) -> TrafficState:
-    """The split the cluster applies, from the predictor HTTPRoute's backend weights."""
+def standard_state(
+    isvc: Obj,
+    canary_name: str | None,
+    route: Obj | None = None,
+    version: tuple[int, int, int] = READY_ONLY_SINCE,
+) -> TrafficState:
+    """The split the cluster applies, from the predictor HTTPRoute's backend weights, and the
+    stable predictor's minimum as the KServe ``version`` applies it during the canaries."""
     name = isvc["metadata"]["name"]
     ns = isvc["metadata"].get("namespace", "default")
     status = isvc.get("status") or {}
@@ -253,7 +396,14 @@ def standard_state(isvc: Obj, canary_name: str | None, route: Obj | None = None)
         Side("stable", _pod_matcher(ns, stable_deploy)),
         Side("canary", _pod_matcher(ns, canary_deploy) if canary_deploy else 'pod="none"'),
     )
-    return TrafficState("standard", f"{ns}/{name}", (stable, *revisions), sides, tuple(notes))
+    return TrafficState(
+        "standard",
+        f"{ns}/{name}",
+        (stable, *revisions),
+        sides,
+        tuple(notes),
+        capacity=stable_capacity(isvc, version),
+    )
 
 
 def controller_version(image: str) -> tuple[int, int, int] | None:
@@ -328,6 +478,7 @@ class InferenceServiceTarget:
         canary_name: str | None = None,
         kserve_namespace: str = KSERVE_NAMESPACE,
         kserve_version: str | None = None,
+        keep_stable_capacity: bool = False,
     ) -> None:
         from kubernetes import client
 
@@ -338,6 +489,7 @@ class InferenceServiceTarget:
         self.canary_name = canary_name
         self.kserve_namespace = kserve_namespace
         self.kserve_version = parse_version(kserve_version) if kserve_version else None
+        self.keep_stable_capacity = keep_stable_capacity
 
     def _read(self, what: str, call: Any, *args: Any) -> Obj | None:
         """GET through a generated client method, as plain JSON; None on 404."""
@@ -390,7 +542,12 @@ class InferenceServiceTarget:
         isvc = self.get()
         if self.mode(isvc) == "knative":
             return knative_state(isvc)
-        return standard_state(isvc, self.canary_name, self.route())
+        # Without a readable version: a KServe that splits traffic, the only kind `start` accepts.
+        version = READY_ONLY_SINCE
+        if isvc["spec"].get("canary"):
+            with contextlib.suppress(RolloutError):
+                version = self.cluster_version()
+        return standard_state(isvc, self.canary_name, self.route(), version)
 
     def cluster_version(self) -> tuple[int, int, int]:
         if self.kserve_version is not None:
@@ -412,6 +569,7 @@ class InferenceServiceTarget:
         version = controller_version(image)
         if version is None:
             raise RolloutError(f"cannot tell the KServe version from image '{image}': pass --kserve-version")
+        self.kserve_version = version  # one read per command
         return version
 
     def ingress(self) -> Obj:
@@ -446,11 +604,15 @@ class InferenceServiceTarget:
             raise RolloutError("start needs --storage-uri for an InferenceService")
         isvc = self.get()
         if self.mode(isvc) == "knative":
+            if self.keep_stable_capacity:
+                raise RolloutError(
+                    "--keep-stable-capacity is for Standard mode: Knative keeps each revision's own minimum"
+                )
             self.patch(knative_start_patch(isvc, storage_uri, percent))
         else:
             self.check_traffic_split()
             name = self.canary_name or default_canary_name(isvc)
-            self.patch(standard_start_patch(isvc, storage_uri, percent, name))
+            self.patch(standard_start_patch(isvc, storage_uri, percent, name, self.keep_stable_capacity))
 
     def set_percent(self, percent: int) -> None:
         isvc = self.get()

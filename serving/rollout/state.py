@@ -34,6 +34,44 @@ class ReplicaStatus:
 
 
 @dataclass(frozen=True)
+class StableCapacity:
+    """Standard mode: the stable predictor's minimum replicas while canaries run. KServe lowers
+    it by the canaries' replicas (see serving/rollout/kserve.py, ``effective_stable_min``)."""
+
+    configured: int
+    """The minimum the platform sized the stable predictor for (before any raise by the CLI)."""
+    effective: int
+    """The minimum KServe hands the stable Deployment/HPA/ScaledObject during the canary."""
+    canary_replicas: int
+    """The replicas KServe subtracts: the canaries it counts (all, or only ready ones)."""
+    kept: bool = False
+    """``start --keep-stable-capacity`` raised the stable minimum for this rollout."""
+
+    @property
+    def lowered(self) -> bool:
+        return self.effective < self.configured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "lowered": self.lowered}
+
+    def lines(self) -> list[str]:
+        """What ``rollout start`` and ``status`` print: the floor, and a warning when it drops."""
+        how = (
+            f"raised to {self.configured + self.canary_replicas} by --keep-stable-capacity"
+            if self.kept
+            else f"KServe subtracts {self.canary_replicas} canary replica(s)"
+        )
+        out = [f"stable minimum during the canary: {self.effective} (configured {self.configured}; {how})"]
+        if self.lowered:
+            out.append(
+                f"warning: the stable predictor may shrink to {self.effective} pod(s), below the "
+                f"{self.configured} it is sized for, until promote or rollback; "
+                "start with --keep-stable-capacity to keep them"
+            )
+        return out
+
+
+@dataclass(frozen=True)
 class TrafficState:
     """The live split, read from the cluster object or the server's traffic policy."""
 
@@ -47,6 +85,8 @@ class TrafficState:
     """Fleet mode: the generation and weights every replica applies."""
     generation: int | None = None
     """Fleet mode: the policy generation in the store."""
+    capacity: StableCapacity | None = None
+    """Standard mode with a canary: the stable predictor's minimum, configured and effective."""
 
     @property
     def canary(self) -> Revision | None:
@@ -69,6 +109,7 @@ class TrafficState:
             "canary_percent": self.canary_percent,
             "selectors": {s.name: s.matchers for s in self.sides},
             "notes": list(self.notes),
+            **({"stable_capacity": self.capacity.to_dict()} if self.capacity is not None else {}),
             **(
                 {"generation": self.generation, "replicas": [r.__dict__ for r in self.replicas]}
                 if self.replicas or self.generation is not None

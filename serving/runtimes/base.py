@@ -1,22 +1,18 @@
-"""The Runtime protocol every framework implements, and the factory that picks one."""
+"""The Runtime protocol every framework implements, and the factory that loads one through the
+runtime registry (serving/platforms.py)."""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from serving import platforms
 from serving.errors import ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig
 from serving.settings import Settings
-
-ONNX_FILE = "model.onnx"
-XGBOOST_FILES = ("model.ubj", "model.json")
-# LightGBM's text format (Booster.save_model); model.bst is KServe lgbserver's name for it
-LIGHTGBM_FILES = ("model.txt", "model.bst")
-MODEL_FILES = {"onnx": (ONNX_FILE,), "xgboost": XGBOOST_FILES, "lightgbm": LIGHTGBM_FILES}
-# config.yaml platform -> the platform string of OIP model metadata (Triton's names where they exist)
-PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 class Runtime(Protocol):
@@ -30,7 +26,7 @@ class Runtime(Protocol):
 
 
 def model_file(config: ModelConfig, version_dir: Path) -> Path:
-    names = MODEL_FILES[config.platform]
+    names = platforms.get(config.platform).model_files
     for name in names:
         candidate = version_dir / name
         if candidate.is_file():
@@ -54,17 +50,56 @@ def check_feature_count(path: Path, n_features: int, config: ModelConfig) -> Non
         )
 
 
+class RuntimeClass(Protocol):
+    """What a registry entry's ``loader`` names: a class built from the model file, the config
+    and the settings, whose instances are Runtimes."""
+
+    def __call__(self, path: Path, config: ModelConfig, settings: Settings) -> Runtime: ...
+
+
+def runtime_class(platform: platforms.Platform) -> RuntimeClass:
+    """Import the entry's loader (only now: a server without boosters never imports XGBoost)."""
+    module_name, _, class_name = platform.loader.partition(":")
+    cls: RuntimeClass = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
 def load_runtime(config: ModelConfig, version_dir: Path, settings: Settings) -> Runtime:
     """Load the version's model file; raises ModelLoadError with the reason on any fault."""
     path = model_file(config, version_dir)
-    if config.platform == "onnx":
-        from serving.runtimes.onnx import OnnxRuntime
+    return runtime_class(platforms.get(config.platform))(path, config, settings)
 
-        return OnnxRuntime(path, config, settings)
-    if config.platform == "lightgbm":
-        from serving.runtimes.lightgbm import LightGBMRuntime
 
-        return LightGBMRuntime(path, config, settings)
-    from serving.runtimes.xgboost import XGBoostRuntime
+SOURCE_BOOSTER_FILES = ("booster.json", "booster.ubj", "booster.txt")
+"""The native booster ``serving export`` keeps beside an ONNX version it made, so the version
+can explain its predictions (serving/runtimes/explain.py)."""
 
-    return XGBoostRuntime(path, config, settings)
+
+@dataclass(frozen=True)
+class Explanation:
+    """Exact per-feature contributions of a tree ensemble, in its raw margin (log-odds for
+    binary classifiers, per-class margins for multiclass): ``contributions.sum(-1) + bias ==
+    margin`` up to float rounding. Shapes: [N, F], [N], [N] or, with K classes, [N, K, F],
+    [N, K], [N, K]."""
+
+    contributions: Array
+    bias: Array
+    margin: Array
+
+
+class Explainer(Protocol):
+    """The optional capability of a runtime that can explain (``Runtime.explain``)."""
+
+    def __call__(self, x: Array) -> Explanation: ...
+
+
+def explainer(runtime: Runtime) -> Explainer | None:
+    """The runtime's ``explain`` method, or None when it cannot explain."""
+    found = getattr(runtime, "explain", None)
+    return found if callable(found) else None
+
+
+def feature_names(runtime: Runtime) -> list[str] | None:
+    """The booster's own feature names, when the runtime knows them."""
+    names = getattr(runtime, "feature_names", None)
+    return list(names) if isinstance(names, list | tuple) else None

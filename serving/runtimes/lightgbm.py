@@ -40,7 +40,8 @@ from serving.datatypes import TO_NUMPY
 from serving.errors import ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig
-from serving.runtimes.base import check_feature_count, signature_mismatch
+from serving.runtimes.base import Explanation, check_feature_count, signature_mismatch
+from serving.runtimes.explain import lightgbm_explain, lightgbm_names
 from serving.runtimes.fastpath import LIBRARY, PathChoice, disagreement, probe_rows
 from serving.runtimes.warmup import warmup_inputs
 from serving.settings import Settings
@@ -179,6 +180,8 @@ class LightGBMRuntime:
             )
             raise signature_mismatch(path, mismatch)
         self._booster = booster
+        self._explain_lock = threading.Lock()
+        self.feature_names = lightgbm_names(booster)
         self._n_features = n_features
         self._per_row = per_row
         self._raw = config.raw_score
@@ -280,6 +283,11 @@ class LightGBMRuntime:
         x = inputs[self._input]
         result = self._fast_predict(x) if x.shape[0] < self._fast_rows else self._library_predict(x)
         return {self._output: result.astype(self._out_dtype, copy=False)}
+
+    def explain(self, x: Array) -> Explanation:
+        """Exact contributions (``pred_contrib``), serialised."""
+        with self._explain_lock:
+            return lightgbm_explain(self._booster, x)
 
     def close(self) -> None:
         self._fast_rows = 0

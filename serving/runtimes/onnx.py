@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,9 @@ def check_external_data(path: Path) -> None:
             )
 
 
+log = logging.getLogger("serving.runtimes.onnx")
+
+
 class OnnxRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
         check_external_data(path)
@@ -158,6 +162,23 @@ class OnnxRuntime:
             raise signature_mismatch(path, mismatch)
         self._output_names = [spec.name for spec in config.outputs]
         self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
+        self._explain_with(path.parent)
+
+    def _explain_with(self, version_dir: Path) -> None:
+        """A version ``serving export`` made keeps its source booster: explain through it. A
+        booster that does not load leaves the version serving, without explanations."""
+        from serving.runtimes.explain import SourceBooster
+
+        source = SourceBooster.find(version_dir)
+        if source is None:
+            return
+        try:
+            booster = SourceBooster(source)
+        except Exception as exc:
+            log.warning("%s: no explanations, the source booster does not load: %s", source, exc)
+            return
+        self.explain = booster
+        self.feature_names = booster.feature_names
 
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
         if self._string_inputs:

@@ -42,7 +42,8 @@ from serving.errors import ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig
 from serving.runtimes import fastpath
-from serving.runtimes.base import check_feature_count, signature_mismatch
+from serving.runtimes.base import Explanation, check_feature_count, signature_mismatch
+from serving.runtimes.explain import xgboost_explain, xgboost_names
 from serving.runtimes.fastpath import LIBRARY, PathChoice
 from serving.runtimes.warmup import warmup_inputs
 from serving.settings import Settings
@@ -124,6 +125,8 @@ class XGBoostRuntime:
             }
         ).encode()
         self._local = threading.local()
+        self._explain_lock = threading.Lock()
+        self.feature_names = xgboost_names(booster)
         self._states: list[_CallState] = []
         self._states_lock = threading.Lock()
         output_rank = len(config.outputs[0].shape)
@@ -277,6 +280,11 @@ class XGBoostRuntime:
 
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
         return {self._output: self._run(inputs[self._input])}
+
+    def explain(self, x: Array) -> Explanation:
+        """Exact contributions (``pred_contribs``) on the single-thread booster, serialised."""
+        with self._explain_lock:
+            return xgboost_explain(self._small, x)
 
     def close(self) -> None:
         with self._states_lock:

@@ -137,3 +137,54 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return 1
     print(summary.describe())
     return 0
+
+
+def add_profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profile = sub.add_parser(
+        "profile",
+        help="write a version's training reference profile (model monitoring)",
+        description="Read the training table as 'serving batch' reads it, predict every row, and "
+        "write <model>/<version>/profile.json: per feature and output value its type, quantile bins "
+        "and shares, min/max, missing share, category frequencies. A server monitors the version's "
+        "input and prediction drift against it. See docs/guides/monitoring.md.",
+    )
+    profile.add_argument("model", help="model name in the repository")
+    profile.add_argument("--repo", type=Path, default=Path("model_repo"), help="model repository")
+    profile.add_argument("--data", required=True, help="the training table (Parquet or CSV)")
+    profile.add_argument("--version", help="version to profile (default: newest the policy serves)")
+    features = profile.add_mutually_exclusive_group()
+    features.add_argument("--columns", type=_names, help="feature columns, in the model input's order")
+    features.add_argument("--input-column", help="one list column holding each row's features")
+    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per numeric column")
+    profile.add_argument("--overwrite", action="store_true", help="replace an existing profile.json")
+    profile.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from serving.extras import missing_extra
+
+    problem = missing_extra("serving profile")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from serving.scoring.model import BatchError
+    from serving.scoring.profiling import profile_version
+
+    try:
+        path, doc = profile_version(
+            args.repo,
+            args.model,
+            args.data,
+            version=args.version,
+            columns=args.columns,
+            input_column=args.input_column,
+            bins=args.bins,
+            overwrite=args.overwrite,
+        )
+    except BatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {path} ({doc['rows']} rows, {len(doc['features'])} features, {len(doc['outputs'])} output values)"
+    )
+    return 0

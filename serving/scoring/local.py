@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from serving import platforms
 from serving.scoring.model import BatchError, VersionRef, open_runtime, resolve_version
 from serving.scoring.plan import NanPolicy, ScoredBatch, ScoringPlan, build_plan
 from serving.scoring.progress import Progress
@@ -110,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
 def resolve_parallel(parallel: Parallel, platform: str) -> Parallel:
     if parallel != "auto":
         return parallel
-    return "runtime" if platform == "xgboost" else "chunks"
+    return "runtime" if platforms.get(platform).threads_inside else "chunks"
 
 
 def runtime_settings(parallel: Parallel, workers: int, base: Settings | None = None) -> Settings:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serving import platforms
 from serving.core.validation import validate_inputs
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
@@ -199,6 +200,11 @@ class ScoringPlan:
                 matrix = matrix[:, 0]
             arrays.append(matrix)
         return arrays
+
+    def matrices(self, batch: pa.RecordBatch) -> tuple[list[Array], Array]:
+        """Each input's matrix of a batch, and the mask of bad rows (their values are zeros)."""
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        return self._features(batch, bad, [None] * batch.num_rows), bad
 
     @staticmethod
     def _cast(values: Array, dtype: np.dtype[Any], name: str) -> Array:
@@ -377,5 +383,5 @@ def build_plan(
     for name in keep:
         if name not in names:
             raise BatchError(f"pass-through column '{name}' is not in the input")
-    reject_nan = nan == "reject" or (nan == "auto" and config.platform != "xgboost")
+    reject_nan = nan == "reject" or (nan == "auto" and not platforms.get(config.platform).nan_as_missing)
     return ScoringPlan(ref, sources, list(keep), split_outputs, reject_nan, schema)

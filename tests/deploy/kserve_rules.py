@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +61,23 @@ class Refused(Exception):
 
 
 # -- InferenceService: the mutating webhook ----------------------------------------------------
-# pkg/apis/serving/v1beta1/inference_service_defaults.go (all releases): a framework key
-# (xgboost:, onnx:, ...) becomes ``model`` with modelFormat.name; from v0.17.0 the deprecated
-# deploymentMode values are rewritten (RawDeployment -> Standard, Serverless -> Knative).
-# Mutating webhooks run before validating ones, so validation sees the rewritten object.
+# pkg/apis/serving/v1beta1/inference_service_defaults.go (DefaultInferenceService,
+# setPredictorModelDefaults, assign<Framework>Runtime), read at v0.14.0 7e43642 .. v0.20.0 1fb7810
+# and master aaac4e2. Mutating webhooks run before validating ones, so validation sees the
+# rewritten object. What the defaulter does, in order:
+# - from v0.17.0 the deprecated deploymentMode values are rewritten (RawDeployment -> Standard,
+#   Serverless -> Knative);
+# - without the annotation, the ``deploy.defaultDeploymentMode`` of inferenceservice-config is
+#   written into it, but only when that is Standard (RawDeployment before v0.16.0) or ModelMesh:
+#   a Knative/Serverless default leaves the annotation out (pkg/apis/serving/v1beta1/configmap.go
+#   NewDeployConfig normalises the legacy names from v0.16.0; KServe ships "Serverless");
+# - unless the annotation said ModelMesh: a framework key (xgboost:, onnx:, ...) becomes ``model``
+#   with modelFormat.name; triton, onnx and huggingface get protocolVersion v2 when they have
+#   none (assignTritonRuntime, assignONNXRuntime, assignHuggingFaceRuntime: all releases); a
+#   ``model`` of format triton (all releases) or vLLM (v0.20.0+) gets v2 as well; from v0.17.0
+#   the ``modelFormat`` annotation (constants.ModelFormatAnnotationKey, read by the
+#   kserve-predictiveserver runtime's ``--framework={{.Annotations.modelFormat}}``) is set to
+#   the format name unless present.
 FRAMEWORKS = (
     "sklearn", "tensorflow", "xgboost", "pytorch", "triton", "onnx", "huggingface", "pmml", "lightgbm",
     "paddle",
@@ -74,29 +88,64 @@ IMPLEMENTATIONS = (
     "huggingface", "model",
 )  # fmt: skip
 MODE = "serving.kserve.io/deploymentMode"
+MODEL_FORMAT = "modelFormat"  # constants.ModelFormatAnnotationKey, v0.17.0+
 AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 KNATIVE_CLASS = "autoscaling.knative.dev/class"
 KNATIVE_HPA = "hpa.autoscaling.knative.dev"
+DEFAULT_DEPLOYMENT_MODE = "Serverless"
+"""``deploy.defaultDeploymentMode`` as config/configmap/inferenceservice.yaml ships it (all releases)."""
+PROTOCOL_V2_FRAMEWORKS = ("triton", "onnx", "huggingface")
 
 
-def default_isvc(isvc: Obj, kserve: KServe) -> Obj:
+def _configured_mode(default_mode: str, kserve: KServe) -> str:
+    """NewDeployConfig: the configured default, normalised from v0.16.0; refused when unknown."""
+    if kserve.at_least("v0.16.0"):
+        mode = {"Serverless": "Knative", "RawDeployment": "Standard"}.get(default_mode, default_mode)
+        allowed = ("Knative", "Standard", "ModelMesh")
+    else:
+        mode, allowed = default_mode, ("Serverless", "RawDeployment", "ModelMesh")
+    if mode not in allowed:
+        raise ValueError(
+            f"invalid deployment mode. Supported modes are {', '.join(allowed[:2])} and ModelMesh"
+        )
+    return mode
+
+
+def default_isvc(isvc: Obj, kserve: KServe, default_mode: str = DEFAULT_DEPLOYMENT_MODE) -> Obj:
+    """The object after KServe's mutating webhook; ``default_mode`` is the cluster's
+    ``deploy.defaultDeploymentMode``."""
     out = copy.deepcopy(isvc)
     annotations = out.setdefault("metadata", {}).setdefault("annotations", {}) or {}
     out["metadata"]["annotations"] = annotations
-    if kserve.at_least("v0.17.0"):
-        mode = annotations.get(MODE)
+    written = MODE in annotations
+    mode = annotations.get(MODE)
+    if written and kserve.at_least("v0.17.0"):
         if mode == "RawDeployment":
             annotations[MODE] = "Standard"
         elif mode == "Serverless":
             annotations[MODE] = "Knative"
+    if not written:
+        configured = _configured_mode(default_mode, kserve)
+        if configured in ("ModelMesh", "Standard", "RawDeployment"):
+            annotations[MODE] = configured
+    if written and mode == "ModelMesh":
+        return out
     predictor = out.get("spec", {}).get("predictor") or {}
     for key in FRAMEWORKS:
         if isinstance(predictor.get(key), dict):
             spec = predictor.pop(key)
-            if key == "triton" and spec.get("protocolVersion") is None:
+            if key in PROTOCOL_V2_FRAMEWORKS and spec.get("protocolVersion") is None:
                 spec["protocolVersion"] = "v2"
             predictor["model"] = {"modelFormat": {"name": key}, **spec}
             break
+    model = predictor.get("model")
+    if isinstance(model, dict):
+        fmt = (model.get("modelFormat") or {}).get("name") or ""
+        v2_formats = ("triton", "vLLM") if kserve.at_least("v0.20.0") else ("triton",)
+        if model.get("protocolVersion") is None and fmt in v2_formats:
+            model["protocolVersion"] = "v2"
+        if kserve.at_least("v0.17.0") and fmt:
+            annotations.setdefault(MODEL_FORMAT, fmt)
     return out
 
 
@@ -371,9 +420,11 @@ def validate_isvc(isvc: Obj, kserve: KServe, old: Obj | None = None) -> str | No
     return None
 
 
-def admit_isvc(isvc: Obj, kserve: KServe, old: Obj | None = None) -> Obj:
+def admit_isvc(
+    isvc: Obj, kserve: KServe, old: Obj | None = None, default_mode: str = DEFAULT_DEPLOYMENT_MODE
+) -> Obj:
     """What the API server stores after both webhooks, or ``Refused`` with KServe's message."""
-    defaulted = default_isvc(isvc, kserve)
+    defaulted = default_isvc(isvc, kserve, default_mode)
     problem = validate_isvc(defaulted, kserve, old)
     if problem is not None:
         raise Refused(problem)
@@ -552,46 +603,109 @@ def select_runtime(isvc: Obj, namespaced: list[Obj], cluster: list[Obj]) -> tupl
 
 
 # KServe's built-in ClusterServingRuntimes that claim onnx, xgboost or lightgbm, as shipped in
-# config/runtimes/kserve-{tritonserver,xgbserver,mlserver,lgbserver}.yaml (v0.17.0..master;
-# v0.14.0..v0.16.0 had xgbserver xgboost "1" and lgbserver lightgbm "3"). Only the fields
-# selection and the runtime webhook read. Installed with KServe, so older than ours.
-def builtin_runtimes(kserve: KServe) -> list[Obj]:
+# config/runtimes/kserve-{tritonserver,xgbserver,mlserver,lgbserver,predictiveserver}.yaml and
+# listed in config/runtimes/kustomization.yaml (v0.17.0 c71eba9 .. v0.20.0 1fb7810, master
+# aaac4e2; v0.14.0..v0.16.0 had xgbserver xgboost "1" and lgbserver lightgbm "3", and no
+# predictiveserver). The Helm chart kserve-runtime-configs installs the same set
+# (files/runtimes/resources.yaml). Only the fields selection and the runtime webhook read.
+# Installed with KServe, so older than ours.
+#
+# kserve-predictiveserver (v0.17.0+) claims xgboost 2 and lightgbm 4 at priority 3, like our
+# chart's runtime, but with autoSelect false: it is never chosen for an InferenceService that
+# names no runtime, and the runtime webhook only compares autoSelect formats, so it clashes with
+# nothing. kserve-openvino (config/runtimes/kserve-openvino.yaml, v0.17.0+) claims onnx at
+# priority 2 with autoSelect, but is in neither the kustomization nor the Helm chart: only a
+# platform that applies it by hand has it (``openvino=True``).
+def _fmt(name: str, version: str | None, priority: int | None = None, auto: bool | None = True) -> Obj:
+    out: Obj = {"name": name}
+    if version is not None:
+        out["version"] = version
+    if auto is not None:
+        out["autoSelect"] = auto
+    if priority is not None:
+        out["priority"] = priority
+    return out
+
+
+def _csr(name: str, protocols: list[str], formats: list[Obj]) -> Obj:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": name, "creationTimestamp": "2020-01-01T00:00:00Z"},
+        "spec": {"protocolVersions": protocols, "supportedModelFormats": formats},
+    }
+
+
+def builtin_runtimes(kserve: KServe, openvino: bool = False) -> list[Obj]:
     old = not kserve.at_least("v0.17.0")
-
-    def fmt(name: str, version: str, priority: int | None = None, auto: bool = True) -> Obj:
-        out: Obj = {"name": name, "version": version}
-        if auto:
-            out["autoSelect"] = True
-        if priority is not None:
-            out["priority"] = priority
-        return out
-
-    def csr(name: str, protocols: list[str], formats: list[Obj]) -> Obj:
-        return {
-            "apiVersion": "serving.kserve.io/v1alpha1",
-            "kind": "ClusterServingRuntime",
-            "metadata": {"name": name, "creationTimestamp": "2020-01-01T00:00:00Z"},
-            "spec": {"protocolVersions": protocols, "supportedModelFormats": formats},
-        }
-
-    return [
-        csr("kserve-tritonserver", ["v2", "grpc-v2"], [
+    fmt = _fmt
+    runtimes = [
+        _csr("kserve-tritonserver", ["v2", "grpc-v2"], [
             fmt("tensorrt", "8", 1), fmt("tensorflow", "1", 1), fmt("tensorflow", "2", 1),
-            fmt("onnx", "1", 1), fmt("pytorch", "1", auto=False), fmt("triton", "2", 1),
+            fmt("onnx", "1", 1), fmt("pytorch", "1", auto=None), fmt("triton", "2", 1),
         ]),
-        csr("kserve-xgbserver", ["v1", "v2"], [fmt("xgboost", "1" if old else "2", 1)]),
-        csr("kserve-mlserver", ["v2"], [
+        _csr("kserve-xgbserver", ["v1", "v2"], [fmt("xgboost", "1" if old else "2", 1)]),
+        _csr("kserve-mlserver", ["v2"], [
             fmt("sklearn", "0", 2), fmt("sklearn", "1", 2), fmt("xgboost", "1", 2), fmt("xgboost", "2", 2),
             fmt("lightgbm", "3", 2), fmt("lightgbm", "4", 2), fmt("mlflow", "1", 1), fmt("mlflow", "2", 1),
         ]),
-        csr("kserve-lgbserver", ["v1", "v2"], [fmt("lightgbm", "3" if old else "4", 1)]),
+        _csr("kserve-lgbserver", ["v1", "v2"], [fmt("lightgbm", "3" if old else "4", 1)]),
     ]  # fmt: skip
+    if not old:
+        runtimes.append(_csr("kserve-predictiveserver", ["v1", "v2"], [
+            fmt("sklearn", "1", 3, auto=False), fmt("xgboost", "2", 3, auto=False),
+            fmt("lightgbm", "4", 3, auto=False),
+        ]))  # fmt: skip
+    if openvino:
+        if old:
+            raise ValueError(f"KServe {kserve.version} has no kserve-openvino runtime (v0.17.0+)")
+        runtimes.append(_csr("kserve-openvino", ["v1", "v2", "grpc-v2"], [
+            fmt("openvino", "10", 1), fmt("onnx", "1", 2), fmt("tensorflow", "1", 3),
+            fmt("huggingface", None),
+        ]))  # fmt: skip
+    return runtimes
 
 
 # -- Replicas per autoscaler class (Standard mode) --------------------------------------------
 # pkg/controller/v1beta1/inferenceservice/reconcilers/deployment/deployment_reconciler.go
 # (createRawDefaultDeployment), reconcilers/autoscaler/autoscaler_reconciler.go,
-# reconcilers/hpa/hpa_reconciler.go (createHPA, shouldDeleteHPA), reconcilers/keda/keda_reconciler.go.
+# reconcilers/hpa/hpa_reconciler.go (createHPA: a minReplicas below 1 becomes 1),
+# reconcilers/keda/keda_reconciler.go (createKedaScaledObject, v0.15.0 d20d422 .. master
+# aaac4e2: only a missing minReplicas becomes 1; minReplicas 0 is kept as minReplicaCount 0, and
+# maxReplicaCount is raised to the minimum).
+#
+# During a Standard-mode canary the stable predictor's minimum is cut first
+# (components/predictor.go reconcileRawDeployment): KServe passes the stable Deployment, HPA or
+# ScaledObject ``minReplicas`` minus the replicas of the canaries, at least 1 (v0.20.0 1fb7810,
+# lines 794-803: every canary, even one that is not up yet; master aaac4e2,
+# adjustStableMinReplicasForCanaries lines 872-900, since 22cbd37 #5984: only the canaries
+# ``status.canaryStatuses`` reports ready). A canary's replicas are its own ``minReplicas``, else
+# ceil(stable minReplicas x trafficPercent / 100) (canaryReplicaCount, both). Nothing is cut when
+# the stable predictor sets no minReplicas. spec.canary[] does not exist before v0.20.0.
+def canary_replicas(isvc: Obj, canary: Obj) -> int:
+    """canaryReplicaCount: the fixed replicas of one spec.canary[] entry's Deployment."""
+    own = canary["predictor"].get("minReplicas")
+    if own is not None:
+        return int(own)
+    stable = isvc["spec"]["predictor"].get("minReplicas")
+    stable = 1 if stable is None else stable
+    return math.ceil(float(stable) * float(canary.get("trafficPercent", 0)) / 100)
+
+
+def stable_min_replicas(isvc: Obj, kserve: KServe) -> int | None:
+    """The ``minReplicas`` KServe hands the stable predictor's workload and scaler (None: unset)."""
+    low: int | None = isvc["spec"]["predictor"].get("minReplicas")
+    canaries = isvc["spec"].get("canary") or []
+    if low is None or not canaries or not kserve.at_least("v0.20.0"):
+        return low
+    if kserve.version == "v0.20.0":
+        total = sum(canary_replicas(isvc, c) for c in canaries)
+        return max(low - total, 1)
+    ready = {s["name"]: s.get("ready", False) for s in (isvc.get("status") or {}).get("canaryStatuses") or []}
+    total = sum(canary_replicas(isvc, c) for c in canaries if ready.get(c["predictor"]["name"]))
+    return max(low - total, 1) if total > 0 else low
+
+
 @dataclass(frozen=True)
 class ReplicaPlan:
     """What the controller builds for a Standard-mode predictor."""
@@ -613,10 +727,12 @@ class ReplicaPlan:
 
 
 def replica_plan(isvc: Obj, kserve: KServe) -> ReplicaPlan:
+    """The stable predictor's plan, after the canary cut of ``stable_min_replicas``."""
     predictor = isvc["spec"]["predictor"]
     klass = (isvc["metadata"].get("annotations") or {}).get(AUTOSCALER_CLASS, "hpa")
-    low = predictor.get("minReplicas")
-    floor = 1 if low is None or low < 1 else low
+    low = stable_min_replicas(isvc, kserve)
+    # KEDA keeps a minimum of 0 (scale to zero); the HPA and the Deployment paths raise it to 1.
+    floor = 1 if low is None or (low < 1 and klass != "keda") else low
     high = max(predictor.get("maxReplicas", 0), floor)
     pinned: int | None = None
     if low is not None:
@@ -627,6 +743,11 @@ def replica_plan(isvc: Obj, kserve: KServe) -> ReplicaPlan:
             pinned = low
     scaler = {"hpa": "HorizontalPodAutoscaler", "keda": "ScaledObject"}.get(klass)
     return ReplicaPlan(pinned, scaler, floor, high)
+
+
+def stable_floor(isvc: Obj, kserve: KServe) -> int:
+    """The fewest stable pods KServe (and its scaler) will keep: the lower end of ``pods()``."""
+    return replica_plan(isvc, kserve).pods()[0]
 
 
 # -- Canary traffic in Standard mode ----------------------------------------------------------

@@ -33,6 +33,8 @@ from tests.deploy.kserve_rules import (
     predictor_service,
     replica_plan,
     select_runtime,
+    stable_floor,
+    validate_runtime,
 )
 from tests.rollout.kube_fake import merge_patch
 from tests.server_process import ROOT
@@ -266,6 +268,37 @@ def test_kserve_admits_and_runs_what_notes_print(
         pods = f"{low}..{high} pods" if low != high else f"{low} pod" + ("" if low == 1 else "s")
         shown = "Knative" if mode in ("Knative", "Serverless") else "Standard"
         assert f": {shown}, {pods}," in line, (line, low, high)
+
+
+def test_notes_show_the_stable_minimum_during_a_standard_canary(rendered: dict[str, dict[str, Any]]) -> None:
+    """For every Standard model whose minimum KServe would cut during a spec.canary[] rollout,
+    NOTES print the stable minimum with a canary at 10 % and 50 %: the ported replica rule's
+    floor for that very InferenceService with such a canary (KServe v0.20.0: every canary counts)."""
+    release = rendered["all-modes"]
+    notes = release["info"]["notes"]
+    lines = {m[1]: m[0] for m in re.finditer(r"^  - (\S+): \d+ pods -> .*$", notes, re.MULTILINE)}
+    assert set(lines) == {"cancer-xgb", "digits-mlp", "fixed"}  # not Knative, not a minimum of 1
+    kserve = KServe("v0.20.0")
+    for name, line in lines.items():
+        isvc = objects_of(release, "InferenceService")[name]
+        floors = []
+        for percent in (10, 50):
+            obj = copy.deepcopy(isvc)
+            model = {
+                **obj["spec"]["predictor"]["model"],
+                "name": "kserve-container",
+                "storageUri": "s3://m/v2",
+            }
+            obj["spec"]["canary"] = [
+                {"trafficPercent": percent, "predictor": {"name": "canary", "model": model}}
+            ]
+            floors.append(stable_floor(admit_isvc(obj, kserve), kserve))
+        low = stable_floor(admit_isvc(isvc, kserve), kserve)
+        assert line == f"  - {name}: {low} pods -> {floors[0]} / {floors[1]}"
+    assert lines["fixed"] == "  - fixed: 3 pods -> 2 / 1"
+    assert "--keep-stable-capacity" in notes
+    # spec.canary[] does not exist before KServe 0.20.0.
+    assert "Capacity during a Standard-mode canary" not in rendered["kserve-v0.19.0"]["info"]["notes"]
 
 
 def test_defaults_render_one_knative_model(rendered: dict[str, dict[str, Any]]) -> None:
@@ -525,6 +558,13 @@ def test_runtimes_are_not_auto_selected_unless_asked(rendered: dict[str, dict[st
     assert select_runtime(admit_isvc(foreign, kserve), [], cluster) == ("ClusterServingRuntime", "serving")
     assert select_runtime(admit_isvc(xgb, kserve), [], cluster) == ("ClusterServingRuntime", "serving")
     assert "auto-selected for onnx/xgboost" in rendered["cluster-runtime"]["info"]["notes"]
+    # Where a platform also applied kserve-openvino (onnx at priority 2, not installed by default),
+    # ours at priority 3 passes the webhook beside it and still wins; without ours, openvino does.
+    with_ov = builtin_runtimes(kserve, openvino=True)
+    (theirs,) = objects_of(rendered["cluster-runtime"], "ClusterServingRuntime").values()
+    assert validate_runtime(theirs, with_ov, kserve) is None
+    assert select_runtime(admit_isvc(foreign, kserve), [], [*with_ov, theirs])[1] == "serving"
+    assert select_runtime(admit_isvc(foreign, kserve), ours, with_ov)[1] == "kserve-openvino"
     # The Knative variant is never auto-selected.
     (knative,) = [r for r in ours if r["metadata"]["name"].endswith("-knative")]
     assert knative["spec"]["supportedModelFormats"] == [

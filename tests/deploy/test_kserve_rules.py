@@ -14,10 +14,14 @@ from tests.deploy.kserve_rules import (
     Refused,
     admit_isvc,
     builtin_runtimes,
+    canary_replicas,
     canary_weights,
+    default_isvc,
     ingress_config,
     replica_plan,
     select_runtime,
+    stable_floor,
+    stable_min_replicas,
     supporting_runtimes,
     validate_runtime,
 )
@@ -251,3 +255,165 @@ def test_canary_split_exists_on_master_with_gateway_api_only() -> None:
     assert canary_weights(obj, MASTER, ingress_config(True, disableIngressCreation=True)) is None
     obj["status"]["canaryStatuses"][0]["ready"] = False
     assert canary_weights(obj, MASTER, gateway) == {"iris-predictor": 100}
+
+
+def rollout_step(obj: dict[str, Any], percent: int, ready: bool) -> dict[str, Any]:
+    """The InferenceService with one canary at ``percent``, as KServe's controller reports it."""
+    out = copy.deepcopy(obj)
+    out["spec"]["canary"] = [canary("canary", percent)]
+    out["status"] = {"canaryStatuses": [{"name": "canary", "ready": ready, "trafficPercent": percent}]}
+    return out
+
+
+@pytest.mark.parametrize("klass", ["hpa", "none", "keda"])
+def test_stable_floor_during_a_standard_rollout(klass: str) -> None:
+    """A stable predictor sized at 4 pods loses the canary's replicas for the whole rollout:
+    v0.20.0 cuts as soon as the canary is in the spec, master only once it is ready; canary
+    replicas are ceil(4 x percent / 100) (its own minReplicas when set); never below 1."""
+    obj = isvc(minReplicas=4, maxReplicas=8)
+    obj["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = klass
+    assert stable_floor(admit_isvc(obj, V20), V20) == stable_floor(obj, MASTER) == 4
+    steps = [(10, False), (10, True), (25, True), (50, True), (75, True), (100, True)]
+    v20, master = [], []
+    for percent, ready in steps:
+        step = rollout_step(obj, percent, ready)
+        admit_isvc(step, V20)  # KServe accepts every step
+        v20.append(stable_floor(step, V20))
+        master.append(stable_floor(step, MASTER))
+    assert v20 == [3, 3, 3, 2, 1, 1]
+    assert master == [4, 3, 3, 2, 1, 1]
+    assert [canary_replicas(obj, canary(percent=p)) for p, _ in steps] == [1, 1, 1, 2, 3, 4]
+    plan = replica_plan(rollout_step(obj, 50, True), MASTER)
+    if klass == "none":
+        assert (plan.deployment_replicas, plan.pods()) == (2, (2, 2))
+    else:
+        assert plan.deployment_replicas is None and plan.pods() == (2, 8)  # the maximum stays
+    # A canary's own minReplicas is what it takes; KServe releases before v0.20.0 have no canaries.
+    pinned = rollout_step(obj, 10, True)
+    pinned["spec"]["canary"][0]["predictor"]["minReplicas"] = 3
+    assert stable_min_replicas(pinned, MASTER) == 1
+    assert stable_min_replicas(pinned, KServe("v0.19.0")) == 4
+
+
+def test_no_cut_without_a_stable_minimum_and_the_v0_20_floor_of_one() -> None:
+    unset = rollout_step(isvc(), 50, True)
+    assert stable_min_replicas(unset, V20) is None and stable_floor(unset, MASTER) == 1
+    zero = rollout_step(isvc(minReplicas=0), 50, False)
+    zero["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = "keda"
+    # v0.20.0 applies max(min - canaries, 1) whatever the canaries add up to; master only cuts
+    # when a ready canary has replicas, so a KEDA minimum of 0 stays 0 there.
+    assert stable_min_replicas(zero, V20) == 1
+    assert stable_min_replicas(zero, MASTER) == 0 and stable_floor(zero, MASTER) == 0
+
+
+def test_keda_keeps_a_minimum_of_zero_and_hpa_raises_it_to_one() -> None:
+    obj = isvc(minReplicas=0, maxReplicas=4)
+    obj["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = "keda"
+    plan = replica_plan(admit_isvc(obj, MASTER), MASTER)
+    assert (plan.scaler, plan.pods()) == ("ScaledObject", (0, 4))
+    del obj["spec"]["predictor"]["maxReplicas"]
+    assert replica_plan(obj, MASTER).pods() == (0, 0)  # maxReplicaCount raised to the minimum only
+    del obj["spec"]["predictor"]["minReplicas"]
+    assert replica_plan(obj, MASTER).pods() == (1, 1)  # unset: DefaultMinReplicas
+    hpa = isvc(minReplicas=0, maxReplicas=4)
+    hpa["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = "hpa"
+    assert replica_plan(hpa, MASTER).pods() == (1, 4)
+
+
+def test_framework_defaults() -> None:
+    """assignONNXRuntime and friends, the modelFormat annotation, the default deployment mode."""
+    bare: dict[str, Any] = {
+        "metadata": {"name": "m"},
+        "spec": {"predictor": {"onnx": {"storageUri": "s3://m"}}},
+    }
+    out = default_isvc(bare, MASTER)
+    assert out["spec"]["predictor"] == {
+        "model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2", "storageUri": "s3://m"}
+    }
+    # Serverless is the shipped default: no annotation written, the object is Knative's.
+    assert out["metadata"]["annotations"] == {"modelFormat": "onnx"}
+    assert "modelFormat" not in default_isvc(bare, KServe("v0.16.0"))["metadata"]["annotations"]
+    assert (
+        default_isvc(bare, V20, "Standard")["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+        == "Standard"
+    )
+    assert (
+        default_isvc(bare, V20, "RawDeployment")["metadata"]["annotations"][
+            "serving.kserve.io/deploymentMode"
+        ]
+        == "Standard"
+    )  # normalised from v0.16.0
+    assert default_isvc(bare, KServe("v0.15.1"), "RawDeployment")["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "RawDeployment"
+    }
+    assert (
+        "serving.kserve.io/deploymentMode"
+        not in default_isvc(bare, V20, "Knative")["metadata"]["annotations"]
+    )
+    with pytest.raises(ValueError, match="invalid deployment mode"):
+        default_isvc(bare, V20, "Raw")
+    # A user's annotation wins; xgboost and lightgbm get no protocol (their runtimes serve v1).
+    xgb = {"metadata": {"name": "m", "annotations": {"modelFormat": "custom"}},
+           "spec": {"predictor": {"xgboost": {"storageUri": "s3://m"}}}}  # fmt: skip
+    out = default_isvc(xgb, MASTER)
+    assert out["metadata"]["annotations"]["modelFormat"] == "custom"
+    assert "protocolVersion" not in out["spec"]["predictor"]["model"]
+    vllm = {"metadata": {"name": "m"}, "spec": {"predictor": {"model": {"modelFormat": {"name": "vLLM"}}}}}
+    assert default_isvc(vllm, V20)["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
+    assert "protocolVersion" not in default_isvc(vllm, KServe("v0.19.0"))["spec"]["predictor"]["model"]
+    # ModelMesh predictors are left alone.
+    mm = copy.deepcopy(bare)
+    mm["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+    assert "onnx" in default_isvc(mm, MASTER)["spec"]["predictor"]
+    # An onnx framework key without protocolVersion is v2, so Triton (v2 only) can serve it.
+    onnx = isvc(model=None)
+    onnx["spec"]["predictor"] = {"onnx": {"storageUri": "s3://m"}}
+    assert select_runtime(admit_isvc(onnx, V20), [], builtin_runtimes(V20)) == (
+        "ClusterServingRuntime", "kserve-tritonserver"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_predictiveserver_is_named_only_and_clashes_with_nobody(version: str) -> None:
+    """kserve-predictiveserver (v0.17.0+) claims xgboost 2 / lightgbm 4 at priority 3, like our
+    runtime, but never auto-selects: an InferenceService naming no runtime never lands on it,
+    one naming it does, and our priority-3 ClusterServingRuntime passes the webhook beside it."""
+    kserve = KServe(version)
+    cluster = builtin_runtimes(kserve)
+    names = {r["metadata"]["name"] for r in cluster}
+    assert ("kserve-predictiveserver" in names) == kserve.at_least("v0.17.0")
+    for fmt in ("xgboost", "lightgbm"):
+        model = {"modelFormat": {"name": fmt}, "protocolVersion": "v2", "storageUri": "s3://m"}
+        assert select_runtime(isvc(model=model), [], cluster) == ("ClusterServingRuntime", "kserve-mlserver")
+        v1 = {"modelFormat": {"name": fmt}, "storageUri": "s3://m"}
+        expected = "kserve-xgbserver" if fmt == "xgboost" else "kserve-lgbserver"
+        assert select_runtime(isvc(model=v1), [], cluster)[1] == expected
+        named = isvc(model={**model, "runtime": "kserve-predictiveserver"})
+        if kserve.at_least("v0.17.0"):
+            assert select_runtime(named, [], cluster) == ("ClusterServingRuntime", "kserve-predictiveserver")
+        else:
+            with pytest.raises(Refused, match="No ServingRuntimes or ClusterServingRuntimes"):
+                select_runtime(named, [], cluster)
+    assert validate_runtime(ours(True, 3), cluster, kserve) is None
+    xgb = isvc(model={"modelFormat": {"name": "xgboost"}, "protocolVersion": "v2", "storageUri": "s3://m"})
+    assert select_runtime(xgb, [], [*cluster, ours(True, 3)]) == ("ClusterServingRuntime", "serving")
+
+
+def test_openvino_when_installed_by_hand() -> None:
+    """kserve-openvino claims onnx at priority 2 but is not installed by default: where a platform
+    applied it, onnx InferenceServices that name no runtime go to it instead of Triton, and an
+    auto-selecting runtime of ours at priority 2 is refused for onnx too."""
+    default, with_ov = builtin_runtimes(MASTER), builtin_runtimes(MASTER, openvino=True)
+    assert "kserve-openvino" not in {r["metadata"]["name"] for r in default}
+    model = {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2", "storageUri": "s3://m"}
+    assert select_runtime(isvc(model=model), [], default)[1] == "kserve-tritonserver"
+    assert select_runtime(isvc(model=model), [], with_ov)[1] == "kserve-openvino"
+    assert select_runtime(isvc(model=model), [], [*with_ov, ours(True, 3)])[1] == "serving"
+    onnx_only = runtime("serving", "ClusterServingRuntime", protocolVersions=["v2"],
+                        supportedModelFormats=[{"name": "onnx", "version": "1", "autoSelect": True, "priority": 2}])  # fmt: skip
+    assert validate_runtime(onnx_only, default, MASTER) is None
+    assert validate_runtime(onnx_only, with_ov, MASTER) == (
+        "same priority assigned for the model format onnx in the clusterservingruntimes kserve-openvino and serving"
+    )
+    with pytest.raises(ValueError, match="no kserve-openvino"):
+        builtin_runtimes(KServe("v0.16.0"), openvino=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from serving.server import share_threads
 from serving.settings import Settings
+from serving.supervisor import share_threads
 from tests.server_process import DEMO_REPO, running_server
 
 

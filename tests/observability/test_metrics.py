@@ -207,3 +207,73 @@ def test_recording_cost_is_small_next_to_a_request(tmp_path: Path) -> None:
     assert any(name.endswith(".db") for name in os.listdir(tmp_path))
     assert multi["observe_request_ns"] - multi["noop_ns"] < 60_000, multi
     assert multi["stage_metrics_ns"] < 120_000, multi
+
+
+def test_prediction_series_count_classes_per_version(server: ServerProcess, promtool: str) -> None:
+    """iris-xgb answers probabilities [N, 3]: the arg-max class is counted per version and
+    variant, one count per row; pinned requests count under their version."""
+    before = httpx.get(f"{server.url}/metrics").text
+    setosa, virginica = [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]
+    body = {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [3, 4], "data": [setosa, setosa, virginica]}
+        ]
+    }
+    assert httpx.post(f"{server.url}/v2/models/iris-xgb/infer", json=body).status_code == 200
+    pinned = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [virginica]}]}
+    assert httpx.post(f"{server.url}/v2/models/iris-xgb/versions/1/infer", json=pinned).status_code == 200
+    text = httpx.get(f"{server.url}/metrics").text
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def delta(**labels: str) -> float:
+        name = "serving_predictions_total"
+        return total(text, name, model="iris-xgb", output="probabilities", **labels) - total(
+            before, name, model="iris-xgb", output="probabilities", **labels
+        )
+
+    assert delta(version="2", variant="stable", bucket="0") == 2
+    assert delta(version="2", variant="stable", bucket="2") == 1
+    assert delta(version="2", bucket="1") == 0
+    assert delta(version="1", variant="canary", bucket="2") == 1
+    assert delta() == 4
+
+
+def test_prediction_recorder_buckets_scores_and_caps_classes() -> None:
+    """Score outputs fall into the config's fixed edges (value <= edge, +Inf past the last,
+    NaN too); integer classes past the cap share ``other``; BYTES and 3-D outputs are not counted."""
+    import numpy as np
+
+    from serving.observability.predictions import MAX_CLASSES, output_rules
+
+    metrics = Metrics(CollectorRegistry())
+    rules = output_rules(
+        [
+            ("score", "FP32", (-1,)),
+            ("label", "INT64", (-1,)),
+            ("probs", "FP32", (-1, 4)),
+            ("text", "BYTES", (-1,)),
+            ("image", "FP32", (-1, 2, 2)),
+        ],
+        {"score": (0.0, 0.5, 1.0)},
+    )
+    assert [(r.name, r.kind) for r in rules] == [("score", "score"), ("label", "class"), ("probs", "class")]
+    recorder = metrics.prediction_recorder("m", "3", "canary", object(), lambda: rules)
+    recorder.record(
+        {
+            "score": np.array([-1.0, 0.0, 0.2, 0.5, 0.7, 1.0, 3.0, np.nan], dtype=np.float32),
+            "label": np.array([0, 1, 1, MAX_CLASSES, -3, 1_000_000]),
+            "probs": np.array([[0.1, 0.2, 0.6, 0.1]]),
+        }
+    )
+    recorder.record({"score": np.array([0.3], dtype=np.float32)})  # single row: the fast branch
+    text = metrics.exposition().decode()
+
+    def count(output: str, bucket: str) -> float:
+        return total(text, "serving_predictions_total", model="m", version="3", output=output, bucket=bucket)
+
+    assert [count("score", b) for b in ("0.0", "0.5", "1.0", "+Inf")] == [2, 3, 2, 2]
+    assert [count("label", b) for b in ("0", "1", "other")] == [1, 2, 3]
+    assert count("probs", "2") == 1 and count("probs", "0") == 0
+    buckets = {dict(lbls)["bucket"] for (n, lbls) in samples(text) if n == "serving_predictions_total"}
+    assert len(buckets) <= MAX_CLASSES + 1 + 4  # the documented cap: classes + other, edges + +Inf

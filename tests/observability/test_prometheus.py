@@ -99,6 +99,15 @@ def build_repo(root: Path) -> Path:
         write_config(root / name, {**iris, "traffic": traffic})
         for version in ("1", "2"):
             shutil.copytree(DEMO_REPO / "iris-xgb" / version, root / name / version)
+    # the model-quality rules and panels read iris's drift series: profiles from the iris table
+    from sklearn.datasets import load_iris
+
+    from serving.scoring.profiling import profile_version
+    from tests.observability.test_monitoring import training_table
+
+    table = training_table(root.parent / "iris.parquet", load_iris(return_X_y=True)[0].astype(np.float32))
+    for version in ("1", "2"):
+        profile_version(root, "iris", str(table), version=version)
     write_config(root / "broken", iris)  # its only version fails to load: FAILED
     (root / "broken" / "1").mkdir()
     (root / "broken" / "1" / "model.json").write_text('{"not": "a booster"}')

@@ -77,6 +77,10 @@ def test_dashboard_is_well_formed() -> None:
         "Shadow mismatch ratio",
         "Payload events dropped",
         "Payload sink errors",
+        "Feature drift (PSI, fleet)",
+        "Prediction drift (PSI, fleet)",
+        "Out-of-range share",
+        "Missing share",
     ):
         assert needed in titles
     for panel in dash["panels"]:

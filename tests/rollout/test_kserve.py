@@ -16,6 +16,8 @@ import pytest
 
 from serving.rollout import kserve
 from serving.rollout.state import RolloutError
+from tests.deploy import kserve_rules
+from tests.deploy.kserve_rules import KServe
 from tests.rollout.kube_fake import (
     NS,
     FakePoolManager,
@@ -27,6 +29,7 @@ from tests.rollout.kube_fake import (
     isvc_schema,
     knative_status,
     load_crd,
+    merge_patch,
     strip_nulls,
     validator,
     without_required,
@@ -404,3 +407,135 @@ def test_auto_waits_for_a_canary_kserve_routes_nothing_to() -> None:
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert (code, events) == (2, ["wait", "wait", "gave_up"]) and sleeps == [5.0, 5.0]
     assert len(isvc_patches(fake)) == 1  # only the start
+
+
+def sized_isvc(klass: str, low: int, high: int | None) -> dict[str, Any]:
+    """A Standard-mode InferenceService whose stable predictor is sized at ``low`` pods."""
+    obj = base_isvc("iris", "Standard")
+    obj["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] = klass
+    obj["spec"]["predictor"]["minReplicas"] = low
+    if high is not None:
+        obj["spec"]["predictor"]["maxReplicas"] = high
+    return obj
+
+
+def floors_along(base: dict[str, Any], bodies: list[Any], kserve: KServe, ready: bool) -> list[int]:
+    """Replay the recorded patches through the ported webhooks of ``kserve`` and return the
+    stable floor KServe's controller applies after each one (canaries ready or not)."""
+    obj, floors = kserve_rules.admit_isvc(base, kserve), []
+    for body in bodies:
+        obj = kserve_rules.admit_isvc(merge_patch(obj, body), kserve, old=obj)
+        statuses = [{"name": c["predictor"]["name"], "ready": ready, "trafficPercent": c["trafficPercent"]}
+                    for c in obj["spec"].get("canary") or []]  # fmt: skip
+        obj["status"] = {"canaryStatuses": statuses}
+        floors.append(kserve_rules.stable_floor(obj, kserve))
+    return floors
+
+
+@pytest.mark.parametrize(("klass", "low", "high"), [("none", 4, 4), ("hpa", 4, 8), ("keda", 4, None)])
+@pytest.mark.parametrize("finish", ["promote", "rollback"])
+def test_keep_stable_capacity_holds_the_floor_at_every_step(
+    klass: str, low: int, high: int | None, finish: str,
+    full: jsonschema.Draft7Validator, partial: jsonschema.Draft7Validator,
+) -> None:  # fmt: skip
+    """Standard mode with --keep-stable-capacity: start at 10 %, step to 25/50/75 %, then promote
+    or roll back. Every patch passes KServe's webhooks (master and v0.20.0), and after each one the
+    stable floor KServe applies is the configured minimum (master, canary not yet ready: above
+    it); the configured replicas come back with the promotion or rollback."""
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    base = sized_isvc(klass, low, high)
+    fake.objects[isvc_path(NS, "iris")] = copy.deepcopy(base)
+    target = kserve.InferenceServiceTarget(api_client, "iris", NS, keep_stable_capacity=True)
+    target.start(10, "s3://models/iris/v2", None)
+    seen = [target.state().capacity]
+    for percent in (25, 50, 75):
+        target.set_percent(percent)
+        seen.append(target.state().capacity)
+    getattr(target, finish)()
+    assert fake.refusals == []
+    bodies = check_requests(fake, full, partial)
+    assert len(bodies) == 5
+    # The canary's replicas follow its share as KServe would count them: ceil(4 x p / 100).
+    assert [c.canary_replicas for c in seen if c] == [1, 1, 2, 3]
+    assert all(c is not None and (c.effective, c.configured, c.kept) == (low, low, True) for c in seen)
+    assert not any(c.lowered for c in seen if c)
+    for kserve_release in (KServe("master"), KServe("v0.20.0")):
+        assert floors_along(base, bodies, kserve_release, ready=True) == [low] * 5, kserve_release
+    assert floors_along(base, bodies, KServe("v0.20.0"), ready=False) == [low] * 5
+    master_unready = floors_along(base, bodies, KServe("master"), ready=False)
+    assert master_unready[:4] == [5, 5, 6, 7] and master_unready[4] == low  # above, never below
+    final = fake.objects[isvc_path(NS, "iris")]
+    predictor = final["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor.get("maxReplicas")) == (low, high)
+    assert kserve.KEPT_ANNOTATION not in final["metadata"]["annotations"] and final["spec"]["canary"] == []
+    # Without the option the same rollout lowers the floor (KServe's own behaviour).
+    fake.objects[isvc_path(NS, "iris")] = copy.deepcopy(base)
+    plain = kserve.InferenceServiceTarget(api_client, "iris", NS)
+    plain.start(50, "s3://models/iris/v2", None)
+    capacity = plain.state().capacity
+    assert capacity is not None and (capacity.effective, capacity.lowered) == (2, True)
+
+
+def test_the_cli_computes_the_floor_as_the_ported_rules_do() -> None:
+    """kserve.effective_stable_min (shipped) against kserve_rules.stable_min_replicas (ported
+    from KServe's Go), for v0.20.0 and later, over minima, shares, pinned replicas, readiness."""
+    releases = {(0, 20, 0): KServe("v0.20.0"), (0, 21, 0): KServe("master")}
+    for low in (None, 0, 1, 2, 3, 5):
+        for percent in (0, 1, 10, 33, 50, 100):
+            for pinned in (None, 1, 2):
+                for ready in (True, False):
+                    obj = base_isvc("iris", "Standard")
+                    obj["spec"]["predictor"].pop("minReplicas")
+                    if low is not None:
+                        obj["spec"]["predictor"]["minReplicas"] = low
+                    entry: dict[str, Any] = {"trafficPercent": percent, "predictor": {"name": "c"}}
+                    if pinned is not None:
+                        entry["predictor"]["minReplicas"] = pinned
+                    obj["spec"]["canary"] = [entry]
+                    obj["status"] = {"canaryStatuses": [{"name": "c", "ready": ready}]}
+                    for version, release in releases.items():
+                        assert kserve.effective_stable_min(obj, version) == kserve_rules.stable_min_replicas(
+                            obj, release
+                        ), (low, percent, pinned, ready, version)
+
+
+def test_cli_warns_about_the_floor_and_keeps_it_on_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serving.cli import main
+
+    api_client, fake = fake_api_client()
+    install_kserve(fake)
+    fake.objects[isvc_path(NS, "iris")] = sized_isvc("hpa", 4, 8)
+    monkeypatch.setattr(kserve, "load_api_client", lambda context=None: api_client)
+    common = ["iris", "-n", NS]
+    assert main(["rollout", "start", *common, "--storage-uri", "s3://m/v2", "--percent", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "stable minimum during the canary: 2 (configured 4; KServe subtracts 2 canary replica(s))" in text
+    assert "warning: the stable predictor may shrink to 2 pod(s), below the 4" in text
+    assert main(["rollout", "status", *common, "-o", "json"]) == 0
+    event = json.loads(capsys.readouterr().out)
+    assert event["state"]["stable_capacity"] == {
+        "configured": 4, "effective": 2, "canary_replicas": 2, "kept": False, "lowered": True
+    }  # fmt: skip
+    assert main(["rollout", "rollback", *common]) == 1
+    capsys.readouterr()
+    assert main(["rollout", "start", *common, "--storage-uri", "s3://m/v2", "--percent", "50",
+                 "--keep-stable-capacity"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "stable minimum during the canary: 4 (configured 4; raised to 6 by --keep-stable-capacity)" in text
+    assert "warning" not in text
+    assert fake.objects[isvc_path(NS, "iris")]["spec"]["predictor"]["minReplicas"] == 6
+    assert main(["rollout", "promote", *common]) == 0
+    assert fake.objects[isvc_path(NS, "iris")]["spec"]["predictor"]["minReplicas"] == 4
+    assert fake.refusals == []
+    # Not for the other modes: one line, exit 3, nothing sent.
+    capsys.readouterr()
+    before = len(fake.requests)
+    argv = ["rollout", "start", *common, "--storage-uri", "s3://m/v3", "--keep-stable-capacity"]
+    assert main([*argv, "--mode", "inpod", "--server", "http://127.0.0.1:9"]) == 3
+    assert "--keep-stable-capacity is for Standard mode" in capsys.readouterr().out
+    assert main([*argv, "--mode", "knative"]) == 3
+    assert "--keep-stable-capacity is for Standard mode" in capsys.readouterr().out
+    assert all(r.method == "GET" for r in fake.requests[before:])

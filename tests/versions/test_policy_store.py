@@ -17,13 +17,13 @@ import pytest
 from serving.control.policy import (
     StoredPolicy,
     StoreError,
-    TrafficPolicies,
     parse_entry,
     policy_file,
     read_entry,
     render_entry,
     write_entry,
 )
+from serving.control.syncer import TrafficPolicies
 from serving.errors import Forbidden, InvalidInput
 from serving.server import Components, build, load_models
 from serving.settings import Settings
@@ -134,7 +134,7 @@ def test_a_process_applies_refuses_and_retries_store_policies(
     # A policy naming a version this process has not loaded: refused, generation 1 stays.
     path = policy_file(store, MODEL)
     path.write_text(json.dumps({"generation": 2, "traffic": {"weights": {"1": 1, "3": 99}}}))
-    with caplog.at_level(logging.WARNING, "serving.control.policy"):
+    with caplog.at_level(logging.WARNING, "serving.control.syncer"):
         asyncio.run(policies.sync())
     status = policies.status(MODEL)
     assert status["generation"] == 1 and _weights(parts) == {"1": 50.0, "2": 50.0}

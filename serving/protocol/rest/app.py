@@ -32,6 +32,7 @@ from serving.errors import (
     UnsupportedMediaType,
 )
 from serving.inference import InferenceRequest, InferenceResponse
+from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.modelconfig import check_model_name, check_version_name
 from serving.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import triton
@@ -86,18 +87,43 @@ def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
     return exc.http_status, orjson.dumps({"error": exc.message}), headers
 
 
+RAW_ROUTES = (
+    ("POST", "/v2/models/{model}[/versions/{version}]/infer", "Inference (OIP v2; JSON or binary tensors)"),
+    ("POST", "/v1/models/{model}:predict", "Inference (KServe v1 instances)"),
+    (
+        "POST",
+        "/v2/models/{model}[/versions/{version}]/explain",
+        "Exact per-feature contributions, bias and raw margin of an inference body's rows "
+        "(boosters, and ONNX versions exported from one; explain_max_rows rows at most)",
+    ),
+    ("POST", "/v1/models/{model}:explain", "Explanations for KServe v1 instances (the same body as v2)"),
+)
+"""The routes the raw-ASGI handler serves (docs/reference lists them beside the OpenAPI routes)."""
+
+
 def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:
-    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1')."""
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        parts = path[11:-6].split("/")
+    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1');
+    the explain routes ('.../explain', ':explain') -> kinds 'v2-explain' and 'v1-explain'."""
+    if path.startswith("/v2/models/"):
+        if path.endswith("/infer"):
+            parts, kind = path[11:-6].split("/"), "v2"
+        elif path.endswith("/explain"):
+            parts, kind = path[11:-8].split("/"), "v2-explain"
+        else:
+            return None
         if len(parts) == 1:
-            return parts[0], None, "v2"
+            return parts[0], None, kind
         if len(parts) == 3 and parts[1] == "versions":
-            return parts[0], parts[2], "v2"
+            return parts[0], parts[2], kind
         return None
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        name = path[11:-8]
-        return (name, None, "v1") if "/" not in name else None
+    if path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            name, kind = path[11:-8], "v1"
+        elif path.endswith(":explain"):
+            name, kind = path[11:-8], "v1-explain"
+        else:
+            return None
+        return (name, None, kind) if "/" not in name else None
     return None
 
 
@@ -116,6 +142,7 @@ class InferenceApp:
         self._max_elements = settings.max_tensor_elements
         self._edge = EdgeRecorder(REST, dataplane)
         self._tracing = dataplane.tracing
+        self._explain_rows = settings.explain_max_rows
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,6 +151,9 @@ class InferenceApp:
         target = _parse_infer_path(scope["path"])
         if target is None:
             await self._fallback(scope, receive, send)
+            return
+        if target[2].endswith("-explain"):
+            await self._explain(scope, receive, send, target)
             return
         start = time.perf_counter()
         request: InferenceRequest | None = None
@@ -163,6 +193,48 @@ class InferenceApp:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _explain(
+        self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None, str]
+    ) -> None:
+        """POST /v2/models/{m}[/versions/{v}]/explain and KServe v1 /v1/models/{m}:explain: an
+        inference body in, exact per-feature contributions out (DataPlane.explain). Counted in
+        serving_explain_requests_total, apart from inference."""
+        start = time.perf_counter()
+        model, version, kind = target
+        request: InferenceRequest | None = None
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST")
+            request = await self._decode(scope, receive, model, version, kind.removesuffix("-explain"))
+            result = await self._dataplane.explain(request, self._explain_rows)
+            status, body = 200, codec.encode_explanation(result)
+            headers = [(b"content-type", b"application/json"), (b"x-model-version", result.version.encode())]
+            outcome = "2xx"
+        except ServingError as exc:
+            status, body, headers = error_body(exc)
+            outcome = f"{exc.http_status // 100}xx"
+        except asyncio.CancelledError:
+            self._count_explain(model, request, "cancelled", start)
+            raise
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            status, body = 500, b'{"error":"internal server error"}'
+            headers = [(b"content-type", b"application/json")]
+            outcome = "5xx"
+        self._count_explain(model, request, outcome, start)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count_explain(
+        self, model: str, request: InferenceRequest | None, outcome: str, start: float
+    ) -> None:
+        metrics = self._dataplane.metrics
+        label = model if self._dataplane.knows(model) else UNKNOWN_MODEL
+        version = request.served_version if request is not None and request.served_version else NO_VERSION
+        metrics.explain_requests.labels(label, version, outcome).inc()
+        metrics.explain_duration.labels(label, version).observe(time.perf_counter() - start)
 
     def _begin_trace(self, scope: Scope, target: tuple[str, str | None, str]) -> RequestTrace | None:
         """The request's server span (tracing on), continuing the caller's W3C trace context."""

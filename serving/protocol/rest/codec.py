@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -16,6 +16,9 @@ import orjson
 from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
 from serving.inference import Array, InferenceRequest, InferenceResponse, RequestedOutput, Tensor
+
+if TYPE_CHECKING:
+    from serving.core.dataplane import ExplainResult
 
 _INT_KINDS = frozenset("iu")
 _MAX_RANK = 16
@@ -276,4 +279,20 @@ def encode_v1_response(response: InferenceResponse) -> bytes:
             else _json_data(first)
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def encode_explanation(result: ExplainResult) -> bytes:
+    """An explanation as JSON: feature names, contributions ([N][F], or [N][K][F] with K
+    classes), bias and raw margin ([N], or [N][K]), all in the booster's raw margin."""
+    e = result.explanation
+    return orjson.dumps(
+        {
+            "model_name": result.model,
+            "model_version": result.version,
+            "feature_names": result.feature_names,
+            "contributions": np.asarray(e.contributions, dtype=np.float64).tolist(),
+            "bias": np.asarray(e.bias, dtype=np.float64).tolist(),
+            "margin": np.asarray(e.margin, dtype=np.float64).tolist(),
+        }
     )

@@ -1,0 +1,53 @@
+"""The package's layers hold: imports point down only, siblings stay apart, no import circles.
+
+The graph is read from the source with ``ast`` (tests/architecture/layers.py), so the
+test needs nothing installed and names the offending import when it fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.architecture import layers
+
+
+@pytest.fixture(scope="module")
+def edges() -> dict[str, set[str]]:
+    return layers.graph()
+
+
+def test_every_module_has_a_layer(edges: dict[str, set[str]]) -> None:
+    for module in edges:
+        layers.layer_of(module)
+
+
+def test_imports_point_down_the_layers(edges: dict[str, set[str]]) -> None:
+    assert [str(v) for v in layers.violations(edges)] == []
+
+
+def test_no_import_circles(edges: dict[str, set[str]]) -> None:
+    assert layers.cycles(edges) == []
+
+
+def test_the_checker_sees_an_upward_import() -> None:
+    """The check can fail: a core module importing the protocol package is reported, and so is a
+    circle between two modules."""
+    upward = {"serving.core.router": {"serving.protocol.edge"}, "serving.protocol.edge": set()}
+    found = layers.violations(upward)
+    assert [(v.importer, v.imported) for v in found] == [("serving.core.router", "serving.protocol.edge")]
+    sibling = {"serving.scoring.cli": {"serving.rollout.cli"}, "serving.rollout.cli": set()}
+    assert "sibling" in str(layers.violations(sibling)[0])
+    assert layers.cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
+
+
+def test_type_checking_imports_are_left_out(tmp_path: pytest.TempPathFactory) -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from serving.errors import ServingError\n"
+        "if TYPE_CHECKING:\n"
+        "    from serving.core.router import Router\n"
+    )
+    path = tmp_path / "probe.py"  # type: ignore[operator]
+    path.write_text(source)
+    found = layers.imports(path, "serving.probe", {"serving.errors", "serving.core.router"})
+    assert found == {"serving.errors"}
