@@ -32,6 +32,10 @@ from serving.errors import ModelNotFound
 from serving.modelconfig import check_model_name
 from serving.protocol.rest.statusdata import StatusData
 
+HEALTH_SHOWN = 10
+"""Model-health figures listed on a model's page (the highest; the JSON has them all)."""
+PSI_WARN = 0.25
+"""A population stability index from which drift is usually called significant."""
 POLL_MS = 2000
 """How often the page's script asks for ``/status/data``."""
 
@@ -230,6 +234,7 @@ def _shadow(model: dict[str, Any]) -> str:
     items = "".join(
         f'<li data-shadow="{escape(s["primary"])}-{escape(s["shadow"])}">v{escape(s["shadow"])} shadowing '
         f'v{escape(s["primary"])}: agreement <strong data-f="agreement">{fmt_share(s["agreement"])}</strong> '
+        f"(outputs within {model['shadow_tolerance'] or 0:g}) "
         f'of <span data-f="compared">{s["match"] + s["mismatch"]}</span> compared, '
         f'<span data-f="error">{s["error"]}</span> errors; copies '
         f'<span data-f="rate">{fmt_rate(s["rate"])}</span>, p99 <span data-f="p99_ms">{fmt_ms(s["p99_ms"])}</span></li>'
@@ -299,7 +304,7 @@ def overview_body(document: dict[str, Any]) -> str:
     legend = (
         '<p class="legend">Charts: <svg class="key" viewBox="0 0 20 6" aria-hidden="true"><path class="p50" '
         'd="M0 3 L20 3"/></svg> p50, <svg class="key" viewBox="0 0 20 6" aria-hidden="true"><path class="p99" '
-        'd="M0 3 L20 3" stroke-dasharray="3 2"/></svg> p99 (dashed), each scaled to its own top; '
+        'd="M0 3 L20 3" stroke-dasharray="3 2"/></svg> p99 (dashed) on a log scale, rate below; each chart scaled to its own figures; '
         "⚠ marks an error share of 1 % or more.</p>"
     )
     return (
@@ -323,7 +328,8 @@ def model_body(document: dict[str, Any]) -> str:
             f'<dt>Errors</dt><dd data-f="error_share">{_errors(t["error_share"] if t else None)}</dd>'
             f'<dt>p50</dt><dd data-f="p50_ms">{fmt_ms(t["p50_ms"] if t else None)}</dd>'
             f'<dt>p99</dt><dd data-f="p99_ms">{fmt_ms(t["p99_ms"] if t else None)}</dd></dl>'
-            f"{latency_chart(t)}{rate_chart(t)}"
+            f"<h4>Latency: p50 solid, p99 dashed (log scale)</h4>{latency_chart(t)}"
+            f"<h4>Requests per second</h4>{rate_chart(t)}"
             "<h4>Mean time per request since start</h4>"
             f'<dl class="stages"><dt>queue</dt><dd data-f="queue_ms">{fmt_ms(s["queue_ms"])}</dd>'
             f'<dt>compute</dt><dd data-f="compute_ms">{fmt_ms(s["compute_ms"])}</dd>'
@@ -343,8 +349,16 @@ def model_body(document: dict[str, Any]) -> str:
         else "<p>No traffic change seen since this page was first opened in this process.</p>"
     )
     health = model["health"]
+    worst = sorted(health.items(), key=lambda kv: -kv[1])[:HEALTH_SHOWN]
+    more = (
+        f"<p>and {len(health) - len(worst)} more in <code>/status/data</code>.</p>"
+        if len(health) > len(worst)
+        else ""
+    )
     health_html = (
-        "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{v:.4g}</dd>" for k, v in sorted(health.items())) + "</dl>"
+        '<dl class="health">'
+        + "".join(f"<dt>{escape(k)}</dt><dd>{v:.3f}{' ⚠' if v >= PSI_WARN else ''}</dd>" for k, v in worst)
+        + f'</dl>{more}<p class="legend">Highest first, as of page load; ⚠ marks a PSI of {PSI_WARN} or more.</p>'
         if health
         else "<p>No model-health figures (drift per feature, prediction shift) are reported "
         "in this server yet; they appear here when model monitoring provides them.</p>"

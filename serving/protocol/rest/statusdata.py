@@ -99,6 +99,7 @@ class StatusData:
             "split": split,
             "stable": stable,
             "shadow": shadow,
+            "shadow_tolerance": traffic.get("policy", {}).get("shadow_tolerance"),
             "versions": versions,
             "unrouted": unrouted,
             "totals": _totals([v["traffic"] for v in versions] + [unrouted]),
