@@ -11,7 +11,9 @@ slow shadow never holds a thread of the primary's predict pool, and compares out
   ``shadow_tolerance``, or different shapes) or ``error`` (the shadow raised);
 - ``serving_shadow_abs_diff`` histogram of the largest absolute difference per request;
 - ``serving_shadow_dropped_total{model}``: copies dropped because the queue was full;
-- ``serving_requests_total{variant="shadow"}`` and its duration, like any request.
+- ``serving_shadow_requests_total{model, version, protocol, outcome}`` and
+  ``serving_shadow_duration_seconds``: each run, outside ``serving_requests_total`` (which
+  counts what the adapters received, once).
 
 The shadow version's ``inflight`` count covers the run, so unloading it waits for it.
 """
@@ -154,10 +156,9 @@ class ShadowRunner:
             if copy.trace is not None:
                 _shadow_span(copy, started_ns, "error", exc)
             if copy.edge is not None:
-                self._metrics.observe_request(
+                self._metrics.observe_shadow(
                     model,
                     version,
-                    SHADOW,
                     copy.edge.protocol,
                     copy.edge.of_error(INTERNAL),
                     time.perf_counter() - start,
@@ -167,7 +168,7 @@ class ShadowRunner:
             entry.inflight -= 1
         seconds = time.perf_counter() - start
         if copy.edge is not None:
-            self._metrics.observe_request(model, version, SHADOW, copy.edge.protocol, copy.edge.ok, seconds)
+            self._metrics.observe_shadow(model, version, copy.edge.protocol, copy.edge.ok, seconds)
         diff = max_abs_diff(copy.primary, outputs)
         if diff != float("inf"):
             self._metrics.shadow_abs_diff.labels(*labels).observe(diff)
