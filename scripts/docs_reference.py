@@ -374,8 +374,10 @@ def rest_markdown() -> str:
 
     out = ["## Inference routes\n"]
     out.append(
-        "Served by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`); their "
-        "messages are described in `serving/protocol/rest/schema.py`.\n"
+        "Infer and predict are answered in the HTTP protocol (`serving/protocol/rest/direct.py`) or, "
+        "with `SERVING_REST_INFER_PATH=asgi`, by the raw-ASGI handler (`serving/protocol/rest/app.py`, "
+        "`InferenceApp`), which also serves explain; both run `serving/protocol/rest/inference.py`. "
+        "Their messages are described in `serving/protocol/rest/schema.py`.\n"
     )
     rows = [
         [r.method, code(r.path), one_line(r.summary), code(r.request), code(r.response)]

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
+    """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a
+    timer of this length, and how much later than due the loop ran it). 0 = off."""
+
+    rest_infer_path: Literal["protocol", "asgi"] = "protocol"
+    """Who answers the REST inference routes (``POST /v2/models/{m}[/versions/{v}]/infer``,
+    ``/v1/models/{m}:predict``): ``protocol`` parses and answers them in the HTTP protocol
+    (httptools callbacks straight to the dataplane, one socket write), every other route
+    going to the ASGI app on the same port; ``asgi`` sends them through the ASGI app too (the
+    fallback, and the comparison in benchmarks). ``protocol`` falls back to ``asgi`` with a
+    warning when the installed uvicorn is not the version it was built on."""
+
     log_level: str = "info"
     """Python log level for the server's own logs."""
 

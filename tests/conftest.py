@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from tests.references import REPORT_ENV, is_reference_skip, summary_line
-from tests.server_process import DEMO_REPO, ServerProcess, start_server
+from tests.server_process import DEMO_REPO, REST_PATHS, ServerProcess, start_server
+
+
+@pytest.fixture(scope="session", params=REST_PATHS)
+def rest_path(request: pytest.FixtureRequest) -> str:
+    """Who answers REST inference routes (``Settings.rest_infer_path``): REST protocol, edge,
+    error and reliability tests run on both (module servers take ``rest_env(rest_path)``)."""
+    return str(request.param)
+
 
 _reference_skips: set[str] = set()
 

@@ -34,6 +34,8 @@ LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# 0.5 ms to 2.5 s: a healthy loop wakes within a millisecond; stalls show up in the high buckets.
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Largest absolute difference between a shadow's output and the primary's, per request.
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
@@ -206,6 +208,13 @@ class Metrics:
             "Largest absolute difference between the shadow's and the primary's outputs, per request.",
             ["model", "primary_version", "shadow_version"],
             buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "serving_shadow_rows",
+            "Rows of shadow copies compared by predicted class (classifier outputs: arg-max or "
+            "integer label, as serving_predictions_total buckets them), by result (agree, disagree).",
+            ["model", "primary_version", "shadow_version", "output", "result"],
             registry=r,
         )
         self.shadow_dropped = Counter(
@@ -393,6 +402,14 @@ class Metrics:
             "Explain request time inside the server, decode to encode.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "serving_event_loop_lag_seconds",
+            "How late the event loop woke for a timer (sampled every loop_lag_interval_seconds): "
+            "time it spent on other work (a long callback, garbage collection, the CPU taken by "
+            "other processes) while requests and timers waited.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.statistics = Statistics()
