@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide
+from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide, judge_shadow
 from serving.rollout.prometheus import PrometheusClient
 from serving.rollout.report import Out
 from serving.rollout.state import TrafficState, TrafficTarget
@@ -109,6 +109,67 @@ def eta_text(found: Eta | None) -> str:
     return f"; about {found.requests:.0f} more canary requests needed, {when}"
 
 
+def shadow_gate(
+    target: TrafficTarget,
+    prom: PrometheusClient,
+    first_step: int,
+    interval_s: float,
+    window_s: float,
+    thresholds: Thresholds,
+    out: Out,
+    max_holds: int,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> tuple[int | None, int]:
+    """Step 0: mirror every request to the canary (still at 0 %), judge its answers against
+    the ones callers got, then refuse it (exit 1) or start its first step. Returns (exit code
+    or None to go on with the steps, looks spent)."""
+    mirror: Callable[[bool], tuple[str, str]] | None = getattr(target, "mirror", None)
+    model: str | None = getattr(target, "model", None)
+    if mirror is None or model is None:
+        return None, 0
+    stable, canary = mirror(True)
+    began = clock()
+    out.emit(
+        "shadow",
+        f"step 0: every request mirrored to canary {canary} (no caller sees its answers); "
+        f"judged against stable {stable} in {interval_s:g}s",
+        canary=canary,
+        stable=stable,
+    )
+    looks = holds = 0
+    while True:
+        sleep(interval_s)
+        looks += 1
+        window = max(window_s, clock() - began)
+        verdict = judge_shadow(prom.shadow(model, stable, canary, window), thresholds, looks)
+        out.emit(
+            "shadow_analysis",
+            f"shadow verdict {verdict.verdict.value.upper()} (look {looks}): {verdict.reason}",
+            shadow=verdict.to_dict(),
+            window_s=window,
+        )
+        if verdict.verdict is Verdict.ROLLBACK:
+            mirror(False)
+            target.rollback()
+            out.emit(
+                "refused",
+                f"refused before any user traffic: canary {canary} answers unlike stable {stable}",
+                state=target.state().to_dict(),
+            )
+            return 1, looks
+        if verdict.verdict is Verdict.PROMOTE:
+            mirror(False)
+            target.set_percent(first_step)
+            out.emit("stepped", f"shadow gate passed: 0% -> {first_step}%", percent=first_step)
+            return None, looks
+        holds += 1
+        if max_holds and holds >= max_holds:
+            mirror(False)
+            out.emit("gave_up", f"{holds} shadow holds in a row; canary left at 0%, mirroring off", percent=0)
+            return 2, looks
+
+
 def run_auto(
     target: TrafficTarget,
     prom: PrometheusClient,
@@ -121,11 +182,14 @@ def run_auto(
     sleep: Callable[[float], None] = time.sleep,
     srm_threshold: float = SRM_THRESHOLD,
     clock: Callable[[], float] = time.monotonic,
+    gate: bool = False,
 ) -> int:
     """Analyse, step up or roll back until the canary serves 100 % or is rolled back.
 
     Every round starts from the live state, so an interrupted run resumes where the traffic
-    is: a canary at 25 % continues with the first step above 25 %. Exit codes as the CLI's."""
+    is: a canary at 25 % continues with the first step above 25 %. Exit codes as the CLI's.
+    ``gate``: a canary at 0 % first passes the shadow gate (in-pod modes; the others say they
+    cannot mirror and go on with the steps' tests)."""
     holds = 0
     looks = 0
     changed_at: float | None = None  # when this run last moved the split
@@ -136,6 +200,28 @@ def run_auto(
         if canary is None:
             out.emit("done", f"{state.target}: no canary; nothing to roll out", state=state.to_dict())
             return 0
+        if gate:
+            gate = False  # once per run
+            if getattr(target, "mirror", None) is None:
+                out.emit(
+                    "note",
+                    f"mode {state.mode} cannot mirror requests to the canary: no shadow gate; "
+                    "each step is judged by errors, latency and the prediction-shift test",
+                )
+            elif canary.percent == 0 and canary.ready:
+                code, looks = shadow_gate(
+                    target, prom, steps[0], interval_s, window_s, thresholds, out, max_holds, sleep, clock
+                )
+                if code is not None:
+                    return code
+                changed_at = clock()
+                continue
+            else:
+                out.emit(
+                    "note",
+                    f"canary {canary.name} already serves {canary.percent}%: no shadow gate "
+                    "(start it with --percent 0 to gate it before any user traffic)",
+                )
         if canary.percent == 0 and canary.ready:
             out.emit(
                 "done",

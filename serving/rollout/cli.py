@@ -77,6 +77,8 @@ def thresholds_from(args: argparse.Namespace) -> Thresholds:
         max_tail_increase=args.max_tail_increase,
         prediction_shift=args.prediction_shift,
         max_prediction_shift=args.max_prediction_shift,
+        max_disagreement=getattr(args, "max_disagreement", 0.1),
+        max_shadow_diff=getattr(args, "max_shadow_diff", 0.1),
     )
 
 
@@ -189,6 +191,7 @@ def cmd_auto(args: argparse.Namespace, out: Out) -> int:
         out,
         args.max_holds,
         srm_threshold=args.srm_threshold,
+        gate=args.shadow_gate,
     )
 
 
@@ -339,6 +342,25 @@ def add_rollout_parser(sub: Any) -> None:
     )
     auto.add_argument(
         "--max-holds", type=int, default=10, help="give up (exit 2) after N holds in a row; 0 = never"
+    )
+    auto.add_argument(
+        "--shadow-gate",
+        action="store_true",
+        help="in-pod modes, canary started at --percent 0: first mirror every request to it and "
+        "judge its answers against the stable's; refuse it (exit 1) before any user traffic, or start the steps",
+    )
+    auto.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=0.1,
+        help="shadow gate: share of mirrored rows that may answer another class (0.1)",
+    )
+    auto.add_argument(
+        "--max-shadow-diff",
+        type=float,
+        default=0.1,
+        help="shadow gate, models without class outputs: tolerated 90th percentile of the "
+        "largest absolute output difference per request (0.1)",
     )
     auto.set_defaults(rollout_func=cmd_auto)
     rollout.set_defaults(func=main_rollout)

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from serving.rollout.decision import Sample
+from serving.rollout.decision import Sample, ShadowSample
 
 # Outcomes that are the server's fault: REST 5xx, and the gRPC codes our error table maps
 # 5xx-class errors to. 4xx is the caller's fault and does not count against a canary.
@@ -108,6 +108,21 @@ class PrometheusClient:
         """Requests of one side over the last ``window_s`` seconds."""
         w = promql_duration(window_s)
         return self.scalar(f"sum(increase(serving_requests_total{{{side.matchers}}}[{w}]))") or 0.0
+
+    def shadow(self, model: str, stable: str, canary: str, window_s: float) -> ShadowSample:
+        """The canary's shadow comparisons against the stable version over ``window_s``."""
+        w = promql_duration(window_s)
+        sel = f'model="{_quote(model)}",primary_version="{_quote(stable)}",shadow_version="{_quote(canary)}"'
+        rows: dict[str, dict[str, float]] = {}
+        for (output, result), count in self.vector(
+            f"sum by (output, result) (increase(serving_shadow_rows_total{{{sel}}}[{w}]))", "output", "result"
+        ).items():
+            rows.setdefault(output, {})[result] = count
+        compared = self.scalar(f"sum(increase(serving_shadow_abs_diff_count{{{sel}}}[{w}]))") or 0.0
+        q90 = self.scalar(
+            f"histogram_quantile(0.9, sum by (le) (rate(serving_shadow_abs_diff_bucket{{{sel}}}[{w}])))"
+        )
+        return ShadowSample(rows, compared, q90 if compared > 0 else None)
 
     def sample(self, side: Side, window_s: float, predictions: bool = True) -> Sample:
         """Requests, server errors, latency (p99 and buckets) and, with ``predictions``, the

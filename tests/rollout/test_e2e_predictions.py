@@ -5,8 +5,12 @@ three runs at once.
 - ``iris-flip``: version 2 was trained on rotated labels (every class answered as the next
   one). It answers 200, as fast as version 1: errors and latency pass, and ``auto`` must roll
   it back (exit 1) on the prediction-shift numbers alone.
+- ``iris-gate``: the same rotated candidate, started at 0 % and run with ``--shadow-gate``: every
+  request is mirrored to it, its answers disagree with the stable's, and it is refused (exit 1)
+  before any user request reaches it.
 - ``iris-retrain``: version 2 is the demo's retrained booster (deeper, more rounds; it agrees
-  with version 1 on 97 % of the rows): ``auto`` must promote it (exit 0).
+  with version 1 on 97 % of the rows), started at 0 % with ``--shadow-gate``: it passes the gate,
+  then the steps, and is promoted (exit 0).
 - ``iris-srm``: a healthy canary set to 30 %, but most callers pin version 1, so the canary
   serves far less than its share: ``auto`` must stop with exit 3 and the counts, no verdict.
 """
@@ -36,7 +40,8 @@ from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
 pytestmark = pytest.mark.slow
 
 TOKEN = "rollout-test-token-0123456789"
-FLIP, RETRAIN, SRM = "iris-flip", "iris-retrain", "iris-srm"
+FLIP, GATE, RETRAIN, SRM = "iris-flip", "iris-gate", "iris-retrain", "iris-srm"
+GATED = (GATE, RETRAIN)
 # Seconds-scale windows, loosened as in test_e2e_inpod.py; volumes of a few hundred requests.
 AUTO = ["--steps", "30,60,100", "--interval", "3s", "--max-holds", "6", "--min-requests", "40",
         "--max-error-increase", "0.05", "--latency-slack-ms", "100", "-o", "json"]  # fmt: skip
@@ -60,18 +65,19 @@ def build_repo(root: Path) -> Path:
     from sklearn.datasets import load_iris
 
     repo = root / "repo"
-    for name in (FLIP, RETRAIN, SRM):
+    for name in (FLIP, GATE, RETRAIN, SRM):
         shutil.copytree(DEMO_REPO / "iris-xgb", repo / name)
         config_path = repo / name / "config.yaml"
         config = yaml.safe_load(config_path.read_text())
         config["traffic"] = {"weights": {"1": 100}}
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     # iris-flip: version 1 is the good (demo version 2) booster, version 2 the rotated one
-    shutil.copy(DEMO_REPO / "iris-xgb" / "2" / "model.json", repo / FLIP / "1" / "model.json")
     x, y = load_iris(return_X_y=True)
     params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "nthread": 1, "seed": 0}
     rotated = xgb.train(params, xgb.DMatrix(x.astype(np.float32), label=(y + 1) % 3), num_boost_round=20)
-    rotated.save_model(str(repo / FLIP / "2" / "model.json"))
+    for name in (FLIP, GATE):
+        shutil.copy(DEMO_REPO / "iris-xgb" / "2" / "model.json", repo / name / "1" / "model.json")
+        rotated.save_model(str(repo / name / "2" / "model.json"))
     return repo
 
 
@@ -127,6 +133,11 @@ def cli(server: ServerProcess, *args: str) -> list[str]:
     ]
 
 
+def prom_query(url: str, query: str) -> float | None:
+    result = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
 def events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
@@ -149,23 +160,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
 
 def test_auto_judges_predictions_and_the_split(stack: tuple[ServerProcess, str]) -> None:
     server, prometheus = stack
-    for model in (FLIP, RETRAIN, SRM):
+    for model in (FLIP, GATE, RETRAIN, SRM):
+        percent = "0" if model in GATED else "30"
         done = subprocess.run(
-            cli(server, "start", model, "--canary-version", "2", "--percent", "30"),
+            cli(server, "start", model, "--canary-version", "2", "--percent", percent),
             capture_output=True, text=True, timeout=60, cwd=ROOT,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-    load = Load(server.url, {FLIP: 0.0, RETRAIN: 0.0, SRM: 0.85}, rate=40)
+    load = Load(server.url, {FLIP: 0.0, GATE: 0.0, RETRAIN: 0.0, SRM: 0.85}, rate=30)
     try:
         runs = {
             model: subprocess.Popen(
-                cli(server, "auto", model, "--prometheus", prometheus, *AUTO),
+                cli(
+                    server,
+                    "auto",
+                    model,
+                    "--prometheus",
+                    prometheus,
+                    *AUTO,
+                    *(["--shadow-gate"] if model in GATED else []),
+                ),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 cwd=ROOT,
             )
-            for model in (FLIP, RETRAIN, SRM)
+            for model in (FLIP, GATE, RETRAIN, SRM)
         }
         try:
             outs = {model: run.communicate(timeout=120) for model, run in runs.items()}
@@ -192,10 +212,29 @@ def test_auto_judges_predictions_and_the_split(stack: tuple[ServerProcess, str])
     assert sum(shift["canary"]) >= 40 and len(shift["buckets"]) == 3
     assert "total variation" in flip[-2]["analysis"]["reason"]
 
-    # The retrained canary: stepped up, then promoted, its predictions compared at each look.
+    # The same candidate behind the shadow gate: refused on the mirrored answers, before any
+    # user request reached it (shadow copies are not requests: serving_shadow_requests_total).
+    assert codes[GATE] == 1, report[GATE]
+    gate = events(outs[GATE][0])
+    assert [e["event"] for e in gate][-2:] == ["shadow_analysis", "refused"]
+    (rows,) = gate[-2]["shadow"]["classes"]
+    assert rows["outcome"] == "fail" and rows["rate"] > 0.5 and rows["rows"] >= 40
+    served = prom_query(prometheus, f'sum(serving_requests_total{{model="{GATE}",version="2"}})')
+    mirrored = prom_query(prometheus, f'sum(serving_shadow_requests_total{{model="{GATE}",version="2"}})')
+    assert served in (None, 0.0) and mirrored is not None and mirrored >= 40, (served, mirrored)
+
+    # The retrained canary: through the shadow gate, stepped up, then promoted, its predictions
+    # compared at each look.
     assert codes[RETRAIN] == 0, report[RETRAIN]
     retrain = events(outs[RETRAIN][0])
-    assert [e["event"] for e in retrain if e["event"] in ("stepped", "promoted")] == ["stepped", "promoted"]
+    assert retrain[0]["event"] == "shadow"
+    assert [e["event"] for e in retrain if e["event"] in ("stepped", "promoted")] == [
+        "stepped",
+        "stepped",
+        "promoted",
+    ]
+    gate_passed = [e for e in retrain if e["event"] == "shadow_analysis"][-1]["shadow"]
+    assert gate_passed["verdict"] == "promote" and gate_passed["classes"][0]["rate"] < 0.1
     passed = [
         e["analysis"] for e in retrain if e["event"] == "analysis" and e["analysis"]["verdict"] == "promote"
     ]

@@ -130,3 +130,22 @@ def test_eta_of_a_hold() -> None:
     assert (
         eta(decide(STABLE, window(500, 0, 0.0, {"0": 250.0, "1": 150.0, "2": 100.0})), thresholds, 60) is None
     )
+
+
+def test_shadow_gate_verdicts() -> None:
+    from serving.rollout.decision import ShadowSample, judge_shadow
+
+    t = Thresholds(min_requests=50)
+    rotated = judge_shadow(ShadowSample({"probabilities": {"disagree": 120.0}}, 120, 0.9), t, look=1)
+    assert rotated.verdict is Verdict.ROLLBACK and "120 of 120 mirrored rows" in rotated.reason
+    retrained = judge_shadow(
+        ShadowSample({"probabilities": {"agree": 290.0, "disagree": 6.0}}, 296, 0.3), t, 1
+    )
+    assert retrained.verdict is Verdict.PROMOTE, retrained.reason
+    few = judge_shadow(ShadowSample({"probabilities": {"agree": 20.0}}, 20, 0.0), t, 1)
+    assert few.verdict is Verdict.HOLD and "50 rows needed" in few.reason
+    # no class output: the 90th percentile of the absolute difference decides
+    assert judge_shadow(ShadowSample({}, 200, 0.02), t, 1).verdict is Verdict.PROMOTE
+    assert judge_shadow(ShadowSample({}, 200, 0.4), t, 1).verdict is Verdict.ROLLBACK
+    assert judge_shadow(ShadowSample({}, 10, 0.4), t, 1).verdict is Verdict.HOLD
+    assert judge_shadow(ShadowSample({}, 200, 0.4), t, 1).to_dict()["verdict"] == "rollback"
