@@ -47,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def simple_data() -> tuple[np.ndarray, np.ndarray]:
-    input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+    input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
     return input0, np.ones(shape=(1, 16), dtype=np.int32)
 
 
@@ -82,7 +82,7 @@ QUERY = {"test_1": 1, "test_2": 2}
 
 def test_simple_http_infer_client(server: ServerProcess) -> None:
     client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.http_port}")
-    input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+    input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
     input1 = np.full(shape=(1, 16), fill_value=-1, dtype=np.int32)
     results = client.infer(
         "simple",
@@ -130,7 +130,7 @@ def test_simple_http_async_infer_client(server: ServerProcess) -> None:
 def test_simple_http_aio_infer_client(server: ServerProcess) -> None:
     async def main() -> None:
         client = httpaio.InferenceServerClient(url=f"127.0.0.1:{server.http_port}")
-        input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+        input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
         input1 = np.full(shape=(1, 16), fill_value=-1, dtype=np.int32)
 
         async def infer(name: str, outputs: bool) -> Any:
