@@ -36,7 +36,7 @@ class Recording:
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
         self.threads.append(threading.current_thread().name)
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # deliberate: a slow runtime
         return self.runtime.predict(inputs)
 
     def close(self) -> None:

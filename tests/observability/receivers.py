@@ -119,7 +119,7 @@ class _SinkHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # deliberate: a slow sink, so events pile up in the sender
         event = from_http(dict(self.headers.items()), body)
         with self.received.lock:
             self.received.events.append(event)

@@ -17,6 +17,7 @@ from serving.inference import InferenceRequest, Tensor
 from serving.server import Components, build, load_models
 from serving.settings import Settings
 from tests.versions.conftest import ROW, iris_repo
+from tests.waiting import wait_until_async
 
 
 def request() -> InferenceRequest:
@@ -51,9 +52,9 @@ def test_a_new_version_is_loading_and_gets_nothing_until_warm(tmp_path: Path) ->
         task = asyncio.create_task(control.rescan())
         states: set[str] = set()
         served_while_loading: list[str] = []
-        for _ in range(20_000):
-            if task.done():
-                break
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60  # then stop sampling and just wait for the rescan
+        while not task.done() and loop.time() < deadline:
             row = next((r for r in control.index() if r.get("version") == "3"), None)
             state = row["state"] if row else "ABSENT"
             states.add(state)
@@ -115,9 +116,12 @@ def test_reloading_a_serving_version_swaps_it_without_a_failed_request(tmp_path:
                 served.append((await parts.dataplane.infer(request())).version)
 
         clients = [asyncio.create_task(client()) for _ in range(4)]
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: len(served) >= 20, 30, message="the clients never got answers")
         rows = await control.load("iris-xgb")
-        await asyncio.sleep(0.05)
+        after_load = len(served)
+        await wait_until_async(
+            lambda: len(served) >= after_load + 20, 30, message="no answers after the reload"
+        )
         stop_load.set()
         await asyncio.gather(*clients)  # any failed request would raise here
         return served, rows
