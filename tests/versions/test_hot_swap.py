@@ -177,13 +177,12 @@ def test_polling_picks_up_a_new_version_folder_without_restart(tmp_path: Path, p
     ) as server:
         assert httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 404
         shutil.copytree(repo / "iris-xgb" / "1", repo / "iris-xgb" / "3")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 200:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"version 3 never became ready:\n{server.log()}")
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 200,
+            20,
+            0.1,
+            lambda: f"version 3 never became ready:\n{server.log()}",
+        )
         # no weights: the latest READY version takes the traffic
         client = Client(server.http_port)
         try:
@@ -191,7 +190,9 @@ def test_polling_picks_up_a_new_version_folder_without_restart(tmp_path: Path, p
         finally:
             client.close()
         shutil.rmtree(repo / "iris-xgb" / "3")
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code != 404:
-            assert time.monotonic() < deadline, "version 3 was never unloaded after its folder went"
-            time.sleep(0.1)
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 404,
+            20,
+            0.1,
+            "version 3 was never unloaded after its folder went",
+        )
