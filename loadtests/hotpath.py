@@ -18,6 +18,13 @@ times each stage separately:
   ``dataplane-off``: the same with the prediction series switched off
   (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send.
+- ``explain``: ``DataPlane.explain`` on one row (the exact contributions of the 200-tree booster;
+  for ``bench-onnx`` through the source booster ``serving export`` kept beside it).
+- ``monitoring``: model monitoring (serving/observability/monitoring.py) on a version with a
+  profile: ``DataPlane.infer`` with the drift monitor on and off, alternately in one run, at
+  1 and 64 rows per request. Each "on" round also waits until the monitoring thread has binned
+  everything queued, and process CPU counts every thread, so the background work is in the
+  figure; "dropped" says whether the bounded queue shed any request.
 
 Wall and CPU time per call (process CPU, every thread), so the figures hold on a busy
 machine better than throughput does. Run with py-spy for a per-function picture:
@@ -59,6 +66,8 @@ STAGES = (
     "dataplane",
     "dataplane-off",
     "asgi",
+    "monitoring",
+    "explain",
 )
 
 
@@ -75,6 +84,7 @@ async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple
 async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     work = Path(tempfile.mkdtemp(prefix="hotpath-"))
     bench.write_repo(work, heavy=False)
+    write_profile_for(work / "repo", args.model)
     settings = Settings(model_repo=work / "repo", grpc_port=-1, log_level="warning")
     parts = build(settings)
     load_models(parts)
@@ -148,7 +158,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_asgi() -> None:
         await parts.rest_app(scope, receive, send)
 
+    async def call_explain() -> None:
+        await parts.dataplane.explain(codec.decode_request(body, args.model, None, 1 << 20), 64)
+
     stages = {
+        "explain": call_explain,
         "runtime": call_runtime,
         "pool": call_pool,
         "predictor": call_predictor,
@@ -161,6 +175,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "asgi": call_asgi,
     }
     results = []
+    if args.only == "monitoring" or not args.only:
+        results.extend(await monitoring_rounds(parts, args))
+        if args.only:
+            parts.executor.shutdown()
+            return results
     for name, call in stages.items():
         if (args.only and name != args.only) or name.startswith("dataplane"):
             continue
@@ -185,6 +204,75 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     return results
 
 
+def write_profile_for(repo: Path, model: str) -> None:
+    """A reference profile for the benchmark's model, from 5,000 rows like the ones it is sent."""
+    import numpy as np
+
+    from serving.modelconfig import load_config
+    from serving.observability.profile import PROFILE_FILE, build_profile, write_profile
+    from serving.runtimes.base import load_runtime
+
+    config = load_config(repo / model / "config.yaml")
+    x = np.random.default_rng(11).normal(size=(5000, bench.FEATURES)).astype(np.float32)
+    runtime = load_runtime(config, repo / model / "1", Settings(model_repo=repo))
+    outputs = runtime.predict({config.inputs[0].name: x})
+    runtime.close()
+    names = [f"f{i}" for i in range(bench.FEATURES)]
+    write_profile(build_profile(x, names, outputs, config.inputs[0].name), repo / model / "1" / PROFILE_FILE)
+
+
+async def monitoring_rounds(parts: Any, args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """DataPlane.infer with the drift monitor on and off, alternating rounds, at 1 and 64 rows."""
+    dataplane = parts.dataplane
+    monitor = dataplane.monitor
+    entry = parts.repository.models[args.model].versions["1"]
+    assert monitor is not None and entry.profile is not None, entry.monitoring
+    results = []
+    for rows in (1, 64):
+        body = bench.json_body(rows)
+
+        async def call(body: bytes = body) -> None:
+            await dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
+
+        async def on_round(n: int, call: Callable[[], Awaitable[None]] = call) -> None:
+            dataplane.monitor = monitor
+            for _ in range(n):
+                await call()
+            while monitor.queued():  # the background binning belongs to this round's cost
+                time.sleep(0.0005)
+
+        async def off_round(n: int, call: Callable[[], Awaitable[None]] = call) -> None:
+            dataplane.monitor = None
+            for _ in range(n):
+                await call()
+
+        on, off = [0.0, 0.0], [0.0, 0.0]
+        rounds = 5
+        n = max(args.n // (rounds * (4 if rows > 1 else 1)), 50)
+        pair = [(on, on_round), (off, off_round)]
+        await on_round(n // 5)  # warm-up
+        await off_round(n // 5)
+        for _ in range(rounds):
+            pair.reverse()
+            for acc, run in pair:
+                wall, cpu = time.perf_counter(), time.process_time()
+                await run(n)
+                acc[0] += (time.perf_counter() - wall) / n * 1e6 / rounds
+                acc[1] += (time.process_time() - cpu) / n * 1e6 / rounds
+        results.append((f"monitor-{rows}", on[0], on[1]))
+        results.append((f"unmonitored-{rows}", off[0], off[1]))
+        results.append((f"on/off {rows}", on[0] / off[0], on[1] / off[1]))
+    dataplane.monitor = monitor
+    dropped = sum(
+        s.value
+        for m in parts.metrics.monitoring_dropped.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+    results.append(("dropped", dropped, dropped))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="calls per stage")
@@ -200,6 +288,10 @@ def main() -> None:
     for label, wall, cpu in results:
         if label == "on/off":
             print(f"{label:13} {wall:9.3f} {cpu:9.3f}   (dataplane with / without prediction series)")
+        elif label.startswith("on/off "):
+            print(f"{label:13} {wall:9.3f} {cpu:9.3f}   (dataplane with / without model monitoring)")
+        elif label == "dropped":
+            print(f"{label:13} {wall:9.0f} {cpu:9.0f}   (requests the monitoring queue shed)")
         else:
             print(f"{label:13} {wall:9.1f} {cpu:9.1f}")
 

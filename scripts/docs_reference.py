@@ -1,7 +1,8 @@
 """Reference tables of the documentation site, generated from the code at build time.
 
 Each ``*_rows`` function reads one source of truth (the Settings class, the config.yaml model,
-the collectors, the error hierarchy, the argparse tree, the OpenAPI document) and returns plain
+the collectors, the error hierarchy, the argparse tree, the OpenAPI document and the inference
+messages of serving/protocol/rest/schema.py) and returns plain
 rows; each ``*_markdown`` renders them. Tables from shipped files (dashboard, alert rules,
 benchmark results) are in docs_artifacts.py. ``scripts/docs_site.py`` (the MkDocs hook)
 puts the Markdown where a page says ``<!-- generated: NAME -->``. Tests read the rows to require
@@ -32,7 +33,6 @@ if typing.TYPE_CHECKING:
     from serving.errors import ServingError
 
 ROOT = Path(__file__).resolve().parent.parent
-OIP_REST_SPEC = "kserve/oip_v2_rest_predict_v2.yaml"
 
 
 # -- text helpers ---------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def cli_markdown() -> str:
         out.append("```text\n" + usage + "\n```\n")
         rows = []
         for action in cli_arguments(parser):
-            name = ", ".join(action.option_strings) or action.dest
+            name = ", ".join(action.option_strings) or str(action.metavar or action.dest)
             default = action.default
             shown = "" if default in (None, argparse.SUPPRESS, False) else code(str(default))
             choices = ", ".join(code(str(c)) for c in action.choices) if action.choices else ""
@@ -367,63 +367,57 @@ def openapi() -> dict[str, Any]:
             parts.executor.shutdown()
 
 
-def rest_markdown(oip_spec: Path | None) -> str:
-    from serving.protocol.rest.app import RAW_ROUTES
+def rest_markdown() -> str:
+    """Every route of the server: the FastAPI ones from their OpenAPI document, the raw-ASGI
+    inference routes and the JSON messages from serving/protocol/rest/schema.py. Nothing is read
+    from outside this checkout; tests/protocol/rest/test_schema.py compares the messages with
+    KServe's OIP spec where that reference file is at hand."""
+    from serving.protocol.rest.schema import INFERENCE_ROUTES, MESSAGES
 
-    out = ["## Inference and explain routes (raw ASGI)\n"]
-    out.append(table(["method", "path", "operation"], [[m, code(p), one_line(d)] for m, p, d in RAW_ROUTES]))
-    out.append("## Routes of this server (OpenAPI)\n")
+    out = ["## Inference routes\n"]
+    out.append(
+        "Served by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`); their "
+        "messages are described in `serving/protocol/rest/schema.py`.\n"
+    )
+    rows = [
+        [r.method, code(r.path), one_line(r.summary), code(r.request), code(r.response)]
+        for r in INFERENCE_ROUTES
+    ]
+    out.append(table(["method", "path", "operation", "request body", "answer (200)"], rows))
+    out.append("## Other routes (OpenAPI)\n")
     rows = []
     for path, methods in openapi()["paths"].items():
         for method, op in methods.items():
             summary = op.get("summary", "").replace("<Lambda>", "Index")
             rows.append([method.upper(), code(path), one_line(summary)])
     out.append(table(["method", "path", "operation"], rows))
-    out.append("## Open Inference Protocol (v2) REST spec\n")
-    if oip_spec is None:
-        out.append(
-            '!!! warning "Reference file not found"\n    KServe\'s `oip_v2_rest_predict_v2.yaml` was not '
-            "found in the reference directory (`$SERVING_REFERENCE_DIR`, default `../shared`).\n"
-        )
-        return "\n".join(out)
-    spec = yaml.safe_load(oip_spec.read_text())
-    info = spec.get("info", {})
-    out.append(
-        f"From KServe's `{oip_spec.name}` ({info.get('title', '')} {info.get('version', '')}), read at "
-        "build time from the reference directory, never copied into this repository. The inference "
-        "operations are served by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`).\n"
-    )
-    rows = []
-    for path, methods in spec.get("paths", {}).items():
-        for method, op in methods.items():
-            if not isinstance(op, dict) or method.startswith("x-") or method == "parameters":
-                continue
-            schema = ""
-            body = op.get("requestBody", {}).get("content", {})
-            for media in body.values():
-                ref = media.get("schema", {}).get("$ref", "")
-                schema = ref.rsplit("/", 1)[-1]
-            rows.append(
-                [method.upper(), code(path.replace("${", "{")), one_line(op.get("summary", "")), code(schema)]
-            )
-    out.append(table(["method", "path", "operation", "request body"], rows))
-    out.append("### Message schemas (OIP spec)\n")
-    for name, schema in spec.get("components", {}).get("schemas", {}).items():
+    out.append("## Messages\n")
+    for name, schema in MESSAGES.items():
         props = schema.get("properties") or {}
-        if not props:
-            continue
         required = set(schema.get("required", []))
         fields = [
-            [code(prop), code(_schema_type(body)), "yes" if prop in required else ""]
+            [
+                code(prop),
+                code(_schema_type(body)),
+                "yes" if prop in required else "",
+                one_line(body.get("description")),
+            ]
             for prop, body in props.items()
         ]
-        out.append(f"`{name}`\n\n" + table(["field", "type", "required"], fields))
+        out.append(
+            f"### `{name}`\n\n{one_line(schema.get('description'))}\n\n"
+            + table(["field", "type", "required", "description"], fields)
+        )
     return "\n".join(out)
 
 
 def _schema_type(body: dict[str, Any]) -> str:
     if "$ref" in body:
         return str(body["$ref"]).rsplit("/", 1)[-1]
-    if body.get("type") == "array":
-        return f"array of {_schema_type(body.get('items', {}))}"
+    if "enum" in body:
+        return ", ".join(str(v) for v in body["enum"])
+    if body.get("type") == "array" and body.get("items"):
+        return f"array of {_schema_type(body['items'])}"
+    if "anyOf" in body:
+        return " or ".join(_schema_type(b) for b in body["anyOf"])
     return str(body.get("type", "any"))

@@ -8,14 +8,13 @@
   the code (scripts/docs_reference.py). An unknown NAME fails the build.
 
 Nothing generated is written to docs/: the reference pages commit only their prose and the
-placeholder. Nothing is downloaded: every input is a file of this checkout, or the OIP spec in
-the reference directory (tests/references.py: ``$SERVING_REFERENCE_DIR``, default ../shared).
+placeholder. Nothing is downloaded and nothing outside this checkout is read: a clone builds
+the site alone (the REST messages come from serving/protocol/rest/schema.py, not KServe's spec).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -34,13 +33,6 @@ PLACEHOLDER = re.compile(r"^<!--\s*generated:\s*([\w.-]+)\s*-->\s*$", re.M)
 log = logging.getLogger("mkdocs.hooks.serving")
 
 
-def _rest_api() -> str:
-    spec = reference_dir() / ref.OIP_REST_SPEC
-    if not spec.exists():
-        log.warning("OIP spec %s not found: set SERVING_REFERENCE_DIR", spec)
-    return ref.rest_markdown(spec if spec.exists() else None)
-
-
 def _headline() -> str:
     h = art.headline()
     return (
@@ -54,7 +46,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "settings": ref.settings_markdown,
     "config": ref.config_markdown,
     "cli": ref.cli_markdown,
-    "rest-api": _rest_api,
+    "rest-api": ref.rest_markdown,
     "metrics": ref.metrics_markdown,
     "errors": ref.error_markdown,
     "alerts": art.alerts_markdown,
@@ -63,11 +55,6 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "benchmark-headline": _headline,
 }
 """Placeholder NAME -> the function that writes its Markdown."""
-
-
-def reference_dir() -> Path:
-    """Where KServe's spec files live: the one rule of tests/references.py."""
-    return Path(os.environ.get("SERVING_REFERENCE_DIR") or ROOT.parent / "shared")
 
 
 def _nav_pages(nav: Any) -> set[str]:

@@ -2,6 +2,8 @@
 # Build .venv from the lock files in requirements/ (written by scripts/lock.sh), hashes checked:
 #   bash scripts/install.sh          runtime only: what `serving serve` needs (README's first command)
 #   bash scripts/install.sh test     every extra: test clients, linters, exporters, rollout (scripts/test.sh)
+#   bash scripts/install.sh batch    the runtime and one extra (also spark, rollout, export):
+#                                    requirements/<extra>.txt, e.g. for `serving batch` (docs/batch.md)
 # The checkout itself goes in editable, without dependencies: every third-party package comes from
 # the lock, so a dependency missing there fails the tests instead of being resolved on the fly.
 # Packages already in .venv stay; `rm -rf .venv` first for an environment that is exactly the lock.
@@ -9,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-runtime}
 case "$profile" in
-  runtime | test) ;;
-  *) echo "usage: bash scripts/install.sh [runtime|test]" >&2; exit 2 ;;
+  runtime | test | batch | spark | rollout | export) ;;
+  *) echo "usage: bash scripts/install.sh [runtime|test|batch|spark|rollout|export]" >&2; exit 2 ;;
 esac
 python3 -m venv .venv
 # uv itself, pinned with its hashes; pip is used for this step and helm-sdkpy only.

@@ -10,6 +10,7 @@
 #                             the same versions as test.txt (constrained by it)
 #   requirements/batch.txt    runtime.txt plus the 'batch' extra (pyarrow): the batch image
 #                             (`docker build --build-arg LOCK=batch`), for `serving batch` jobs
+#   requirements/spark.txt, rollout.txt, export.txt   runtime.txt plus that one extra
 #   requirements/helm.txt     helm-sdkpy (declares Python >= 3.12 but runs on 3.11: pip installs it
 #                             with --ignore-requires-python, which uv has no equivalent for)
 #   requirements/uv.txt       the installer itself, at [tool.uv] required-version
@@ -45,7 +46,11 @@ compile() { "$UV" pip compile "${common[@]}" "${args[@]+"${args[@]}"}" "$@"; }
 
 compile pyproject.toml --python-version 3.11 --universal --all-extras -o "$out/test.txt"
 compile pyproject.toml --python-version 3.11 --universal -c "$out/test.txt" -o "$out/runtime.txt"
-compile pyproject.toml --python-version 3.11 --universal --extra batch -c "$out/test.txt" -o "$out/batch.txt"
+# One lock per extra (runtime plus that extra alone): the batch image, `bash scripts/install.sh
+# <extra>`, and tests/test_extras_installed.py, which installs each into a fresh environment.
+for extra in batch spark rollout export; do
+  compile pyproject.toml --python-version 3.11 --universal --extra "$extra" -c "$out/test.txt" -o "$out/$extra.txt"
+done
 echo helm-sdkpy | compile - --python-version 3.12 --python-platform x86_64-manylinux_2_28 \
   -c "$out/test.txt" -o "$out/helm.txt"
 echo "uv==$uv_version" | compile - --python-version 3.11 --no-deps -o "$out/uv.txt"
@@ -58,7 +63,7 @@ if [ "$check" = 1 ]; then
   # changes nothing installed here.
   pins() { grep -E '^[A-Za-z0-9]' "$1" | sed -e 's/ *\\$//' | sort; }
   stale=0
-  for f in test runtime batch helm uv build; do
+  for f in test runtime batch spark rollout export helm uv build; do
     if ! diff -u --label "requirements/$f.txt" --label "pyproject.toml resolved" \
       <(pins "requirements/$f.txt") <(pins "$out/$f.txt"); then
       stale=1

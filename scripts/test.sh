@@ -18,4 +18,11 @@ fi
 .venv/bin/ruff format --check serving tests loadtests scripts
 # strict on the package, its tests and the docs generators (loadtests/ are standalone scripts)
 .venv/bin/mypy serving tests scripts
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+# The last line says how many checks against reference files (../shared, absent in a clone) were
+# skipped and why (tests/references.py); under CI they must run, and a missing file fails instead.
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+status=0
+SERVING_REFERENCE_REPORT=$report .venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+cat "$report"
+exit "$status"

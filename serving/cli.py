@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving.cliflags import add_model_repo, model_repo, model_repo_or_default
 from serving.errors import ServingError
 from serving.settings import Settings
 
@@ -24,17 +25,17 @@ EXAMPLES = {
   serving serve --model-repo model_repo --http-port 9000 --grpc-port 9001 --strict
   SERVING_ADMIN_TOKEN=change-me serving serve   # enables the model control API""",
     "validate-repo": """example:
-  serving validate-repo model_repo   # prints every problem; exit 1 if any""",
+  serving validate-repo --model-repo model_repo   # prints every problem; exit 1 if any""",
     "export": """example:
-  serving export booster.ubj --model cancer-onnx --repo model_repo
+  serving export booster.ubj --model cancer-onnx --model-repo model_repo
   # writes model_repo/cancer-onnx/<next version>/model.onnx only if the parity check passes""",
     "batch": """example:
-  serving batch iris-xgb --repo model_repo --input rows.parquet --output scores.parquet""",
+  serving batch iris-xgb --model-repo model_repo --input rows.parquet --output scores.parquet""",
     "profile": """example:
-  serving profile cancer-xgb --repo model_repo --data train.parquet --input-column input
+  serving profile cancer-xgb --model-repo model_repo --data train.parquet --input-column input
   # writes model_repo/cancer-xgb/<newest version>/profile.json (model monitoring)""",
     "demo-models": """example:
-  serving demo-models model_repo   # byte-for-byte the committed demo models""",
+  serving demo-models --model-repo model_repo   # byte-for-byte the committed demo models""",
     "rollout": """example:
   serving rollout start iris-xgb --mode inpod --server http://127.0.0.1:8080 --canary-version 2 --percent 10""",
     "rollout start": """example:
@@ -54,8 +55,11 @@ EXAMPLES = {
 
 
 def _serve_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-repo", type=Path, help="model repository (default ./model_repo, env SERVING_MODEL_REPO)"
+    add_model_repo(
+        parser,
+        uri=True,
+        help="model repository: a folder, or an s3:// gs:// az:// https:// URI (default ./model_repo, "
+        "env SERVING_MODEL_REPO)",
     )
     parser.add_argument(
         "--model-name",
@@ -78,8 +82,10 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
+    repo = model_repo(args)
+    if repo is not None:
+        overrides["model_repo"] = repo
     for field in (
-        "model_repo",
         "model_name",
         "host",
         "http_port",
@@ -135,13 +141,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_validate_repo(args: argparse.Namespace) -> int:
     from serving.repository.store import validate_repository
 
-    problems = validate_repository(args.directory)
+    directory = model_repo_or_default(args)
+    problems = validate_repository(directory)
     for problem in problems:
         print(f"error: {problem}")
     if problems:
-        print(f"{len(problems)} problem(s) in {args.directory}")
+        print(f"{len(problems)} problem(s) in {directory}")
         return 1
-    print(f"{args.directory}: OK")
+    print(f"{directory}: OK")
     return 0
 
 
@@ -162,7 +169,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         report = export_booster(
-            args.booster, args.repo, args.model, version=args.version, tolerance=args.tolerance
+            args.booster,
+            model_repo_or_default(args),
+            args.model,
+            version=args.version,
+            tolerance=args.tolerance,
         )
     except ServingError as exc:
         return fail(exc.message)
@@ -172,7 +183,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         from serving.scoring.profiling import profile_version
 
         try:
-            path, _ = profile_version(args.repo, args.model, args.profile, version=str(report.version))
+            path, _ = profile_version(
+                model_repo_or_default(args), args.model, args.profile, version=str(report.version)
+            )
         except BatchError as exc:
             return fail(f"exported, but no profile: {exc}")
         print(f"wrote {path}")
@@ -184,7 +197,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
         return 2
     from serving.repository.demo import build_demo_repository
 
-    for line in build_demo_repository(args.directory):
+    for line in build_demo_repository(model_repo_or_default(args)):
         print(line)
     return 0
 
@@ -192,7 +205,7 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving",
-        description="Open Inference Protocol server for ONNX and XGBoost models, and its tools.",
+        description="Open Inference Protocol server for ONNX, XGBoost and LightGBM models, and its tools.",
         epilog="Run 'serving COMMAND --help' for a command's flags and an example.",
     )
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
@@ -213,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load every model version the way the server would and print every problem "
         "('error: <file>: <what>'); exit 1 if any, 0 and 'DIR: OK' otherwise.",
     )
-    validate.add_argument("directory", type=Path, help="the model repository to check")
+    add_model_repo(validate, positional=True, help="the model repository to check (default ./model_repo)")
     validate.set_defaults(func=cmd_validate_repo)
 
     export = sub.add_parser(
@@ -225,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and it exits 1. From Python: serving.repository.export.export_booster(path, repo, name).",
     )
     export.add_argument("booster", type=Path, help="model.json or model.ubj (XGBoost), model.txt (LightGBM)")
-    export.add_argument("--repo", type=Path, default=Path("model_repo"), help="repository to write into")
+    add_model_repo(export, help="repository to write into (default ./model_repo)")
     export.add_argument("--model", required=True, help="model name in the repository")
     export.add_argument("--version", type=int, help="version number (default: next free)")
     export.add_argument("--tolerance", type=float, default=1e-5, help="max abs difference allowed")
@@ -243,9 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Regenerate the demo repository from scikit-learn's bundled data; deterministic: "
         "the output is byte-for-byte the committed files.",
     )
-    demo.add_argument(
-        "directory", type=Path, nargs="?", default=Path("model_repo"), help="where to write the models"
-    )
+    add_model_repo(demo, positional=True, help="where to write the models (default ./model_repo)")
     demo.set_defaults(func=cmd_demo_models)
 
     from serving.rollout.cli import add_rollout_parser

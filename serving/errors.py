@@ -15,6 +15,9 @@ class ServingError(Exception):
 
     http_status: int = 500
     grpc_code: str = "INTERNAL"
+    rejection: str | None = None
+    """The ``reason`` of ``serving_rejections_total`` when the dataplane refuses a request with
+    this error before compute (the dataplane records it, in one place); None: not a refusal."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,6 +29,7 @@ class InvalidInput(ServingError):
 
     http_status = 400
     grpc_code = "INVALID_ARGUMENT"
+    rejection = "invalid"
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -54,6 +58,13 @@ class ModelNotFound(ServingError):
     http_status = 404
     grpc_code = "NOT_FOUND"
 
+    @classmethod
+    def unknown(cls, name: str, version: str | None = None, detail: str = "") -> ModelNotFound:
+        """An unknown model (or version) in the words Triton uses and its clients match on,
+        ``Request for unknown model: 'x' is not found``, then what we know beyond it."""
+        what = f"'{name[:128]}'" + (f" version '{version[:64]}'" if version is not None else "")
+        return cls(f"Request for unknown model: {what} is not found" + (f" ({detail})" if detail else ""))
+
 
 class ModelNotReady(ServingError):
     """The model (version) exists but cannot serve: loading, failed, or unloaded."""
@@ -67,6 +78,7 @@ class Overloaded(ServingError):
 
     http_status = 503
     grpc_code = "RESOURCE_EXHAUSTED"
+    rejection = "overload"
 
 
 class DeadlineExceeded(ServingError):
@@ -74,6 +86,7 @@ class DeadlineExceeded(ServingError):
 
     http_status = 504
     grpc_code = "DEADLINE_EXCEEDED"
+    rejection = "deadline"
 
 
 class Unauthorized(ServingError):

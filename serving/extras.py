@@ -21,7 +21,8 @@ NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serving batch": ("batch", ("pyarrow",)),
     # the training table is read as serving batch reads it
     "serving profile": ("batch", ("pyarrow",)),
-    "serving batch --engine spark": ("spark", ("pyarrow", "pyspark")),
+    # pandas: PySpark's pandas UDFs import it at run time without declaring it
+    "serving batch --engine spark": ("spark", ("pyarrow", "pyspark", "pandas")),
 }
 
 
@@ -33,5 +34,5 @@ def missing_extra(command: str) -> str | None:
         return None
     return (
         f"{command} needs the '{extra}' extra ({', '.join(absent)} not installed): "
-        f"pip install 'serving[{extra}]' (in a checkout: bash scripts/install.sh test)"
+        f"pip install 'serving[{extra}]' (in a checkout: bash scripts/install.sh {extra})"
     )

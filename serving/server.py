@@ -62,9 +62,12 @@ class Components:
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
     metrics = metrics or Metrics()
-    repository = ModelRepository(
-        settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us)
-    )
+    try:
+        repository = ModelRepository(
+            settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us), metrics
+        )
+    except ModelLoadError as exc:  # an object-store URI it cannot use, an unwritable cache
+        raise StartupError(f"{exc.message}; check --model-repo (env SERVING_MODEL_REPO)") from exc
     rng = random.Random(settings.router_seed) if settings.router_seed is not None else None
     tracing = None
     if settings.tracing:  # the SDK is imported only when tracing is on

@@ -6,10 +6,11 @@ Every field can be set by an environment variable with the ``SERVING_`` prefix
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ADMIN_TOKEN_MIN_LENGTH = 24
@@ -19,11 +20,52 @@ WEAK_ADMIN_TOKEN = (
 )
 
 
+REPOSITORY_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+"""A ``model_repo`` that names an object store (``s3://``…) rather than a folder."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore")
 
     model_repo: Path = Path("model_repo")
-    """Root of the model repository: ``<model>/config.yaml`` and ``<model>/<version>/``."""
+    """Root of the model repository: ``<model>/config.yaml`` and ``<model>/<version>/``. Also
+    an object-store URI (``s3://bucket/prefix``, ``gs://…``, ``az://…``, ``https://…``, same
+    layout inside): it then moves to ``model_repo_uri`` and the server serves a verified copy
+    assembled in ``model_cache_dir`` (docs/guides/object-storage.md)."""
+
+    model_repo_uri: str | None = None
+    """The object-store repository, set from ``model_repo`` when that is a URI. Credentials and
+    endpoints come from each store's standard environment (``AWS_ACCESS_KEY_ID``,
+    ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_ACCOUNT_NAME``…)."""
+
+    model_cache_dir: Path | None = None
+    """Content-addressed cache of a remote repository's files (by sha256), shared safely by
+    several processes and pods (file locks). Unset: ``serving-model-cache`` in the system
+    temporary directory. Put it on a volume (emptyDir, hostPath, PVC) so restarts reuse it."""
+
+    model_cache_max_bytes: int = Field(0, ge=0)
+    """Size bound of the model cache; past it the least recently used files that no assembled
+    version links are evicted. 0 = no bound."""
+
+    repository_retries: int = Field(4, ge=0, le=20)
+    """Attempts after the first for a failed listing or download (an interrupted download
+    resumes where it stopped), with exponential back-off from ``repository_backoff_seconds``."""
+
+    repository_backoff_seconds: float = Field(0.5, gt=0.0, le=60.0)
+    """First back-off of a retried listing or download; doubled each time, capped at 30 s."""
+
+    repository_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
+    """Per-request timeout against the object store (connect, and each request's whole time)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _repository_uri(cls, data: Any) -> Any:
+        # A URI would be mangled by Path ("s3://b" -> "s3:/b"): keep it as text, apart.
+        if isinstance(data, dict):
+            repo = data.get("model_repo")
+            if isinstance(repo, str) and REPOSITORY_URI.match(repo):
+                data = {**data, "model_repo_uri": repo, "model_repo": Path("model_repo")}
+        return data
 
     model_name: str | None = None
     """KServe layout: when ``model_repo`` itself holds ``config.yaml`` (one model's folder, as the
@@ -223,7 +265,7 @@ class Settings(BaseSettings):
     """Features monitored per version (the first N of the profile): bounds the series count,
     at most this many times (bins + 2) bin counters per version."""
 
-    monitoring_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    monitoring_queue_size: int = Field(4096, ge=1, le=1_000_000)
     """Sampled requests waiting for the monitoring thread; past it they are dropped and
     counted (``serving_monitoring_dropped_total``), never delayed."""
 
@@ -271,7 +313,10 @@ class Settings(BaseSettings):
     ``<model>.yaml`` per model that every process of the deployment follows. On one host a
     plain directory (the admin API and ``serving rollout`` write it, so ``--workers N``
     accepts traffic changes); in Kubernetes a ConfigMap mounted as a directory (read-only,
-    written by ``serving rollout``). Unset: traffic changes live in this process only."""
+    written by ``serving rollout``). Unset: with ``--workers N`` the supervisor gives its
+    workers a private store (a temporary directory, removed at exit), so traffic changes still
+    reach every worker; with one process, traffic changes live in that process. Set it to
+    share one store between several servers."""
 
     traffic_policy_poll_seconds: float = Field(1.0, gt=0.0, le=3600.0)
     """How often each process checks the store's files for a change (one stat per model)."""

@@ -6,12 +6,16 @@ dies is replaced; SIGTERM/SIGINT are passed on to every worker, which drain (ser
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from serving.observability.metrics import setup_multiprocess_dir, worker_exited
 from serving.server import StartupError, check_ports, run_worker
@@ -43,6 +47,19 @@ def share_threads(settings: Settings, cores: int | None = None) -> Settings:
     return settings.model_copy(update=update) if update else settings
 
 
+def private_policy_store(settings: Settings) -> Settings:
+    """Workers without a traffic-policy store get a private one: a temporary directory of this
+    supervisor (removed when it exits), so a traffic change through any worker reaches them all
+    instead of being refused. An explicit SERVING_TRAFFIC_POLICY_DIR (several servers sharing
+    one store, a mounted ConfigMap) is kept."""
+    if settings.traffic_policy_dir is not None:
+        return settings
+    path = tempfile.mkdtemp(prefix="serving-policies-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    log.info("workers share a private traffic-policy store in %s (SERVING_TRAFFIC_POLICY_DIR unset)", path)
+    return settings.model_copy(update={"traffic_policy_dir": Path(path)})
+
+
 def run(settings: Settings) -> None:
     """Serve in this process, or supervise ``settings.workers`` processes on shared ports.
 
@@ -57,6 +74,7 @@ def run(settings: Settings) -> None:
     ctx = multiprocessing.get_context("spawn")
     stopping = False
     metrics_dir = setup_multiprocess_dir()  # workers merge their metrics through it
+    settings = private_policy_store(settings)
 
     def start() -> multiprocessing.process.BaseProcess:
         proc = ctx.Process(target=_worker_process, args=(settings,), daemon=False)

@@ -157,3 +157,60 @@ def test_top_level_help_lists_every_command_and_each_help_has_an_example() -> No
     for path, child in commands.items():
         text = child.format_help()
         assert "example" in text and f"serving {path}" in text.split("example", 1)[1], f"{path}: no example"
+
+
+REPO_COMMANDS = {
+    # command -> the arguments it needs beside the repository
+    "serve": [],
+    "validate-repo": [],
+    "demo-models": [],
+    "export": ["booster.ubj", "--model", "m"],
+    "batch": ["m", "--input", "rows.parquet", "--output", "out.parquet"],
+    "profile": ["m", "--data", "train.parquet"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(REPO_COMMANDS))
+def test_every_command_takes_one_repository_flag_and_its_old_spellings(command: str) -> None:
+    from serving.cliflags import model_repo, model_repo_or_default
+
+    parser = build_parser()
+    rest = REPO_COMMANDS[command]
+    spellings = [["--model-repo", "elsewhere"], ["--repo", "elsewhere"], ["--model-repo=elsewhere"]]
+    if command in ("validate-repo", "demo-models"):
+        spellings.append(["elsewhere"])  # the positional folder of old
+    for spelling in spellings:
+        args = parser.parse_args([command, *spelling, *rest])
+        assert model_repo(args) == Path("elsewhere"), spelling
+    args = parser.parse_args([command, *rest])
+    assert model_repo(args) is None and model_repo_or_default(args) == Path("model_repo")
+
+
+def test_the_repository_flag_is_spelled_once_and_its_aliases_documented() -> None:
+    """Every command with a repository flag has the same one (``--model-repo``, alias ``--repo``),
+    and its help says the alias is one: a new command cannot add a third spelling."""
+    from serving.cli import subcommands
+
+    commands = subcommands(build_parser())
+    assert set(REPO_COMMANDS) <= set(commands)
+    for path, child in commands.items():
+        spellings = [a for a in child._actions if {"--repo", "--model-repo"} & set(a.option_strings)]
+        if path in REPO_COMMANDS:
+            assert len(spellings) == 1, path
+        for action in spellings:
+            assert action.option_strings == ["--model-repo", "--repo"] and action.dest == "model_repo", path
+            assert "--repo is an accepted alias" in (action.help or ""), path
+    two = serving("validate-repo", "model_repo", "--model-repo", "other")
+    assert (
+        two.returncode == 1
+        and two.stderr == "serving: error: two repositories given: model_repo and --model-repo other\n"
+    )
+
+
+def test_help_has_no_restructuredtext_marks() -> None:
+    """Docstrings reused as help say ``code`` for Sphinx; a terminal shows the backticks raw."""
+    from serving.cli import subcommands
+
+    for path, child in subcommands(build_parser()).items():
+        assert "``" not in child.format_help(), path
+    assert "``" not in serving("rollout", "--help").stdout

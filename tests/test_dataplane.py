@@ -65,12 +65,50 @@ def test_route_records_the_chosen_version_on_the_request(parts: Components) -> N
     assert (route.entry.version, req.served_version, req.variant) == ("1", "1", "stable")
 
 
-def test_validate_counts_a_rejection_and_names_the_problem(parts: Components) -> None:
+def test_an_invalid_request_is_one_rejection_and_names_the_problem(parts: Components) -> None:
     entry = parts.repository.models["good"].versions["1"]
     bad = request(np.zeros((1, 5), dtype=np.float32))
     with pytest.raises(InvalidInput, match="shape"):
-        parts.dataplane.validate(entry, bad)
+        parts.dataplane.validate(entry, bad)  # a step alone counts nothing: infer records it
+    assert b"serving_rejections_total{" not in parts.metrics.exposition()
+    with pytest.raises(InvalidInput, match="shape"):
+        asyncio.run(parts.dataplane.infer(bad))
     assert b'serving_rejections_total{model="good",reason="invalid"} 1.0' in parts.metrics.exposition()
+
+
+class _Refusing:
+    """A predict stage that refuses, as a full batcher queue or a late pool thread does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def predict(self, inputs: object, deadline: object, trace: object = None) -> object:
+        raise self.error
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (Overloaded("queue full"), "overload"),
+        (DeadlineExceeded("late"), "deadline"),
+        (RuntimeFault("boom"), None),
+    ],
+)
+def test_a_refusal_from_any_stage_is_counted_once_by_the_dataplane(
+    parts: Components, error: Exception, reason: str | None
+) -> None:
+    """Rejections are recorded in one place (DataPlane.infer), from the error table's reason,
+    whichever stage raised: the count is one per refused request, and a fault is no refusal."""
+    entry = parts.repository.models["good"].versions["1"]
+    entry.predictor = _Refusing(error)  # type: ignore[assignment]
+    with pytest.raises(type(error)):
+        asyncio.run(parts.dataplane.infer(request()))
+    text = parts.metrics.exposition().decode()
+    counted = [line for line in text.splitlines() if line.startswith("serving_rejections_total{")]
+    assert counted == ([f'serving_rejections_total{{model="good",reason="{reason}"}} 1.0'] if reason else [])
 
 
 def test_admit_refuses_a_passed_deadline_a_full_version_and_a_missing_stage(parts: Components) -> None:

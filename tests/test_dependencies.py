@@ -12,6 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.utils import canonicalize_name
 
 from tests.lockfiles import REQUIREMENTS, ROOT, pins
@@ -101,3 +102,15 @@ def test_batch_lock_is_the_runtime_lock_plus_pyarrow() -> None:
     added = {name: version for name, version in batch.items() if name not in runtime}
     assert {name: batch[name] for name in runtime} == runtime
     assert set(added) == {"pyarrow"} and added["pyarrow"] == test["pyarrow"]
+
+
+@pytest.mark.parametrize("extra", ["batch", "spark", "rollout", "export"])
+def test_each_extra_lock_is_the_runtime_lock_plus_that_extra(extra: str) -> None:
+    """requirements/<extra>.txt (``bash scripts/install.sh <extra>``; tests/test_extras_installed.py
+    installs each alone): the server's packages at the same versions, the extra's at the test
+    lock's versions."""
+    runtime, locked, test = (pins(REQUIREMENTS / f"{name}.txt") for name in ("runtime", extra, "test"))
+    assert {name: locked[name] for name in runtime} == runtime
+    assert all(test[name] == version for name, version in locked.items())
+    wanted = {"batch": {"pyarrow"}, "spark": {"pyarrow", "pyspark", "pandas"}, "rollout": {"kubernetes"}}
+    assert wanted.get(extra, set()) <= set(locked)

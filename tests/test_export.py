@@ -98,7 +98,15 @@ def test_export_rejects_unsafe_model_names(tmp_path: Path) -> None:
 def test_export_cli_reports_parity_and_exit_code(tmp_path: Path) -> None:
     booster = train_booster(n_features=6, rounds=30, depth=5)
     path = save(booster, tmp_path, "model.ubj")
-    command = [sys.executable, "-m", "serving.cli", "export", str(path), "--repo", str(tmp_path / "repo")]
+    command = [
+        sys.executable,
+        "-m",
+        "serving.cli",
+        "export",
+        str(path),
+        "--model-repo",
+        str(tmp_path / "repo"),
+    ]
     ok = subprocess.run([*command, "--model", "cli"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert ok.returncode == 0, ok.stderr
     written = tmp_path / "repo" / "cli" / "1" / "model.onnx"
@@ -136,9 +144,47 @@ def test_failed_parity_leaves_the_repository_untouched(tmp_path: Path) -> None:
 
 def test_cli_export_whose_parity_fails_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     path = save(train_booster(n_features=6), tmp_path)
-    cmd = [sys.executable, "-m", "serving.cli", "export", str(path), "--repo", str(tmp_path / "repo")]
+    cmd = [sys.executable, "-m", "serving.cli", "export", str(path), "--model-repo", str(tmp_path / "repo")]
     done = subprocess.run(
         [*cmd, "--model", "m", "--tolerance", "-1"], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 1 and "FAILED" in done.stdout and "Traceback" not in done.stderr
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def _broken_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """A missing file, a text file and boosters cut short (an interrupted copy), each with the
+    words its one line must hold."""
+    booster = train_booster(n_features=6, rounds=5)
+    ubj = save(booster, tmp_path, "full.ubj").read_bytes()
+    text = (ROOT / "model_repo" / "cancer-lgbm" / "1" / "model.txt").read_text()
+    files = {
+        "missing": (tmp_path / "nope.ubj", "no such file"),
+        "text": (tmp_path / "notes.txt", "not a model XGBoost or LightGBM can load"),
+        "truncated-ubj": (tmp_path / "cut.ubj", "not a model XGBoost or LightGBM can load"),
+        "truncated-lightgbm": (tmp_path / "cut.txt", "truncated LightGBM model"),
+    }
+    files["text"][0].write_text("hello, not a model\n")
+    files["truncated-ubj"][0].write_bytes(ubj[: len(ubj) // 2])
+    files["truncated-lightgbm"][0].write_text(text[: len(text) // 3])
+    return files
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "truncated-ubj", "truncated-lightgbm"])
+def test_export_of_a_file_that_is_no_booster_is_one_line_and_writes_nothing(
+    tmp_path: Path, case: str
+) -> None:
+    path, words = _broken_files(tmp_path)[case]
+    repo = tmp_path / "repo"
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.cli", "export", str(path), "--model-repo", str(repo), "--model", "m"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    # one line, no traceback, no library backtrace (LightGBM's parser never saw the cut file)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"serving: error: {path}: "), done.stderr
+    assert words in done.stderr and done.stdout == ""
+    assert not repo.exists()

@@ -47,7 +47,7 @@ with DAG(
         cmds=["serving", "batch"],
         arguments=[
             "cancer-xgb",
-            "--repo=/mnt/models",
+            "--model-repo=/mnt/models",
             "--input=/data/in/cancer/{{ ds }}",
             "--output=/data/out/cancer-scores/{{ ds }}.parquet",
             "--keep=id",

@@ -65,6 +65,8 @@ class ModelControl:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pinned: set[tuple[str, str]] = set()
         """Versions loaded one by one on request: rescan leaves them alone."""
+        self._changed: set[str] = set()
+        """Remote units (``model/n``, ``model/config.yaml``) whose files the running rescan changed."""
 
     # -- auth -------------------------------------------------------------------------------
     def authorize(self, authorization: str | None) -> None:
@@ -122,7 +124,7 @@ class ModelControl:
         async with self._lock(name):
             model_dir = self.repository.model_dir(name)
             if not model_dir.is_dir():
-                raise ModelNotFound(f"model '{name}' has no folder in {self.repository.root}")
+                raise ModelNotFound.unknown(name, detail=f"no folder in {self.repository.root}")
             config = await asyncio.to_thread(self.repository.read_config, model_dir)
             available, _ = await asyncio.to_thread(version_dirs, model_dir)
             if version is None:
@@ -130,7 +132,7 @@ class ModelControl:
                 if not wanted:
                     raise ModelLoadError(f"{model_dir}: no version folders match the version policy")
             elif int(version) not in available:
-                raise ModelNotFound(f"model '{name}' has no version folder {model_dir / version}")
+                raise ModelNotFound.unknown(name, version, f"no version folder {model_dir / version}")
             else:
                 wanted = [version]
                 self._pinned.add((name, version))
@@ -151,9 +153,11 @@ class ModelControl:
                 )
             return self._rows(name)
 
-    async def _load_version(self, model: Model, config: ModelConfig, version: str) -> ModelVersion:
+    async def _load_version(
+        self, model: Model, config: ModelConfig, version: str, force: bool = False
+    ) -> ModelVersion:
         current = model.versions.get(version)
-        if current is not None and current.ready and current.config == config:
+        if current is not None and current.ready and current.config == config and not force:
             return current  # unchanged and serving: nothing to do
         entry = ModelVersion(model.name, version, config, model.path / version)
         swap = current is not None and current.ready
@@ -252,13 +256,20 @@ class ModelControl:
     async def reload(self) -> dict[str, list[str]]:
         """``rescan`` on request (the poller calls ``rescan`` itself, in every worker)."""
         self._one_process("re-reading the repository on request")
-        return await self.rescan()
+        return await self.rescan(take_all=True)
 
-    async def rescan(self) -> dict[str, list[str]]:
-        """Pick up model and version folders added or removed since the last look."""
+    async def rescan(self, take_all: bool = False) -> dict[str, list[str]]:
+        """Pick up model and version folders added or removed since the last look. A remote
+        repository is synced first (serving/repository/remote.py): its versions whose files
+        changed reload, and a changed config.yaml applies to the model's loaded versions;
+        ``take_all`` takes new remote versions without waiting for a second listing."""
+        changed: set[str] = set()
+        if self.repository.remote is not None:
+            changed = await asyncio.to_thread(self.repository.remote.sync, False, take_all)
         root = self.repository.root
         single = self.repository.single_model
         changes: dict[str, list[str]] = {"loaded": [], "unloaded": [], "failed": []}
+        self._changed = changed
         if single is not None:
             names = [single]
         else:
@@ -312,11 +323,26 @@ class ModelControl:
                     await self._drain(entry, "version folder removed")
                     del model.versions[entry.version]
                     changes["unloaded"].append(f"{name}/{entry.version}")
-            new = [v for v in selected if v not in model.versions or model.versions[v].retry_due(config)]
+            # Remote versions whose files changed, or every loaded one when config.yaml changed.
+            touched = {
+                v
+                for v in selected
+                if v in model.versions
+                and model.versions[v].ready
+                and (
+                    self.repository.relative(model_dir / v) in self._changed
+                    or self.repository.relative(model_dir / "config.yaml") in self._changed
+                )
+            }
+            new = [
+                v
+                for v in selected
+                if v not in model.versions or model.versions[v].retry_due(config) or v in touched
+            ]
             if not new:
                 return
             for version in new:
-                entry = await self._load_version(model, config, version)
+                entry = await self._load_version(model, config, version, force=version in touched)
                 (changes["loaded"] if entry.ready else changes["failed"]).append(f"{name}/{version}")
             model.config, model.error = config, ""
             await self._retire_unselected(model, selected)

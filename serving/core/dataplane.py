@@ -3,7 +3,7 @@
 ``DataPlane.infer`` is a short sequence of named steps (route, validate, admit, predict,
 shape outputs), each a method tests call directly. It raises typed errors (serving.errors)
 and returns results; counting requests and naming outcomes is the adapters' job
-(serving.protocol.edge). It records what only it sees: in-flight requests and rejections.
+(serving.protocol.edge). It records what only it sees: in-flight requests and rejections (in one place, ``infer``).
 """
 
 from __future__ import annotations
@@ -210,10 +210,12 @@ class DataPlane:
         inflight = self.metrics.inflight_for(request.model)
         inflight.inc()
         trace = request.trace
+        refusable = False
         try:
             started = time.time_ns() if trace is not None else 0
             route = self.route(model, request)
             entry = route.entry
+            refusable = True  # until compute answers, a refusal is counted (once, below)
             # No await from routing to ``entry.inflight += 1`` in ``predict``: an unload that
             # starts after the route sees this request in flight and waits for it.
             inputs = self.validate(entry, request)
@@ -221,6 +223,7 @@ class DataPlane:
             if trace is not None:
                 trace.child("routing", started, None, {"serving.model.version": entry.version})
             results = await self.predict(entry, predictor, inputs, request.deadline, trace)
+            refusable = False
             if self.prediction_metrics:
                 self.record_predictions(entry, route.variant, results)
             if entry.profile is not None and self.monitor is not None:
@@ -230,6 +233,13 @@ class DataPlane:
                     route.shadow, entry.version, inputs, results, route.tolerance, request.edge, trace
                 )
             return self.shape_outputs(entry, request, results, route.variant)
+        except ServingError as exc:
+            # The one place rejections are recorded: invalid inputs, passed deadlines and full
+            # queues, whichever stage (validation, admission, the predictor's pool or the
+            # batcher's queue) refused the request; the error table names the reason.
+            if refusable and exc.rejection is not None:
+                self.metrics.rejections.labels(request.model, exc.rejection).inc()
+            raise
         finally:
             inflight.dec()
 
@@ -290,11 +300,7 @@ class DataPlane:
 
     def validate(self, entry: ModelVersion, request: InferenceRequest) -> dict[str, Array]:
         """The inputs checked against the version's signature, keyed by name."""
-        try:
-            return validate_inputs(entry.config, request)
-        except InvalidInput:
-            self.metrics.rejections.labels(request.model, "invalid").inc()
-            raise
+        return validate_inputs(entry.config, request)
 
     def admit(self, entry: ModelVersion, request: InferenceRequest) -> Predictor:
         """Refuse what cannot be served in time: a passed deadline, a version without a
@@ -303,14 +309,12 @@ class DataPlane:
         if request.deadline is None and self.limits.default_timeout is not None:
             request.deadline = time.monotonic() + self.limits.default_timeout
         elif request.deadline is not None and time.monotonic() > request.deadline:
-            self.metrics.rejections.labels(request.model, "deadline").inc()
             raise DeadlineExceeded("the request's deadline passed before compute")
         predictor = entry.predictor
         if predictor is None:
             raise ModelNotReady(f"model '{request.model}' version {entry.version} is {entry.state.value}")
         limit = self.limits.max_inflight
         if limit and entry.inflight >= limit and not entry.config.batching.enabled:
-            self.metrics.rejections.labels(request.model, "overload").inc()
             raise Overloaded(
                 f"model '{request.model}' version {entry.version}: {entry.inflight} requests "
                 f"already in flight (max_inflight {limit}); retry later"

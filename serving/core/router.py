@@ -197,7 +197,7 @@ class Router:
         if version is not None:
             entry = model.versions.get(version)
             if entry is None:
-                raise ModelNotFound(f"model '{model.name}' has no version '{version[:64]}'")
+                raise ModelNotFound.unknown(model.name, version)
             if not entry.ready:
                 raise ModelNotReady(
                     f"model '{model.name}' version {version} is {entry.state.value}"

@@ -107,6 +107,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Shadow copies are not requests anyone sent: they have series of their own, so
+        # serving_requests_total counts exactly what the adapters received.
+        self.shadow_requests = Counter(
+            "serving_shadow_requests",
+            "Shadow copies run on the shadow version, by outcome (spelled by the adapter that received "
+            "the primary request).",
+            ["model", "version", "protocol", "outcome"],
+            registry=r,
+        )
+        self.shadow_duration = Histogram(
+            "serving_shadow_duration_seconds",
+            "Time to run one shadow copy on the shadow version (off the caller's path).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "serving_queue_wait_seconds",
             "Time a request waited before compute (batcher queue, or a free predict thread).",
@@ -191,6 +207,13 @@ class Metrics:
             buckets=DIFF_BUCKETS,
             registry=r,
         )
+        self.shadow_rows = Counter(
+            "serving_shadow_rows",
+            "Rows of shadow copies compared by predicted class (classifier outputs: arg-max or "
+            "integer label, as serving_predictions_total buckets them), by result (agree, disagree).",
+            ["model", "primary_version", "shadow_version", "output", "result"],
+            registry=r,
+        )
         self.shadow_dropped = Counter(
             "serving_shadow_dropped",
             "Shadow copies not sent because the shadow queue was full.",
@@ -231,6 +254,60 @@ class Metrics:
             ["model"],
             registry=r,
             multiprocess_mode="liveall",
+        )
+        # Remote repositories (serving/repository/remote.py): downloads, the shared model cache
+        # and the store's health. Counted per process; with --workers N each worker syncs.
+        self.repository_download_bytes = Counter(
+            "serving_repository_download_bytes",
+            "Bytes downloaded from the object store, by model and version (0 on a warm restart).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.repository_download_seconds = Counter(
+            "serving_repository_download_seconds",
+            "Seconds spent downloading from the object store, by model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_cache_hits = Counter(
+            "serving_model_cache_hits",
+            "Remote repository files found in the model cache (verified, not downloaded).",
+            registry=r,
+        )
+        self.model_cache_misses = Counter(
+            "serving_model_cache_misses",
+            "Remote repository files not in the model cache (downloaded, or missing while the store is down).",
+            registry=r,
+        )
+        self.model_cache_bytes = Gauge(
+            "serving_model_cache_bytes",
+            "Bytes held by the model cache (every process sharing it).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_cache_evictions = Counter(
+            "serving_model_cache_evictions",
+            "Files evicted from the model cache by its size bound (least recently used, unlinked).",
+            registry=r,
+        )
+        self.repository_last_listing = Gauge(
+            "serving_repository_last_listing_timestamp_seconds",
+            "Unix time of the last successful listing of the remote repository.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.repository_store_up = Gauge(
+            "serving_repository_store_up",
+            "1 when the last listing of the remote repository succeeded; 0 while it fails (cached "
+            "versions keep serving).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.repository_failures = Counter(
+            "serving_repository_failures",
+            "Failed store operations after their retries: list, download, digest (a mismatch).",
+            ["kind"],
+            registry=r,
         )
         # Model monitoring (serving.observability.monitoring): per-process drift of what this
         # process saw ("liveall": one series per worker), and summable per-bin counters from
@@ -352,6 +429,13 @@ class Metrics:
         children[1].observe(seconds)
         if children[2] is not None:
             children[2](seconds)
+
+    def observe_shadow(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
+        """One shadow copy run (never a request: serving_requests_total is the adapters')."""
+        self.shadow_requests.labels(model, version, protocol, outcome).inc()
+        self.shadow_duration.labels(model, version).observe(seconds)
+        one = self.statistics.version(model, version)  # the version did run an inference
+        (one.succeeded if outcome in OK_OUTCOMES else one.failed)(seconds)
 
     def inflight_for(self, model: str) -> Any:
         """The cached in-flight gauge child of ``model``."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,22 +272,17 @@ def read_profile(
 
 # -- binning and PSI ------------------------------------------------------------------------
 class Binner:
-    """Counts rows per slot for a fixed list of columns, vectorised over rows and columns.
+    """Counts rows per slot for a fixed list of columns, vectorised over rows.
 
     ``count(values)`` for ``values`` [N, C] returns (slot counts, flat over the columns in
-    order; out-of-range counts [C]; missing counts [C]). One comparison against a padded
-    [C, E] edge matrix bins every numeric and categorical value at once; only categorical
-    columns need a second look (for unseen values)."""
+    order; out-of-range counts [C]; missing counts [C]). One ``searchsorted`` per column
+    (O(N log bins): callers hand it many rows at once, the server a whole drain of its queue),
+    one ``bincount`` for all; categorical columns get a second look for unseen values."""
 
     def __init__(self, columns: tuple[Column, ...]) -> None:
         self.columns = columns
-        width = max((len(c.cuts) for c in columns), default=0)
-        cuts = np.full((len(columns), max(width, 1)), np.inf)
-        for i, c in enumerate(columns):
-            # categorical: midpoints, so each category value falls in its own bin
-            row = c.cuts if c.kind == "numeric" else (c.cuts[:-1] + c.cuts[1:]) / 2
-            cuts[i, : len(row)] = row
-        self._cuts = cuts
+        # categorical: midpoints, so each category value falls in its own bin
+        self._cuts = [c.cuts if c.kind == "numeric" else (c.cuts[:-1] + c.cuts[1:]) / 2 for c in columns]
         sizes = np.array([c.slots for c in columns], dtype=np.intp)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         self.size = int(sizes.sum())
@@ -304,17 +300,20 @@ class Binner:
         x = np.asarray(values, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
-        missing = np.isnan(x)
-        slots = (x[:, :, None] > self._cuts[None, :, :]).sum(axis=2) + self.offsets
+        xt = np.ascontiguousarray(x.T)  # one column per row: every step below reads contiguously
+        slots = np.empty(xt.shape, dtype=np.intp)
+        for i, cuts in enumerate(self._cuts):  # bin i: cuts[i-1] < x <= cuts[i]
+            slots[i] = np.searchsorted(cuts, xt[i], side="left")
+        slots += self.offsets[:, None]
+        missing = np.isnan(xt)
+        out_of_range = (xt < self._low[:, None]) | (xt > self._high[:, None])
         for i, categories, unseen in self._categorical:
-            col = x[:, i]
-            slots[~np.isin(col, categories) & ~missing[:, i], i] = unseen
-        out_of_range = ~missing & ((x < self._low) | (x > self._high))
-        for i, categories, _ in self._categorical:
-            out_of_range[:, i] = ~missing[:, i] & ~np.isin(x[:, i], categories)
-        slots = np.where(missing, self._missing_slot, slots)
+            unknown = ~np.isin(xt[i], categories) & ~missing[i]
+            slots[i, unknown] = unseen
+            out_of_range[i] = unknown
+        np.copyto(slots, self._missing_slot[:, None], where=missing)
         counts = np.bincount(slots.ravel(), minlength=self.size)
-        return counts, out_of_range.sum(axis=0), missing.sum(axis=0)
+        return counts, out_of_range.sum(axis=1), missing.sum(axis=1)
 
     def psi(self, counts: Array) -> Array:
         """PSI of every column: sum over slots of (a - e) ln(a / e), with a the observed and e
@@ -332,27 +331,59 @@ class Binner:
         return result
 
 
-def drift_figures(profile: Profile, features: Array, outputs: dict[str, Array]) -> dict[str, Any]:
-    """The drift report of a whole table (``serving batch --drift-report``): the PSI of every
-    feature and output value, and out-of-range and missing counts, from the same Binner the
-    server uses, so the figures equal the server's over the same rows."""
-    doc: dict[str, Any] = {"rows": int(features.shape[0]), "features": {}, "outputs": {}}
-    binner = Binner(profile.features)
-    counts, oor, missing = binner.count(features)
-    for i, column in enumerate(profile.features):
-        doc["features"][column.name] = {
-            "psi": _finite(binner.psi(counts)[i]),
-            "out_of_range": int(oor[i]),
-            "missing": int(missing[i]),
+class DriftCounts:
+    """Counts of a whole table, batch by batch (``serving batch --drift-report``), with the
+    Binner the server uses: the PSI of every feature and output value, out-of-range and missing
+    counts. ``add`` may be called from several threads."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.binner = Binner(profile.features)
+        self.out_binner = Binner(profile.outputs)
+        self.counts = np.zeros(self.binner.size, dtype=np.int64)
+        self.out_counts = np.zeros(self.out_binner.size, dtype=np.int64)
+        self.out_of_range = np.zeros(len(profile.features), dtype=np.int64)
+        self.missing = np.zeros(len(profile.features), dtype=np.int64)
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    def add(self, features: Array, outputs: dict[str, Array]) -> None:
+        counts, oor, missing = self.binner.count(features)
+        out_counts = np.zeros(self.out_binner.size, dtype=np.int64)
+        if self.profile.outputs:
+            columns = output_columns(outputs)
+            out_counts = self.out_binner.count(
+                np.stack([columns[c.name] for c in self.profile.outputs], axis=1)
+            )[0]
+        with self._lock:
+            self.counts += counts
+            self.out_counts += out_counts
+            self.out_of_range += oor
+            self.missing += missing
+            self.rows += len(features)
+
+    def report(self) -> dict[str, Any]:
+        psi = self.binner.psi(self.counts)
+        out_psi = self.out_binner.psi(self.out_counts)
+        return {
+            "rows": self.rows,
+            "features": {
+                c.name: {
+                    "psi": _finite(psi[i]),
+                    "out_of_range": int(self.out_of_range[i]),
+                    "missing": int(self.missing[i]),
+                }
+                for i, c in enumerate(self.profile.features)
+            },
+            "outputs": {c.name: {"psi": _finite(out_psi[i])} for i, c in enumerate(self.profile.outputs)},
         }
-    if profile.outputs:
-        columns = output_columns(outputs)
-        out_binner = Binner(profile.outputs)
-        values = np.stack([columns[c.name] for c in profile.outputs], axis=1)
-        out_counts, _, _ = out_binner.count(values)
-        for i, column in enumerate(profile.outputs):
-            doc["outputs"][column.name] = {"psi": _finite(out_binner.psi(out_counts)[i])}
-    return doc
+
+
+def drift_figures(profile: Profile, features: Array, outputs: dict[str, Array]) -> dict[str, Any]:
+    """The drift report of a whole table at once (see DriftCounts)."""
+    counts = DriftCounts(profile)
+    counts.add(features, outputs)
+    return counts.report()
 
 
 def _finite(value: float) -> float | None:

@@ -106,8 +106,6 @@ class DynamicBatcher:
         if self._closed:
             raise ModelNotReady(f"model '{self._model}' is unloading")
         if len(self._pending) >= self._max_queue:
-            if self._metrics is not None:
-                self._metrics.rejections.labels(self._model, "overload").inc()
             raise Overloaded(
                 f"model '{self._model}': {len(self._pending)} requests already queued "
                 f"(max_queue_size {self._max_queue}); retry later"
@@ -212,8 +210,6 @@ class DynamicBatcher:
             if item.future.done():  # the caller went away
                 continue
             if item.deadline is not None and now > item.deadline:
-                if self._metrics is not None:
-                    self._metrics.rejections.labels(self._model, "deadline").inc()
                 late = DeadlineExceeded("the request's deadline passed while it waited for a batch")
                 if item.trace is not None:
                     item.trace.child("queue wait", item.enqueued_ns, None, error=late)

@@ -224,8 +224,6 @@ class ThreadedPredictor:
     def _check_deadline(self, deadline: float | None) -> None:
         # A pool thread picked the call up: past its deadline, the caller no longer wants it.
         if deadline is not None and time.monotonic() > deadline:
-            if self._metrics is not None:
-                self._metrics.rejections.labels(self._model, "deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while it waited for a predict thread")
 
     def _call(

@@ -108,6 +108,11 @@ def export_booster(
     says FAILED and the CLI exits 1.
     """
     check_model_name(model)
+    if not booster_path.is_file():
+        what = "is a directory" if booster_path.is_dir() else "no such file"
+        raise ModelLoadError(
+            f"{booster_path}: {what}; give a booster file (model.json, model.ubj or model.txt)"
+        )
     converted = (
         _convert_lightgbm(booster_path) if is_lightgbm_model(booster_path) else _convert_xgboost(booster_path)
     )
@@ -142,8 +147,17 @@ def _convert_xgboost(booster_path: Path) -> _Converted:
     from onnxmltools import convert_xgboost
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    booster = xgb.Booster(model_file=str(booster_path))
-    n_features = booster.num_features()
+    from serving.runtimes.xgboost import error_reason
+
+    try:
+        booster = xgb.Booster(model_file=str(booster_path))
+        n_features = booster.num_features()
+    except xgb.core.XGBoostError as exc:
+        # one line, without the library's C++ backtrace: what a text file or a truncated
+        # booster gets (not LightGBM text either, since is_lightgbm_model said no)
+        raise ModelLoadError(
+            f"{booster_path}: not a model XGBoost or LightGBM can load (XGBoost: {error_reason(exc)})"
+        ) from None
     onnx_model = convert_xgboost(
         booster, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=TARGET_OPSET
     )
@@ -284,14 +298,12 @@ def is_lightgbm_model(path: Path) -> bool:
 
 def _convert_lightgbm(booster_path: Path) -> _Converted:
     """LightGBM text models: refused (ModelLoadError) when they split on categories."""
-    import lightgbm as lgb
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    try:
-        booster = lgb.Booster(model_file=str(booster_path))
-    except lgb.basic.LightGBMError as exc:
-        raise ModelLoadError(f"{booster_path}: LightGBM cannot load it: {str(exc).splitlines()[0]}") from None
+    from serving.runtimes.lightgbm import load_booster
+
+    booster = load_booster(booster_path)  # ModelLoadError in one line for a broken or truncated file
     n_features = booster.num_feature()
     dump = booster.dump_model()
     categorical = sorted(

@@ -31,15 +31,20 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
+from serving.observability.metrics import Metrics
 from serving.observability.profile import PROFILE_FILE, Profile, ProfileError, read_profile
 from serving.predict.predictor import Predictor, ThreadedPredictor
 from serving.runtimes.base import Runtime, load_runtime, model_file
 from serving.runtimes.fastpath import PathChoice
 from serving.runtimes.warmup import GeneratedWarmupRefused, WarmupConfigError, run_warmup
 from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.repository.remote import RemoteRepository
 
 log = logging.getLogger("serving.repository.store")
 
@@ -167,8 +172,22 @@ class ModelRepository:
         settings: Settings,
         executor: Executor,
         predictor_factory: PredictorFactory | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.root = settings.model_repo
+        self.remote: RemoteRepository | None = None
+        """Set for an object-store repository: ``root`` is then its assembled local view."""
+        if settings.model_repo_uri is not None:
+            from serving.repository.objectstore import StoreError
+            from serving.repository.remote import RemoteRepository
+
+            try:
+                self.remote = RemoteRepository(settings, metrics)
+            except StoreError as exc:
+                raise ModelLoadError(exc.message) from None
+            except OSError as exc:
+                raise ModelLoadError(f"model cache: {exc.strerror or exc}: {exc.filename}") from None
+            self.root = self.remote.view
         self._settings = settings
         self._executor = executor
         self._predictor_factory = predictor_factory or self._threaded
@@ -180,14 +199,14 @@ class ModelRepository:
     def get(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name[:128]}' is not in the repository")
+            raise ModelNotFound.unknown(name, detail="not in the repository")
         return model
 
     def version(self, name: str, version: str) -> ModelVersion:
         model = self.get(name)
         found = model.versions.get(version)
         if found is None:
-            raise ModelNotFound(f"model '{name}' has no version '{version[:64]}'")
+            raise ModelNotFound.unknown(name, version)
         return found
 
     @property
@@ -227,6 +246,8 @@ class ModelRepository:
     def load_all(self, stop: threading.Event | None = None) -> None:
         """Discover every model folder and load the versions its policy selects; once
         ``stop`` is set (SIGTERM during start-up), load no more models."""
+        if self.remote is not None:
+            self.remote.sync(first=True)
         if not self.root.is_dir():
             raise ModelLoadError(f"model repository {self.root} is not a directory")
         wanted = self.single_model or self._settings.model_name
@@ -244,7 +265,7 @@ class ModelRepository:
         check_model_name(name)
         model_dir = self.model_dir(name)
         if not model_dir.is_dir():
-            raise ModelNotFound(f"model '{name}' has no folder in {self.root}")
+            raise ModelNotFound.unknown(name, detail=f"no folder in {self.root}")
         model = Model(name=name, path=model_dir)
         self.models[name] = model
         try:
@@ -290,9 +311,18 @@ class ModelRepository:
             entry.redacted = (exc.message, self.public(exc, entry.path))
             raise
 
+    def unit(self, entry: ModelVersion) -> str:
+        """The version folder relative to the root (``model/n``, or ``n`` for one model's folder)."""
+        return self.relative(entry.path)
+
     def _open_runtime(self, entry: ModelVersion) -> tuple[Runtime, float, float]:
         start = time.perf_counter()
         entry.files = version_files(entry.path)
+        problem = self.remote.problem(self.unit(entry)) if self.remote is not None else None
+        if problem is not None:
+            full, public = problem
+            log.error("model %s version %s failed to load: %s", entry.model, entry.version, full)
+            raise ModelLoadError(full, public, entry.path)
         try:
             root = self.root.resolve()
             confine(entry.path, root)
@@ -358,6 +388,10 @@ class ModelRepository:
                 row = {"name": model.name, "version": entry.version, "state": entry.state.value}
                 if entry.reason:
                     row["reason"] = entry.reason if detail else entry.public_reason
+                elif self.remote is not None and entry.ready:
+                    note = self.remote.note(self.unit(entry))
+                    if note is not None:
+                        row["reason"] = note
                 if detail and entry.monitoring != "none":
                     row["monitoring"] = entry.monitoring
                 rows.append(row)
@@ -370,6 +404,8 @@ class ModelRepository:
                     entry.runtime.close()
                     entry.runtime = None
                 entry.state = VersionState.UNAVAILABLE
+        if self.remote is not None:
+            self.remote.close()
 
 
 def expected_output_values(config: ModelConfig) -> set[str] | None:

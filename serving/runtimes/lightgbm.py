@@ -138,7 +138,9 @@ class _FastConfig:
             self.config = ctypes.c_void_p()
 
 
-def _load(path: Path) -> lgb.Booster:
+def load_booster(path: Path) -> lgb.Booster:
+    """The booster in ``path`` (Booster.save_model text), or ModelLoadError in one line: LightGBM's
+    own parser is shown only complete text models (a truncated one aborts the process in it)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -150,6 +152,14 @@ def _load(path: Path) -> lgb.Booster:
         # a JSON dump) before LightGBM's parser sees it
         raise ModelLoadError(
             f"{path}: not a LightGBM text model (Booster.save_model output starts with 'tree')",
+            "not a valid LightGBM model",
+            path,
+        )
+    if "\nend of trees\n" not in text:
+        # LightGBM parses the trees in parallel by the sizes in the header; a file cut short
+        # (an interrupted copy) makes it terminate the whole process instead of raising
+        raise ModelLoadError(
+            f"{path}: truncated LightGBM model (no 'end of trees' line after the trees)",
             "not a valid LightGBM model",
             path,
         )
@@ -167,7 +177,7 @@ class LightGBMRuntime:
     serves small (below ``lightgbm_fast_path_max_rows``) and large batches, and why."""
 
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
-        booster = _load(path)
+        booster = load_booster(path)
         n_features = booster.num_feature()
         check_feature_count(path, n_features, config)
         per_row = booster.num_model_per_iteration()

@@ -92,14 +92,19 @@ class _CallState:
             self.proxy = ctypes.c_void_p()
 
 
+def error_reason(exc: Exception) -> str:
+    """The first line of an XGBoost error without its "[hh:mm:ss] /build/path/file.cc:123: "
+    prefix (and without the C++ backtrace below it)."""
+    return _XGB_PREFIX.sub("", str(exc).splitlines()[0])
+
+
 class XGBoostRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
         try:
             booster = xgb.Booster(model_file=str(path))
             n_features = booster.num_features()
         except xgb.core.XGBoostError as exc:
-            # XGBoost prefixes its messages with "[hh:mm:ss] /build/path/file.cc:123: "
-            reason = _XGB_PREFIX.sub("", str(exc).splitlines()[0])
+            reason = error_reason(exc)
             raise ModelLoadError(
                 f"{path}: XGBoost cannot load it: {reason}", "not a valid XGBoost model", path
             ) from None

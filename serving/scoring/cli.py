@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from serving.cliflags import add_model_repo, model_repo_or_default
 
 
 def _names(text: str) -> list[str]:
@@ -30,7 +31,7 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "and model_version. See docs/batch.md.",
     )
     batch.add_argument("model", help="model name in the repository")
-    batch.add_argument("--repo", type=Path, default=Path("model_repo"), help="model repository")
+    add_model_repo(batch)
     batch.add_argument("--input", required=True, help="Parquet or CSV file, or a directory of them")
     batch.add_argument(
         "--output", required=True, help="output Parquet file (local engine) or directory (Spark)"
@@ -79,6 +80,18 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     batch.add_argument("--overwrite", action="store_true", help="replace an existing output")
     batch.add_argument(
+        "--drift-report",
+        metavar="FILE",
+        help="also write the drift figures of the scored rows against the version's profile.json "
+        "(JSON: PSI per feature and output value, out-of-range and missing counts; local engine)",
+    )
+    batch.add_argument(
+        "--explain",
+        action="store_true",
+        help="add contrib_<feature> and contrib_bias columns: exact per-feature contributions in the "
+        "booster's raw margin (boosters and ONNX versions exported from one; local engine)",
+    )
+    batch.add_argument(
         "--engine",
         choices=["local", "spark"],
         default="local",
@@ -107,7 +120,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     options = BatchOptions(
         model=args.model,
-        repo=args.repo,
+        repo=model_repo_or_default(args),
         input=args.input,
         output=args.output,
         version=args.version,
@@ -122,7 +135,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         input_format=args.input_format,
         overwrite=args.overwrite,
+        drift_report=args.drift_report,
+        explain=args.explain,
     )
+    if args.engine == "spark" and (args.drift_report or args.explain):
+        print("error: --drift-report and --explain run with --engine local", file=sys.stderr)
+        return 1
     if args.workers:
         options.workers = args.workers
     try:
@@ -149,7 +167,7 @@ def add_profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "input and prediction drift against it. See docs/guides/monitoring.md.",
     )
     profile.add_argument("model", help="model name in the repository")
-    profile.add_argument("--repo", type=Path, default=Path("model_repo"), help="model repository")
+    add_model_repo(profile)
     profile.add_argument("--data", required=True, help="the training table (Parquet or CSV)")
     profile.add_argument("--version", help="version to profile (default: newest the policy serves)")
     features = profile.add_mutually_exclusive_group()
@@ -172,7 +190,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     try:
         path, doc = profile_version(
-            args.repo,
+            model_repo_or_default(args),
             args.model,
             args.data,
             version=args.version,

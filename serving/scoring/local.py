@@ -19,12 +19,13 @@ Two ways to use the cores (``parallel``); ``loadtests/batch_bench.py`` measures 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -33,7 +34,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from serving import platforms
-from serving.scoring.model import BatchError, VersionRef, open_runtime, resolve_version
+from serving.observability.profile import DriftCounts
+from serving.scoring.model import (
+    BatchError,
+    VersionRef,
+    explanation_names,
+    open_runtime,
+    resolve_version,
+    version_profile,
+)
 from serving.scoring.plan import NanPolicy, ScoredBatch, ScoringPlan, build_plan
 from serving.scoring.progress import Progress
 from serving.settings import Settings
@@ -63,6 +72,10 @@ class BatchOptions:
     parallel: Parallel = "auto"
     input_format: Literal["auto", "parquet", "csv"] = "auto"
     overwrite: bool = False
+    drift_report: str | None = None
+    """JSON file for the drift figures of the scored rows against the version's profile."""
+    explain: bool = False
+    """Add ``contrib_<feature>`` and ``contrib_bias`` columns (exact contributions)."""
 
 
 @dataclass
@@ -144,6 +157,15 @@ def atomic_parquet(target: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter
         raise
 
 
+def write_drift_report(path: Path, ref: VersionRef, drift: DriftCounts) -> None:
+    """The drift figures as JSON, written atomically: what the server's serving_feature_drift
+    and serving_prediction_drift would show for a window holding exactly these rows."""
+    doc = {"model": ref.model, "version": ref.version, **drift.report()}
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps(doc, indent=1) + "\n")
+    temporary.replace(path)
+
+
 def prepare(
     options: BatchOptions, dataset_schema: pa.Schema, settings: Settings | None = None
 ) -> ScoringPlan:
@@ -189,7 +211,17 @@ def run_local(
         if isinstance(dataset, ds.FileSystemDataset) and dataset.format.default_extname == "parquet"
         else None
     )
+    drift = DriftCounts(version_profile(plan.ref)) if options.drift_report is not None else None
     runtime = open_runtime(plan.ref, settings)
+    try:
+        if drift is not None:
+            plan = replace(plan, drift=drift)
+        if options.explain:
+            width = plan.sources[0].width
+            plan = plan.with_explanations(runtime, explanation_names(plan.ref, runtime, width))
+    except BaseException:
+        runtime.close()
+        raise
     threads = options.workers if parallel == "chunks" else 1
     keep_rejects = options.on_bad_rows == "reject"
     progress = Progress(stream, total, tty=tty, interval=interval)
@@ -246,6 +278,8 @@ def run_local(
     finally:
         runtime.close()
     seconds = progress.finish()
+    if drift is not None and options.drift_report is not None:
+        write_drift_report(Path(options.drift_report), plan.ref, drift)
     return Summary(
         progress.rows, rejected, seconds, options.output, options.rejects if keep_rejects else None
     )

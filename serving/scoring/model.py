@@ -13,8 +13,9 @@ from pathlib import Path
 
 from serving.errors import InvalidInput, ModelLoadError, ModelNotFound
 from serving.modelconfig import ModelConfig, check_model_name, check_version_name, load_config
-from serving.repository.store import ModelRepository, ModelVersion, version_dirs
-from serving.runtimes.base import Runtime
+from serving.observability.profile import PROFILE_FILE, Profile, ProfileError, read_profile
+from serving.repository.store import ModelRepository, ModelVersion, expected_output_values, version_dirs
+from serving.runtimes.base import Runtime, feature_names
 from serving.settings import Settings
 
 
@@ -47,13 +48,13 @@ def resolve_version(
         check_model_name(model)
         model_dir = repository.model_dir(model)
         if not model_dir.is_dir():
-            raise ModelNotFound(f"model '{model}' has no folder in {repo}")
+            raise ModelNotFound.unknown(model, detail=f"no folder in {repo}")
         config = load_config(model_dir / "config.yaml")
         available, _ = version_dirs(model_dir)
         if version is not None:
             check_version_name(version)
             if int(version) not in available:
-                raise ModelNotFound(f"model '{model}' has no version '{version}' (has {available})")
+                raise ModelNotFound.unknown(model, version, f"has {available}")
             chosen = version
         else:
             selected = config.version_policy.select(available)
@@ -77,3 +78,34 @@ def open_runtime(ref: VersionRef, settings: Settings) -> Runtime:
     except ModelLoadError as exc:
         raise BatchError(f"model '{ref.model}' version {ref.version} cannot load: {exc.message}") from None
     return runtime
+
+
+def version_profile(ref: VersionRef) -> Profile:
+    """The version's ``profile.json``, checked as the server checks it; BatchError if absent
+    or refused."""
+    spec = ref.config.inputs[0]
+    path = ref.path / PROFILE_FILE
+    if not path.is_file():
+        raise BatchError(
+            f"model '{ref.model}' version {ref.version} has no {PROFILE_FILE}: write one with 'serving profile'"
+        )
+    if len(spec.shape) != 2:
+        raise BatchError("drift reports need a model with one [-1, n_features] input")
+    try:
+        return read_profile(path, spec.shape[1], spec.name, expected_output_values(ref.config))
+    except ProfileError as exc:
+        raise BatchError(f"{path}: {exc}") from None
+
+
+def explanation_names(ref: VersionRef, runtime: Runtime, width: int) -> list[str]:
+    """Feature names as the server's explain route gives them: the profile's, else the
+    booster's own, else ``f0..fN``."""
+    path = ref.path / PROFILE_FILE
+    names: list[str] | None = None
+    if path.is_file():
+        try:
+            names = [c.name for c in version_profile(ref).features]
+        except BatchError:
+            names = None
+    names = names or feature_names(runtime)
+    return names if names is not None and len(names) == width else [f"f{i}" for i in range(width)]

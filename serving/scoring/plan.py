@@ -16,7 +16,7 @@ caller fails the run or writes them to a rejects file with the reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -29,13 +29,15 @@ from serving.datatypes import numpy_dtype
 from serving.errors import InvalidInput
 from serving.inference import Array, InferenceRequest, Tensor
 from serving.modelconfig import ModelConfig, TensorSpec
-from serving.runtimes.base import Runtime
+from serving.observability.profile import DriftCounts
+from serving.runtimes.base import Runtime, explainer
 from serving.scoring.model import BatchError, VersionRef
 
 MODEL_COLUMN = "model_name"
 VERSION_COLUMN = "model_version"
 ROW_COLUMN = "row"
 REASON_COLUMN = "reason"
+CONTRIB_PREFIX = "contrib_"
 
 NanPolicy = Literal["auto", "allow", "reject"]
 
@@ -107,6 +109,12 @@ class ScoringPlan:
     split_outputs: bool
     reject_nan: bool
     input_schema: pa.Schema
+    drift: DriftCounts | None = None
+    """Counts every scored row for ``--drift-report`` (the server's binning)."""
+    explain_names: list[str] | None = None
+    """``--explain``: one ``contrib_<name>`` column per feature, and ``contrib_bias``."""
+    explain_classes: int = 1
+    """Classes of the booster's margin: 1 gives float columns, K > 1 list columns of K values."""
     output_schema: pa.Schema = field(init=False)
     rejects_schema: pa.Schema = field(init=False)
 
@@ -125,6 +133,9 @@ class ScoringPlan:
                 fields.extend(pa.field(f"{spec.name}_{k}", arrow_type) for k in range(spec.shape[1]))
             else:
                 fields.append(pa.field(spec.name, pa.list_(arrow_type)))
+        if self.explain_names is not None:
+            kind = pa.float64() if self.explain_classes == 1 else pa.list_(pa.float64(), self.explain_classes)
+            fields += [pa.field(f"{CONTRIB_PREFIX}{n}", kind) for n in [*self.explain_names, "bias"]]
         fields += [pa.field(MODEL_COLUMN, pa.string()), pa.field(VERSION_COLUMN, pa.string())]
         names = [f.name for f in fields]
         clashes = sorted({n for n in names if names.count(n) > 1})
@@ -256,9 +267,40 @@ class ScoringPlan:
                 width = array.shape[1]
                 offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
                 columns.append(pa.ListArray.from_arrays(offsets, pa.array(array.reshape(-1), arrow_type)))
+        if self.drift is not None:
+            self.drift.add(matrices[0], outputs)
+        if self.explain_names is not None:
+            columns.extend(self._contributions(runtime, matrices[0]))
         columns.append(pa.array([self.ref.model] * rows, pa.string()))
         columns.append(pa.array([self.ref.version] * rows, pa.string()))
         return ScoredBatch(pa.RecordBatch.from_arrays(columns, schema=self.output_schema), rejects, first_bad)
+
+    def _contributions(self, runtime: Runtime, x: Array) -> list[pa.Array]:
+        explain = explainer(runtime)
+        assert explain is not None
+        e = explain(x)
+        parts = [*np.moveaxis(e.contributions, -1, 0), e.bias]  # one [N] or [N, K] per column
+        if self.explain_classes == 1:
+            return [pa.array(np.asarray(p, dtype=np.float64), pa.float64()) for p in parts]
+        kind = pa.list_(pa.float64(), self.explain_classes)
+        return [
+            pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(p, np.float64).ravel()), type=kind)
+            for p in parts
+        ]
+
+    def with_explanations(self, runtime: Runtime, names: list[str]) -> ScoringPlan:
+        """This plan with contribution columns, their shape probed on one row of zeros;
+        BatchError when the version cannot explain."""
+        explain = explainer(runtime)
+        if explain is None or len(self.sources) != 1 or len(self.sources[0].spec.shape) != 2:
+            raise BatchError(
+                f"model '{self.ref.model}' version {self.ref.version} cannot explain: explanations come "
+                "from XGBoost and LightGBM boosters, and from ONNX versions 'serving export' made from one"
+            )
+        width = self.sources[0].width
+        probe = explain(np.zeros((1, width), dtype=numpy_dtype(self.sources[0].spec.datatype)))
+        classes = 1 if probe.contributions.ndim == 2 else int(probe.contributions.shape[1])
+        return replace(self, explain_names=names, explain_classes=classes)
 
     def predict(self, runtime: Runtime, matrices: Sequence[Array]) -> dict[str, Array]:
         """The server's validation, the runtime call, and the dataplane's output dtype cast."""

@@ -69,5 +69,11 @@ def test_every_model_and_wire_format(results: dict[str, Any]) -> None:
 
 
 def test_errors(results: dict[str, Any]) -> None:
-    assert results["errors"]["rest"] == [404, {"error": "model 'no-such-model' is not in the repository"}]
-    assert results["errors"]["grpc"] == ["NOT_FOUND", "model 'no-such-model' is not in the repository"]
+    assert results["errors"]["rest"] == [
+        404,
+        {"error": "Request for unknown model: 'no-such-model' is not found (not in the repository)"},
+    ]
+    assert results["errors"]["grpc"] == [
+        "NOT_FOUND",
+        "Request for unknown model: 'no-such-model' is not found (not in the repository)",
+    ]

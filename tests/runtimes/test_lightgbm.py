@@ -21,7 +21,11 @@ from serving.runtimes.base import load_runtime
 from serving.runtimes.fastpath import LIBRARY, probe_rows
 from serving.runtimes.lightgbm import FAST, LightGBMRuntime
 from serving.settings import Settings
+from tests.server_process import DEMO_REPO
 from tests.tinymodels import spec, train_lgbm
+
+_DEMO_TEXT = (DEMO_REPO / "cancer-lgbm" / "1" / "model.txt").read_bytes()
+CUT_MODEL = _DEMO_TEXT[: len(_DEMO_TEXT) // 3]
 
 N_FEATURES = 8
 TOLERANCE = 1e-6
@@ -274,11 +278,14 @@ def test_feature_count_and_output_shape_are_checked(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"tree\nversion=v4\nnum_class=1\n", "LightGBM cannot load it: "),
+        (b"tree\nversion=v4\nnum_class=1\n", "truncated LightGBM model"),
+        # cut inside its trees (an interrupted copy): LightGBM's parser used to abort the process
+        (CUT_MODEL, "truncated LightGBM model (no 'end of trees' line after the trees)"),
+        (b"tree\nversion=v4\nnum_class=1\nend of trees\n", "LightGBM cannot load it: "),
         (b"\x80\x04\x95 not text", "not a LightGBM text model (not UTF-8 text)"),
         (b'{"name": "tree"}', "not a LightGBM text model (Booster.save_model output starts with 'tree')"),
     ],
-    ids=["truncated", "binary", "json"],
+    ids=["header-only", "cut-in-trees", "no-trees", "binary", "json"],
 )
 def test_bad_files_are_clean_load_errors(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "model.txt"

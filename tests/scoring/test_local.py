@@ -82,7 +82,7 @@ def test_list_output_or_one_column_per_class(tmp_path: Path) -> None:
          "pass-through column 'missing' is not in the input"),
         ({"columns": [f"f{j}" for j in range(30)], "keep": ["probability"]},
          "output columns ['probability'] clash with pass-through columns"),
-        ({"columns": [f"f{j}" for j in range(30)], "version": "9"}, "model 'cancer-xgb' has no version '9'"),
+        ({"columns": [f"f{j}" for j in range(30)], "version": "9"}, "Request for unknown model: 'cancer-xgb' version '9' is not found"),
     ],
 )  # fmt: skip
 def test_a_bad_mapping_fails_before_scoring(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
@@ -250,7 +250,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
                  str(tmp_path / "o.parquet")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1
-    assert err == f"error: model 'nope' has no folder in {DEMO_REPO}\n"
+    assert err == f"error: Request for unknown model: 'nope' is not found (no folder in {DEMO_REPO})\n"
     code = main(["batch", "iris-xgb", "--input", str(tmp_path / "missing.parquet"), "--output", "o.parquet"])
     assert (
         code == 1

@@ -112,7 +112,7 @@ def test_right_token_is_200_and_the_index_is_public(canary_server: ServerProcess
         ("POST", "/v2/repository/models/iris-xgb/load", {"parameters": 5}, 400, "parameters"),
         ("POST", "/v2/repository/models/nope/load", None, 404, "no folder"),
         ("POST", "/v2/repository/models/nope/unload", None, 404, "not in the repository"),
-        ("POST", "/v2/repository/models/iris-xgb/unload", {"version": "8"}, 404, "no version '8'"),
+        ("POST", "/v2/repository/models/iris-xgb/unload", {"version": "8"}, 404, "version '8' is not found"),
         ("POST", "/v2/repository/index", {"ready": "yes"}, 400, "ready"),
     ],
 )

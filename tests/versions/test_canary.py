@@ -133,6 +133,6 @@ def test_pin_always_wins(canary_server: ServerProcess) -> None:
             variant = "stable" if version == "1" else "canary"
             assert answers == {(200, version, variant)}
         status, _, _, body = client.infer(path="/v2/models/iris-xgb/versions/7/infer")
-        assert status == 404 and b"no version '7'" in body
+        assert status == 404 and b"Request for unknown model: 'iris-xgb' version '7' is not found" in body
     finally:
         client.close()

@@ -84,7 +84,8 @@ def test_shadow_differences_are_visible_in_metrics(canary_server: ServerProcess)
     assert diff_count == compared
     true_diff = float(np.max(np.abs(expected - shadow_answer)))
     assert diff_sum / diff_count == pytest.approx(true_diff, rel=1e-5)
-    assert sample(after, "serving_requests_total", variant="shadow", version="2") >= compared
+    assert sample(after, "serving_shadow_requests_total", version="2") >= compared
+    assert sample(after, "serving_requests_total", variant="shadow", version="2") == 0, "not a request"
 
 
 def iris_version(version: str) -> ModelVersion:
@@ -124,7 +125,9 @@ def test_full_queue_drops_and_counts_and_a_failing_shadow_is_only_counted() -> N
     assert sample(text, "serving_shadow_dropped_total", model="iris-xgb") == 46
     assert sample(text, "serving_shadow_comparisons_total", result="mismatch", **LABELS) == 5
     assert sample(text, "serving_shadow_comparisons_total", result="error", **LABELS) == 1
-    assert sample(text, "serving_requests_total", variant="shadow", outcome="INTERNAL") == 1
+    assert sample(text, "serving_shadow_requests_total", outcome="INTERNAL") == 1
+    assert sample(text, "serving_shadow_duration_seconds_count", version="2") == 6
+    assert "serving_requests_total{" not in text, "shadow copies are not requests"
     assert shadow.inflight == 0
 
 

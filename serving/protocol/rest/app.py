@@ -41,6 +41,7 @@ from serving.protocol.rest import binary, codec
 from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
 from serving.protocol.rest.deadline import TIMEOUT_HEADER, deadline_from_header
 from serving.protocol.rest.onewrite import try_respond
+from serving.protocol.rest.schema import INFERENCE_ROUTES
 from serving.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,18 +87,9 @@ def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
     return exc.http_status, orjson.dumps({"error": exc.message}), headers
 
 
-RAW_ROUTES = (
-    ("POST", "/v2/models/{model}[/versions/{version}]/infer", "Inference (OIP v2; JSON or binary tensors)"),
-    ("POST", "/v1/models/{model}:predict", "Inference (KServe v1 instances)"),
-    (
-        "POST",
-        "/v2/models/{model}[/versions/{version}]/explain",
-        "Exact per-feature contributions, bias and raw margin of an inference body's rows "
-        "(boosters, and ONNX versions exported from one; explain_max_rows rows at most)",
-    ),
-    ("POST", "/v1/models/{model}:explain", "Explanations for KServe v1 instances (the same body as v2)"),
-)
-"""The routes the raw-ASGI handler serves (docs/reference lists them beside the OpenAPI routes)."""
+RAW_ROUTES = tuple((r.method, r.path, r.summary) for r in INFERENCE_ROUTES)
+"""The routes the raw-ASGI handler serves, as described in schema.py (docs/reference lists them
+beside the OpenAPI routes, with their messages)."""
 
 
 def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:

@@ -105,7 +105,7 @@ def test_raw_infer(client: OipClient) -> None:
     ("mutate", "code", "details"),
     [
         (lambda r: setattr(r, "model_name", "no-such-model"), "NOT_FOUND", "not in the repository"),
-        (lambda r: setattr(r, "model_version", "9"), "NOT_FOUND", "has no version '9'"),
+        (lambda r: setattr(r, "model_version", "9"), "NOT_FOUND", "Request for unknown model: 'iris-xgb' version '9' is not found"),
         (lambda r: setattr(r, "model_version", "latest"), "INVALID_ARGUMENT", "positive integers"),
         (lambda r: setattr(r, "model_name", "../etc"), "INVALID_ARGUMENT", "invalid model name"),
         (lambda r: r.inputs[0].shape.__setitem__(1, 2), "INVALID_ARGUMENT", "needs 4"),
@@ -236,3 +236,33 @@ def test_grpc_with_two_workers(tmp_path: Path) -> None:
             finally:
                 c.close()
         assert all(a == answers[0] for a in answers) and len(answers[0]) == 6
+
+
+def test_an_over_size_message_reaches_the_edge_is_refused_and_counted(tmp_path: Path) -> None:
+    """grpc's own limit sits above ours, so a message over SERVING_MAX_BODY_BYTES is refused by the
+    adapter with our error (RESOURCE_EXHAUSTED) and counted like any request, never dropped by the
+    library before the edge sees it."""
+    env = {"SERVING_MAX_BODY_BYTES": "4096"}
+    with running_server(DEMO_REPO, tmp_path / "logs", env=env) as server:
+        client = OipClient(server.grpc_target)
+        try:
+            rows = np.ones((300, 4), dtype=np.float32)  # 1,200 floats: about 4.8 KB of fp32 contents
+            big = _iris_request(client.pb, rows)
+            assert 4096 < big.ByteSize() < 8192
+            with pytest.raises(grpc.RpcError) as err:
+                client.call("ModelInfer", big)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "SERVING_MAX_BODY_BYTES" in (err.value.details() or "")
+            small = client.call("ModelInfer", _iris_request(client.pb))
+            assert small.model_name == "iris-xgb"
+        finally:
+            client.close()
+        text = httpx.get(f"{server.url}/metrics").text
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("serving_requests_total{")
+        and 'protocol="grpc"' in line
+        and "RESOURCE_EXHAUSTED" in line
+    ]
+    assert len(counted) == 1 and counted[0].endswith(" 1.0"), counted

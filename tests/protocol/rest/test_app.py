@@ -143,7 +143,11 @@ def test_kserve_v1_model_and_list(demo_server: ServerProcess) -> None:
 )
 def test_unknown_model_or_version_is_404(demo_server: ServerProcess, path: str) -> None:
     message = error_of(httpx.get(demo_server.url + path), 404)
-    assert ("'nope'" in message and "not in the repository" in message) or "no version '9'" in message
+    # Triton's wording, which Triton clients match on
+    assert message.startswith("Request for unknown model: ")
+    assert ("'nope' is not found" in message and "not in the repository" in message) or (
+        "'iris-xgb' version '9' is not found" in message
+    )
 
 
 @pytest.mark.parametrize("name", ["a..b", "%2e%2e", ".hidden", "x%00y"])
@@ -316,13 +320,16 @@ def test_malformed_requests(demo_server: ServerProcess, body: bytes, message: st
 
 def test_unknown_model_and_version_on_infer_are_404(demo_server: ServerProcess) -> None:
     rows = [tensor("input", IRIS_X[:1])]
-    assert error_of(infer(demo_server, "nope", rows), 404) == "model 'nope' is not in the repository"
+    assert (
+        error_of(infer(demo_server, "nope", rows), 404)
+        == "Request for unknown model: 'nope' is not found (not in the repository)"
+    )
     assert (
         error_of(infer(demo_server, "iris-xgb", rows, version="7"), 404)
-        == "model 'iris-xgb' has no version '7'"
+        == "Request for unknown model: 'iris-xgb' version '7' is not found"
     )
     v1 = httpx.post(f"{demo_server.url}/v1/models/nope:predict", json={"instances": [[1, 2, 3, 4]]})
-    assert error_of(v1, 404) == "model 'nope' is not in the repository"
+    assert error_of(v1, 404) == "Request for unknown model: 'nope' is not found (not in the repository)"
 
 
 def test_wrong_datatype(demo_server: ServerProcess) -> None:
