@@ -281,6 +281,7 @@ class DataPlane:
             raise InvalidInput(
                 f"explain takes at most {max_rows} rows per request; this one has {x.shape[0]}"
             )
+        entry.inflight += 1  # an unload waits for it, as for an inference
         try:
             explanation = await asyncio.to_thread(explain, x)
         except Exception as exc:
@@ -288,6 +289,8 @@ class DataPlane:
             raise RuntimeFault(
                 f"model '{entry.model}' version {entry.version} failed to explain: {type(exc).__name__}"
             ) from None
+        finally:
+            entry.inflight -= 1
         width = x.shape[1]
         if entry.profile is not None:
             names = [c.name for c in entry.profile.features]
