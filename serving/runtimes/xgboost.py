@@ -33,6 +33,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -202,14 +203,17 @@ class XGBoostRuntime:
         self, path: Path, rows: Array, settings: Settings
     ) -> tuple[Callable[[Array], Array] | None, str]:
         try:
-            import onnxmltools
-            from onnxmltools import convert_xgboost
-            from onnxmltools.convert.common.data_types import FloatTensorType
-        except ImportError:
+            converter = metadata.version("onnxmltools")
+        except metadata.PackageNotFoundError:
             return None, "onnxmltools is not installed"
         n_features = self._n_features
 
         def build() -> bytes:
+            # Imported only to build: a twin from the cache never loads the converter (nor the
+            # onnx and protobuf modules it brings), which a server's memory would keep for good.
+            from onnxmltools import convert_xgboost
+            from onnxmltools.convert.common.data_types import FloatTensorType
+
             model = convert_xgboost(
                 self._small, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
             )
@@ -217,7 +221,7 @@ class XGBoostRuntime:
             data: bytes = model.SerializeToString()
             return data
 
-        kind = f"xgboost-twin onnxmltools-{onnxmltools.__version__} xgboost-{xgb.__version__} opset-15"
+        kind = f"xgboost-twin onnxmltools-{converter} xgboost-{xgb.__version__} opset-15"
         try:
             serialized, _ = fastpath.cached_build(path, kind, build, settings.fast_path_cache_dir)
             twin = fastpath.twin_reader(fastpath.onnx_session(serialized), self._library(rows[:1]))
