@@ -12,6 +12,8 @@ times each stage separately:
 - ``routing``, ``validation``, ``metrics``: what the router, the signature check and the
   Prometheus updates of one request cost alone (the features the speed issue's 10 % guard
   is about);
+- ``timeline``: recording one answered request into the status page's ring buffer
+  (serving/observability/timeline.py; part of ``metrics``), printed also as a share of ``asgi``;
 - ``predictions``: counting the answer's predicted class / score bin (``serving_predictions_total``,
   serving/observability/predictions.py) alone;
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
@@ -77,6 +79,7 @@ STAGES = (
     "routing",
     "validation",
     "metrics",
+    "timeline",
     "predictions",
     "dataplane",
     "dataplane-off",
@@ -213,6 +216,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         stage.served(0.0, 1, 7e-6)  # Prometheus children and statistics, as the predictor records
         metrics.observe_request(args.model, "1", "stable", "rest", "2xx", 3e-5)
 
+    series = metrics.timeline.series(args.model, "1")
+
+    async def call_timeline() -> None:
+        series.ok(3e-5)
+
     outputs = runtime.predict(inputs)
 
     async def call_predictions() -> None:
@@ -248,6 +256,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "routing": call_routing,
         "validation": call_validation,
         "metrics": call_metrics,
+        "timeline": call_timeline,
         "predictions": call_predictions,
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
@@ -280,6 +289,10 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         results.append(("dataplane", on[0], on[1]))
         results.append(("dataplane-off", off[0], off[1]))
         results.append(("on/off", on[0] / off[0], on[1] / off[1]))
+    measured = {label: (wall, cpu) for label, wall, cpu in results}
+    if "timeline" in measured and "asgi" in measured:
+        (tw, tc), (aw, ac) = measured["timeline"], measured["asgi"]
+        results.append(("timeline/asgi", tw / aw, tc / ac))
     if statuses and set(statuses) != {200}:
         raise SystemExit(f"the app answered {sorted(set(statuses))}")
     parts.executor.shutdown()
@@ -373,6 +386,8 @@ def main() -> None:
     for label, wall, cpu in results:
         if label == "on/off":
             print(f"{label:13} {wall:9.3f} {cpu:9.3f}   (dataplane with / without prediction series)")
+        elif label == "timeline/asgi":
+            print(f"{label:13} {wall:9.4f} {cpu:9.4f}   (the status page's ring buffer, share of a request)")
         elif label.startswith("on/off "):
             print(f"{label:13} {wall:9.3f} {cpu:9.3f}   (dataplane with / without model monitoring)")
         elif label == "dropped":

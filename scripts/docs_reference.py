@@ -356,7 +356,8 @@ def openapi() -> dict[str, Any]:
         # The repository index answers GET and POST from one function, so FastAPI names both
         # operations alike and warns; the paths and methods it lists are still right.
         warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
-        parts = build(Settings(model_repo=Path(empty)))
+        # status_page: list the status page's routes too (off by default on the public port)
+        parts = build(Settings(model_repo=Path(empty), status_page=True))
         try:
             document: dict[str, Any] = parts.rest_app._fallback.openapi()
             return document

@@ -101,6 +101,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         from serving.observability.monitoring import DriftMonitor
 
         dataplane.monitor = DriftMonitor.from_settings(settings, metrics)
+        metrics.timeline.health.append(dataplane.monitor.health)  # the status page's model health
     control = ModelControl(settings, dataplane)
     return Components(
         settings,

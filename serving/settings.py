@@ -304,6 +304,11 @@ class Settings(BaseSettings):
     answer only there (the REST port answers 404 with a pointer, gRPC repository RPCs
     PERMISSION_DENIED), so a NetworkPolicy can keep inference callers away from them."""
 
+    status_page: bool = False
+    """Serve the status page (``/status``: models, versions, traffic split, rates, latency) on
+    the REST port too. Off by default because it names the models; with ``admin_port`` set
+    it is always served there (read-only, no token: the port is for operators)."""
+
     admin_token: str | None = None
     """Bearer token for the admin endpoints (repository load/unload, traffic policy, full
     failure reasons). Unset or empty: admin endpoints answer 403. At least

@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
+from serving.observability.timeline import Timeline
 
 # 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
 LATENCY_BUCKETS = (
@@ -421,7 +422,9 @@ class Metrics:
         )
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
-        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self.timeline = Timeline()
+        """The last minutes of each version's requests, for the status page, fed by ``observe_request``."""
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
         self._predictions: dict[tuple[str, str, str], tuple[object, PredictionRecorder]] = {}
@@ -433,20 +436,28 @@ class Metrics:
         key = (model, version, variant, protocol, outcome)
         children = self._request_children.get(key)
         if children is None:
-            stats = None  # requests that never reached a version have no statistics
+            ok = outcome in OK_OUTCOMES
+            stats = timeline = None  # requests that never reached a version have no statistics
             if model != UNKNOWN_MODEL and version != NO_VERSION:
                 one = self.statistics.version(model, version)
-                stats = one.succeeded if outcome in OK_OUTCOMES else one.failed
+                stats = one.succeeded if ok else one.failed
+            if model != UNKNOWN_MODEL:  # the page shows a served model's unrouted failures too
+                # "shadow": serving.core.router.SHADOW (a layer above), the copies' variant
+                series = self.timeline.series(model, version, variant == "shadow")
+                timeline = series.ok if ok else series.error
             children = (
                 self.requests.labels(*key),
                 self.request_duration.labels(model, version, variant, protocol),
                 stats,
+                timeline,
             )
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
         if children[2] is not None:
             children[2](seconds)
+        if children[3] is not None:
+            children[3](seconds)
 
     def observe_shadow(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
         """One shadow copy run (never a request: serving_requests_total is the adapters')."""

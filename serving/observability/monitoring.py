@@ -109,6 +109,9 @@ class VersionMonitor:
                     share.labels(model, version, column.name, label).set(float(reference))
         for gauge in (*self.drift, *self.out_drift):
             gauge.set(float("nan"))
+        self.version = version
+        self.last: dict[str, float] = {}
+        """The PSI figures last published, by name, for the status page (empty until enough rows)."""
 
     def add(self, now: float, x: Array, outputs: dict[str, Array]) -> None:
         counts, oor, missing = self.binner.count(x[:, : len(self.features)])
@@ -138,6 +141,13 @@ class VersionMonitor:
             figures = binner.psi(counts) if enough else np.full(len(gauges), np.nan)
             for gauge, value in zip(gauges, figures, strict=True):
                 gauge.set(float(value))
+            kind = "input" if binner is self.binner else "prediction"
+            for column, value in zip(binner.columns, figures, strict=True):
+                name = f"v{self.version} {kind} drift (PSI): {column.name}"
+                if np.isnan(value):
+                    self.last.pop(name, None)
+                else:
+                    self.last[name] = float(value)
         # Counters move by what arrived since the last publication (a few inc calls a second,
         # not one per request and bin).
         for i in np.flatnonzero(self.pending):
@@ -275,6 +285,15 @@ class DriftMonitor:
         now = self._clock() if now is None else now
         for monitor in list(self._versions.values()):
             monitor.publish(now, self._min_rows)
+
+    def health(self, model: str) -> dict[str, float]:
+        """The model's last published drift figures (a ``HealthSource`` for the status page,
+        serving.observability.timeline)."""
+        figures: dict[str, float] = {}
+        for (name, _), monitor in list(self._versions.items()):
+            if name == model:
+                figures.update(monitor.last)
+        return figures
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_rout
 from serving.protocol.rest.inference import RestInference, Target, error_body, parse_infer_path
 from serving.protocol.rest.onewrite import try_respond
 from serving.protocol.rest.schema import INFERENCE_ROUTES
+from serving.protocol.rest.status import status_routes
 from serving.settings import Settings
 
 log = logging.getLogger("serving.rest")
@@ -294,6 +295,8 @@ def create_rest_app(
         api.include_router(admin_routes(control))
     else:
         api.include_router(admin_elsewhere(settings.admin_port))
+    if settings.status_page:
+        api.include_router(status_routes(control, settings.workers))
 
     # KServe v1
     @api.get("/v1/models")
@@ -315,7 +318,7 @@ def create_rest_app(
 
 
 def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
-    """The model control API alone, for ``SERVING_ADMIN_PORT``."""
+    """The model control API and the status page, for ``SERVING_ADMIN_PORT``."""
     api = FastAPI(
         title="serving admin",
         description="Model control: repository load/unload/reload and traffic policies",
@@ -326,4 +329,5 @@ def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
     _error_handlers(api)
     api.include_router(read_routes(control))
     api.include_router(admin_routes(control))
+    api.include_router(status_routes(control, settings.workers))  # read-only: /status
     return api
