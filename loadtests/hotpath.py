@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import statistics
 import sys
 import tempfile
 import time
@@ -291,15 +292,20 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
             results.append(await timed(name, args.n, stages[name]))
     if not args.only or any(name.startswith("dataplane") for name in args.only):
         # On and off alternate in rounds, so machine noise hits both alike; the ratio is the figure.
-        on, off = [0.0, 0.0], [0.0, 0.0]
-        rounds = 5
-        pair = [(on, call_dataplane), (off, call_dataplane_off)]
+        # Many short rounds and their medians: a loaded machine's bursts hit a few rounds, not
+        # the figure (five means swung the ratio from 0.95 to 1.30 between runs).
+        rounds = 20
+        walls: tuple[list[float], list[float]] = ([], [])
+        cpus: tuple[list[float], list[float]] = ([], [])
+        pair = [(0, call_dataplane), (1, call_dataplane_off)]
         for _ in range(rounds):
             pair.reverse()  # neither always goes first
-            for acc, call in pair:
-                _, wall, cpu = await timed("", args.n // rounds, call)
-                acc[0] += wall / rounds
-                acc[1] += cpu / rounds
+            for side, call in pair:
+                _, wall, cpu = await timed("", max(args.n // rounds, 100), call)
+                walls[side].append(wall)
+                cpus[side].append(cpu)
+        on = [statistics.median(walls[0]), statistics.median(cpus[0])]
+        off = [statistics.median(walls[1]), statistics.median(cpus[1])]
         results.append(("dataplane", on[0], on[1]))
         results.append(("dataplane-off", off[0], off[1]))
         results.append(("on/off", on[0] / off[0], on[1] / off[1]))

@@ -4,7 +4,8 @@ prediction-shift test (serving/rollout/statistics.py).
 Every output of a model's config.yaml is read once into an :class:`OutputRule`:
 
 - **class**: an integer output of one column (``label``), or a float output of several
-  columns (``probabilities [N, K]``, the predicted class is the arg-max). Bucket = the class
+  columns (``probabilities [N, K]``, the predicted class is the arg-max; not counted when the
+  model also has an integer class output, whose label the arg-max repeats). Bucket = the class
   number, ``0`` .. ``MAX_CLASSES - 1``; every other value (larger, negative) is ``other``.
 - **score**: a float output of one column (a probability, a score, a regression target).
   Bucket = the upper edge of the fixed bin the value falls in (``le`` semantics: ``value <=
@@ -105,8 +106,12 @@ def output_rules(
                 OutputRule(name, "score", tuple(float(e) for e in edges.get(name, DEFAULT_SCORE_EDGES)))
             )
         elif datatype in _FLOAT and (columns > 1 or columns == -1):
-            rules.append(OutputRule(name, "class"))
-    return tuple(rules)
+            rules.append(OutputRule(name, "class", (-1.0,)))  # marked: an arg-max, see below
+    # A classifier that also answers its label (ONNX: label + probabilities) would count every
+    # class twice: the arg-max repeats the label, so only the label is counted.
+    if any(r.kind == "class" and not r.edges for r in rules):
+        rules = [r for r in rules if not (r.kind == "class" and r.edges)]
+    return tuple(OutputRule(r.name, r.kind) if r.kind == "class" else r for r in rules)
 
 
 class PredictionRecorder:

@@ -257,7 +257,10 @@ def test_prediction_recorder_buckets_scores_and_caps_classes() -> None:
         ],
         {"score": (0.0, 0.5, 1.0)},
     )
-    assert [(r.name, r.kind) for r in rules] == [("score", "score"), ("label", "class"), ("probs", "class")]
+    # probs' arg-max repeats the label: only the label is counted
+    assert [(r.name, r.kind) for r in rules] == [("score", "score"), ("label", "class")]
+    assert [r.name for r in output_rules([("probs", "FP32", (-1, 4))], {})] == ["probs"]
+    rules = (*rules, output_rules([("probs", "FP32", (-1, 4))], {})[0])
     recorder = metrics.prediction_recorder("m", "3", "canary", object(), lambda: rules)
     recorder.record(
         {
