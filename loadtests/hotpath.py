@@ -16,10 +16,14 @@ times each stage separately:
   (serving/observability/timeline.py; part of ``metrics``), printed also as a share of ``asgi``;
 - ``predictions``: counting the answer's predicted class / score bin (``serving_predictions_total``,
   serving/observability/predictions.py) alone;
+- ``feedback``: remembering the answer for ground truth (``SERVING_FEEDBACK_RETENTION``, off by
+  default; serving/core/feedback.py) alone, a fresh server-made id each time;
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
   ``dataplane-off``: the same with the prediction series switched off
   (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send;
+- ``http-floor``: the same for the raw-ASGI floor app (``raw_asgi.py``: reads the body, answers
+  a fixed one): what uvicorn, httptools and the event loop cost alone;
 - ``http-asgi`` / ``http-direct``: the request's bytes fed to the REST listener's HTTP protocol
   (uvicorn's httptools protocol over an in-memory transport) until the response's bytes are
   written: through the ASGI app (``rest_infer_path=asgi``), or answered in the protocol
@@ -58,9 +62,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
+import raw_asgi  # noqa: E402
 import uvicorn  # noqa: E402
 import uvicorn.server  # noqa: E402
 
+from serving.core.feedback import FeedbackStore  # noqa: E402
 from serving.core.validation import validate_inputs  # noqa: E402
 from serving.predict.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
@@ -78,6 +84,7 @@ STAGES = (
     "metrics",
     "timeline",
     "predictions",
+    "feedback",
     "dataplane",
     "dataplane-off",
     "asgi",
@@ -223,6 +230,15 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_predictions() -> None:
         parts.dataplane.record_predictions(entry, "stable", outputs)
 
+    feedback = FeedbackStore(metrics, 100_000, 3600.0)
+
+    async def call_feedback() -> None:
+        parts.dataplane.feedback = feedback
+        parts.dataplane.remember(
+            entry, codec.decode_request(body, args.model, None, 1 << 20), "stable", outputs
+        )
+        parts.dataplane.feedback = None
+
     async def call_dataplane() -> None:
         parts.dataplane.prediction_metrics = True
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
@@ -238,6 +254,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         f"POST /v2/models/{args.model}/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
+    call_http_floor = http_caller(timed_protocol(10, 60), raw_asgi.app, raw)
     call_http_asgi = http_caller(timed_protocol(10, 60), parts.rest_app, raw)
     call_http_direct = http_caller(direct_protocol(parts.rest_app.inference, 10, 60), parts.rest_app, raw)
 
@@ -254,9 +271,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "metrics": call_metrics,
         "timeline": call_timeline,
         "predictions": call_predictions,
+        "feedback": call_feedback,
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,
+        "http-floor": call_http_floor,
         "http-asgi": call_http_asgi,
         "http-direct": call_http_direct,
     }

@@ -27,6 +27,7 @@ import uvicorn
 from serving.control.models import ModelControl
 from serving.core.dataplane import DataPlane
 from serving.core.faults import FaultInjector
+from serving.core.feedback import FeedbackStore
 from serving.core.limits import RequestLimits
 from serving.core.router import Router
 from serving.core.shadow import ShadowRunner
@@ -63,7 +64,7 @@ class Components:
 
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(stage_versions=settings.stage_metrics == "version")
     try:
         repository = ModelRepository(
             settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us), metrics
@@ -89,6 +90,9 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         shadow=ShadowRunner(metrics, settings.shadow_queue_size),
         tracing=tracing,
         prediction_metrics=settings.prediction_metrics,
+        feedback=FeedbackStore(metrics, settings.feedback_retention, settings.feedback_max_age_seconds)
+        if settings.feedback_retention
+        else None,
     )
     if settings.payload_log_url or settings.payload_log_dir is not None or settings.payload_log_sample_rate:
         from serving.observability.payloads import PayloadLogger

@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    stage_metrics: Literal["version", "model"] = "version"
+    """Labels of the per-stage series (``serving_queue_wait_seconds``,
+    ``serving_compute_duration_seconds``, ``serving_batch_size``, ``serving_queue_depth``):
+    ``version`` keeps them per model version; ``model`` sums each model's versions under
+    ``version="all"``, for servers with hundreds of versions, where these histograms are most
+    of ``/metrics`` (request counters and Triton statistics stay per version)."""
+
     loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
     """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a
     timer of this length, and how much later than due the loop ran it). 0 = off."""
@@ -341,6 +348,14 @@ class Settings(BaseSettings):
     prediction_metrics: bool = True
     """Count what each version predicts (``serving_predictions_total``: the predicted class, or
     the fixed bin of a score) for the rollout's prediction-shift test; false: not counted."""
+
+    feedback_retention: int = Field(0, ge=0, le=10_000_000)
+    """Answers remembered per process for ground truth (``POST /v2/models/{m}/feedback``,
+    serving/core/feedback.py), the oldest dropped past it; requests without an ``id`` get one in
+    the response. 0 (the default): off, nothing remembered."""
+
+    feedback_max_age_seconds: float = Field(3600.0, gt=0.0)
+    """Answers older than this can no longer be labelled (dropped and counted)."""
 
     shadow_queue_size: int = Field(64, ge=1, le=65536)
     """Shadow copies waiting to run; past it copies are dropped (and counted)."""

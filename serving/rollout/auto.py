@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide, judge_shadow
+from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide
 from serving.rollout.prometheus import PrometheusClient
 from serving.rollout.report import Out
+from serving.rollout.shadowgate import judge_shadow
 from serving.rollout.state import TrafficState, TrafficTarget
 from serving.rollout.statistics import SampleRatio, sample_ratio
 
@@ -36,8 +37,8 @@ def analyze_state(
 ) -> Analysis:
     stable_side, canary_side = state.sides
     return decide(
-        prom.sample(stable_side, window_s, thresholds.prediction_shift),
-        prom.sample(canary_side, window_s, thresholds.prediction_shift),
+        prom.sample(stable_side, window_s, thresholds.prediction_shift, thresholds.accuracy),
+        prom.sample(canary_side, window_s, thresholds.prediction_shift, thresholds.accuracy),
         thresholds,
         look,
     )
