@@ -17,6 +17,8 @@ Targets (each started fresh, checked for a correct answer, warmed up, then loade
 - ``ours``: ``serving serve`` over REST JSON, REST binary (OIP binary tensor extension) and
   gRPC; plus a 1,000-row payload and a 1,000-tree booster unbatched, batched (2 ms) and
   adaptive.
+- ``ours-asgi``: the same server with ``SERVING_REST_INFER_PATH=asgi`` (inference routes
+  through the ASGI app instead of the HTTP protocol), one-row REST only: a comparison, not gated.
 
 HTTP load: wrk (Debian package) with ``wrk_post.lua``; gRPC load: ``grpc_load.py`` (Python
 grpc.aio). Each row records the client's and the server's CPU use (cores busy during the
@@ -611,6 +613,20 @@ class Bench:
             http, grpc_port, points=ours_points, env={"SERVING_WORKERS": "1"},
         )  # fmt: skip
         self.run_target(ours, expected)
+        # The same server with its inference routes through ASGI (Settings.rest_infer_path):
+        # the protocol-level path's gain, side by side (not gated: a comparison only).
+        http = free_port()
+        asgi_points = points(["json"] if smoke else ["json", "binary"], "bench-onnx")
+        asgi_points += [] if smoke else points(["json"], "bench-xgb")
+        if args.models:
+            asgi_points = [p for p in asgi_points if p.model in args.models]
+        ours_asgi = Target(
+            "ours-asgi",
+            [py, "-m", "serving.cli", "serve", "--model-repo", str(self.work / "repo"), "--host", "127.0.0.1",
+             "--http-port", str(http), "--grpc-port", "-1", "--log-level", "warning"],
+            http, -1, points=asgi_points, env={"SERVING_WORKERS": "1", "SERVING_REST_INFER_PATH": "asgi"},
+        )  # fmt: skip
+        self.run_target(ours_asgi, expected)
 
         if not smoke:
             gport = free_port()
@@ -997,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=lambda s: s.split(","),
         default=[],
-        help="run only these targets (raw-asgi, ours, grpc-floor, kserve, mlserver)",
+        help="run only these targets (raw-asgi, ours, ours-asgi, grpc-floor, kserve, mlserver)",
     )
     parser.add_argument(
         "--models",

@@ -356,7 +356,8 @@ def openapi() -> dict[str, Any]:
         # The repository index answers GET and POST from one function, so FastAPI names both
         # operations alike and warns; the paths and methods it lists are still right.
         warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
-        parts = build(Settings(model_repo=Path(empty)))
+        # status_page: list the status page's routes too (off by default on the public port)
+        parts = build(Settings(model_repo=Path(empty), status_page=True))
         try:
             document: dict[str, Any] = parts.rest_app._fallback.openapi()
             return document
@@ -373,8 +374,10 @@ def rest_markdown() -> str:
 
     out = ["## Inference routes\n"]
     out.append(
-        "Served by the raw-ASGI handler (`serving/protocol/rest/app.py`, `InferenceApp`); their "
-        "messages are described in `serving/protocol/rest/schema.py`.\n"
+        "Infer and predict are answered in the HTTP protocol (`serving/protocol/rest/direct.py`) or, "
+        "with `SERVING_REST_INFER_PATH=asgi`, by the raw-ASGI handler (`serving/protocol/rest/app.py`, "
+        "`InferenceApp`), which also serves explain; both run `serving/protocol/rest/inference.py`. "
+        "Their messages are described in `serving/protocol/rest/schema.py`.\n"
     )
     rows = [
         [r.method, code(r.path), one_line(r.summary), code(r.request), code(r.response)]

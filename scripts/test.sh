@@ -6,12 +6,13 @@ cd "$(dirname "$0")/.."
 # Everything from the lock files in requirements/ (scripts/lock.sh refreshes them), hashes checked.
 bash scripts/install.sh test
 # wrk: the HTTP load generator of loadtests/bench.py (its smoke test runs in the suite);
-# java: the JVM for the local Spark of tests/scoring (Debian's OpenJDK)
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+# java: the JVM for the local Spark of tests/scoring (Debian's OpenJDK);
+# chromium + chromium-driver: the headless browser of tests/protocol/rest/test_status_browser.py
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless chromium chromium-driver) >/dev/null
   else
-    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless' >/dev/null
+    sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless chromium chromium-driver' >/dev/null
   fi
 fi
 .venv/bin/ruff check serving tests loadtests scripts
@@ -22,6 +23,11 @@ fi
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 status=0
-SERVING_REFERENCE_REPORT=$report .venv/bin/pytest -q -p no:cacheprovider "$@" || status=$?
+# Several processes (pytest-xdist): most tests wait on servers they start. Tests that measure
+# rates or latency share one of them (tests/conftest.py TIMED). SERVING_TEST_PROCESSES=0 runs serially.
+processes=${SERVING_TEST_PROCESSES:-3}
+xdist=(-n "$processes" --dist loadgroup)
+[ "$processes" = 0 ] && xdist=()
+SERVING_REFERENCE_REPORT=$report .venv/bin/pytest -q -p no:cacheprovider "${xdist[@]}" "$@" || status=$?
 cat "$report"
 exit "$status"

@@ -32,10 +32,12 @@ from serving.core.router import Router
 from serving.core.shadow import ShadowRunner
 from serving.errors import ModelLoadError
 from serving.observability.accesslog import AccessLog
+from serving.observability.looplag import sample_loop_lag
 from serving.observability.metrics import Metrics
 from serving.observability.metricsport import start_metrics_server
 from serving.protocol.rest.app import InferenceApp, create_rest_app
-from serving.protocol.rest.timeouts import timed_protocol
+from serving.protocol.rest.direct import DirectProtocol, direct_protocol
+from serving.protocol.rest.timeouts import TimedHttpToolsProtocol, timed_protocol
 from serving.repository.predictors import predictor_factory
 from serving.repository.store import ModelRepository
 from serving.settings import Settings
@@ -99,6 +101,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         from serving.observability.monitoring import DriftMonitor
 
         dataplane.monitor = DriftMonitor.from_settings(settings, metrics)
+        metrics.timeline.health.append(dataplane.monitor.health)  # the status page's model health
     control = ModelControl(settings, dataplane)
     return Components(
         settings,
@@ -190,6 +193,19 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def rest_protocol(settings: Settings, app: InferenceApp) -> type[TimedHttpToolsProtocol]:
+    """The REST listener's HTTP protocol: inference routes answered in it
+    (``rest_infer_path=protocol``) or everything through the ASGI app."""
+    header, body = settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+    if settings.rest_infer_path == "protocol":
+        protocol = direct_protocol(app.inference, header, body)
+        if issubclass(protocol, DirectProtocol):
+            log.info("REST inference routes answered in the HTTP protocol (rest_infer_path=protocol)")
+            return protocol
+    log.info("REST inference routes answered through ASGI")
+    return timed_protocol(header, body)
+
+
 async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
     """Run one serving process until it is told to stop. Each optional part starts here and
     registers how it stops on one exit stack, so teardown (in reverse order of start) is
@@ -232,6 +248,9 @@ async def serve(settings: Settings, sock: socket.socket | None = None) -> None:
             background(stack, parts.control.poll(settings.repository_poll_seconds))
         if policies is not None and settings.traffic_policy_dir is not None:
             background(stack, policies.watch())
+        if settings.loop_lag_interval_seconds > 0:
+            lag = sample_loop_lag(parts.metrics.event_loop_lag, settings.loop_lag_interval_seconds)
+            background(stack, lag)
         if settings.admin_port >= 0 and parts.control is not None:
             admin_server, admin_task = start_admin_server(settings, parts.control)
             stack.push_async_callback(stop_uvicorn, admin_server, admin_task)
@@ -258,7 +277,7 @@ def rest_config(settings: Settings, parts: Components) -> uvicorn.Config:
         host=settings.host,
         port=settings.http_port,
         loop="none",
-        http=timed_protocol(settings.http_header_timeout_seconds, settings.http_body_timeout_seconds),
+        http=rest_protocol(settings, parts.rest_app),
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
+    """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a
+    timer of this length, and how much later than due the loop ran it). 0 = off."""
+
+    rest_infer_path: Literal["protocol", "asgi"] = "protocol"
+    """Who answers the REST inference routes (``POST /v2/models/{m}[/versions/{v}]/infer``,
+    ``/v1/models/{m}:predict``): ``protocol`` parses and answers them in the HTTP protocol
+    (httptools callbacks straight to the dataplane, one socket write), every other route
+    going to the ASGI app on the same port; ``asgi`` sends them through the ASGI app too (the
+    fallback, and the comparison in benchmarks). ``protocol`` falls back to ``asgi`` with a
+    warning when the installed uvicorn is not the version it was built on."""
+
     log_level: str = "info"
     """Python log level for the server's own logs."""
 
@@ -265,7 +277,7 @@ class Settings(BaseSettings):
     """Features monitored per version (the first N of the profile): bounds the series count,
     at most this many times (bins + 2) bin counters per version."""
 
-    monitoring_queue_size: int = Field(1024, ge=1, le=1_000_000)
+    monitoring_queue_size: int = Field(4096, ge=1, le=1_000_000)
     """Sampled requests waiting for the monitoring thread; past it they are dropped and
     counted (``serving_monitoring_dropped_total``), never delayed."""
 
@@ -284,6 +296,11 @@ class Settings(BaseSettings):
     policy changes). -1 (the default): admin routes are on the REST port. When set, they
     answer only there (the REST port answers 404 with a pointer, gRPC repository RPCs
     PERMISSION_DENIED), so a NetworkPolicy can keep inference callers away from them."""
+
+    status_page: bool = False
+    """Serve the status page (``/status``: models, versions, traffic split, rates, latency) on
+    the REST port too. Off by default because it names the models; with ``admin_port`` set
+    it is always served there (read-only, no token: the port is for operators)."""
 
     admin_token: str | None = None
     """Bearer token for the admin endpoints (repository load/unload, traffic policy, full

@@ -7,7 +7,39 @@ from pathlib import Path
 import pytest
 
 from tests.references import REPORT_ENV, is_reference_skip, summary_line
-from tests.server_process import DEMO_REPO, ServerProcess, start_server
+from tests.server_process import DEMO_REPO, REST_PATHS, ServerProcess, start_server
+
+
+@pytest.fixture(scope="session", params=REST_PATHS)
+def rest_path(request: pytest.FixtureRequest) -> str:
+    """Who answers REST inference routes (``Settings.rest_infer_path``): REST protocol, edge,
+    error and reliability tests run on both (module servers take ``rest_env(rest_path)``)."""
+    return str(request.param)
+
+
+TIMED = (
+    "tests/rollout/test_e2e_inpod.py",
+    "tests/loadtests/test_locust_smoke.py",
+    "tests/loadtests/test_bench_smoke.py",
+    "tests/loadtests/test_workers.py",
+    "tests/reliability/test_drain.py",
+    "tests/reliability/test_overload.py",
+    "tests/observability/test_multiprocess.py",
+    "tests/observability/test_payloads.py",
+    "tests/versions/test_fleet.py",
+    "tests/versions/test_hot_swap.py",
+    "tests/versions/test_canary.py",
+)
+"""Files whose tests measure rates, latency or time-outs against a running server: under xdist
+(scripts/test.sh runs ``-n N --dist loadgroup``) they share one worker, one after another, so two
+of them never compete for the two cores while each measures."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in TIMED:
+            item.add_marker(pytest.mark.xdist_group("timed"))
+
 
 _reference_skips: set[str] = set()
 

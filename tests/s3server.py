@@ -77,8 +77,11 @@ class S3Server:
 
 @contextlib.contextmanager
 def moto_s3() -> Iterator[S3Server]:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

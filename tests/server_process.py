@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_REPO = ROOT / "model_repo"
 
 
+REST_PATHS = ("protocol", "asgi")
+"""``Settings.rest_infer_path`` values: the protocol-level inference path and the ASGI one."""
+
+
+def rest_env(path: str) -> dict[str, str]:
+    """The server environment selecting REST inference path ``path``."""
+    return {"SERVING_REST_INFER_PATH": path}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

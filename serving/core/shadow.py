@@ -10,6 +10,10 @@ slow shadow never holds a thread of the primary's predict pool, and compares out
   with result ``match``, ``mismatch`` (largest absolute difference above the policy's
   ``shadow_tolerance``, or different shapes) or ``error`` (the shadow raised);
 - ``serving_shadow_abs_diff`` histogram of the largest absolute difference per request;
+- ``serving_shadow_rows_total{model, primary_version, shadow_version, output, result}``: for
+  classifier outputs, rows whose predicted class (bucketed as ``serving_predictions_total``)
+  agrees or disagrees: a retrained model differs in every probability but rarely in its
+  answer, and the rollout's shadow gate judges the answers;
 - ``serving_shadow_dropped_total{model}``: copies dropped because the queue was full;
 - ``serving_shadow_requests_total{model, version, protocol, outcome}`` and
   ``serving_shadow_duration_seconds``: each run, outside ``serving_requests_total`` (which
@@ -34,6 +38,7 @@ from serving.core.router import SHADOW
 from serving.inference import Array
 from serving.labels import INTERNAL, Edge
 from serving.observability.metrics import Metrics
+from serving.observability.predictions import OutputRule, output_rules
 from serving.repository.store import ModelVersion
 
 if TYPE_CHECKING:
@@ -100,6 +105,8 @@ class ShadowRunner:
         self._executor: ThreadPoolExecutor | None = None
         self.completed = 0
         self.dropped = 0
+        self._rules: dict[str, tuple[object, tuple[OutputRule, ...]]] = {}
+        """model -> (the config its class rules were read from, the rules)"""
 
     def submit(
         self,
@@ -169,6 +176,7 @@ class ShadowRunner:
         seconds = time.perf_counter() - start
         if copy.edge is not None:
             self._metrics.observe_shadow(model, version, copy.edge.protocol, copy.edge.ok, seconds)
+        self._count_classes(copy, outputs)
         diff = max_abs_diff(copy.primary, outputs)
         if diff != float("inf"):
             self._metrics.shadow_abs_diff.labels(*labels).observe(diff)
@@ -177,6 +185,24 @@ class ShadowRunner:
         if copy.trace is not None:
             _shadow_span(copy, started_ns, result, None)
         self.completed += 1
+
+    def _count_classes(self, copy: _Copy, outputs: dict[str, Array]) -> None:
+        config = copy.shadow.config
+        cached = self._rules.get(copy.shadow.model)
+        if cached is None or cached[0] is not config:
+            specs = [(o.name, o.datatype, o.shape) for o in config.outputs]
+            rules = tuple(r for r in output_rules(specs, config.prediction_buckets) if r.kind == "class")
+            cached = self._rules[copy.shadow.model] = (config, rules)
+        for rule in cached[1]:
+            primary, shadow = copy.primary.get(rule.name), outputs.get(rule.name)
+            if primary is None or shadow is None or primary.shape[:1] != shadow.shape[:1]:
+                continue
+            differ = int(np.count_nonzero(rule.buckets(primary) != rule.buckets(shadow)))
+            labels = (copy.shadow.model, copy.primary_version, copy.shadow.version, rule.name)
+            if differ:
+                self._metrics.shadow_rows.labels(*labels, "disagree").inc(differ)
+            if differ < primary.shape[0]:
+                self._metrics.shadow_rows.labels(*labels, "agree").inc(primary.shape[0] - differ)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait until every queued copy has been compared (tests, shutdown)."""

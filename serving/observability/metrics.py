@@ -27,12 +27,15 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
+from serving.observability.timeline import Timeline
 
 # 50 µs to 10 s: online predict lives in the low buckets, overload in the high ones.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# 0.5 ms to 2.5 s: a healthy loop wakes within a millisecond; stalls show up in the high buckets.
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Largest absolute difference between a shadow's output and the primary's, per request.
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
@@ -205,6 +208,13 @@ class Metrics:
             "Largest absolute difference between the shadow's and the primary's outputs, per request.",
             ["model", "primary_version", "shadow_version"],
             buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "serving_shadow_rows",
+            "Rows of shadow copies compared by predicted class (classifier outputs: arg-max or "
+            "integer label, as serving_predictions_total buckets them), by result (agree, disagree).",
+            ["model", "primary_version", "shadow_version", "output", "result"],
             registry=r,
         )
         self.shadow_dropped = Counter(
@@ -394,9 +404,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.event_loop_lag = Histogram(
+            "serving_event_loop_lag_seconds",
+            "How late the event loop woke for a timer (sampled every loop_lag_interval_seconds): "
+            "time it spent on other work (a long callback, garbage collection, the CPU taken by "
+            "other processes) while requests and timers waited.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
-        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self.timeline = Timeline()
+        """The last minutes of each version's requests, for the status page, fed by ``observe_request``."""
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
         self._predictions: dict[tuple[str, str, str], tuple[object, PredictionRecorder]] = {}
@@ -408,20 +428,28 @@ class Metrics:
         key = (model, version, variant, protocol, outcome)
         children = self._request_children.get(key)
         if children is None:
-            stats = None  # requests that never reached a version have no statistics
+            ok = outcome in OK_OUTCOMES
+            stats = timeline = None  # requests that never reached a version have no statistics
             if model != UNKNOWN_MODEL and version != NO_VERSION:
                 one = self.statistics.version(model, version)
-                stats = one.succeeded if outcome in OK_OUTCOMES else one.failed
+                stats = one.succeeded if ok else one.failed
+            if model != UNKNOWN_MODEL:  # the page shows a served model's unrouted failures too
+                # "shadow": serving.core.router.SHADOW (a layer above), the copies' variant
+                series = self.timeline.series(model, version, variant == "shadow")
+                timeline = series.ok if ok else series.error
             children = (
                 self.requests.labels(*key),
                 self.request_duration.labels(model, version, variant, protocol),
                 stats,
+                timeline,
             )
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
         if children[2] is not None:
             children[2](seconds)
+        if children[3] is not None:
+            children[3](seconds)
 
     def observe_shadow(self, model: str, version: str, protocol: str, outcome: str, seconds: float) -> None:
         """One shadow copy run (never a request: serving_requests_total is the adapters')."""

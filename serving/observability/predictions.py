@@ -110,24 +110,33 @@ def output_rules(
 
 
 class PredictionRecorder:
-    """Counts one (model, version, variant)'s predictions into cached counter children."""
+    """Counts one (model, version, variant)'s predictions into cached counter children, each
+    made on its first count (a class never predicted exports no series)."""
 
-    __slots__ = ("_outputs",)
+    __slots__ = ("_child", "_outputs")
 
     def __init__(self, rules: Sequence[OutputRule], child: Any) -> None:
         """``child(output, bucket_label)``: the counter child for one bucket."""
-        self._outputs = [
-            (rule, len(rule.labels), [child(rule.name, label) for label in rule.labels]) for rule in rules
+        self._child = child
+        self._outputs: list[tuple[OutputRule, int, tuple[str, ...], list[Any]]] = [
+            (rule, len(rule.labels), rule.labels, [None] * len(rule.labels)) for rule in rules
         ]
 
     def record(self, results: Mapping[str, Any]) -> None:
-        for rule, size, children in self._outputs:
+        for rule, size, labels, children in self._outputs:
             values = results.get(rule.name)
             if values is None:
                 continue
             if values.shape[0] == 1:
-                children[rule.bucket(values)].inc()
+                i = rule.bucket(values)
+                found = children[i]
+                if found is None:
+                    found = children[i] = self._child(rule.name, labels[i])
+                found.inc()
                 continue
             counts = np.bincount(rule.buckets(values), minlength=size)
-            for i in np.flatnonzero(counts):
-                children[i].inc(int(counts[i]))
+            for j in np.flatnonzero(counts).tolist():
+                found = children[j]
+                if found is None:
+                    found = children[j] = self._child(rule.name, labels[j])
+                found.inc(int(counts[j]))

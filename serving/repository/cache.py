@@ -84,6 +84,8 @@ class Fetched:
     digest: str
     downloaded: int
     """Bytes this process downloaded for it (0: found in the cache)."""
+    fresh: bool = False
+    """Downloaded by this call (False: found, perhaps after waiting for another process)."""
 
 
 class ContentCache:
@@ -122,10 +124,10 @@ class ContentCache:
             fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{oid[:16]}-")
             tmp = Path(name)
             try:
+                # No fsync: a blob torn by a crash fails its hash in the next process that
+                # uses it (verify) and is fetched again; syncing every file would cost more.
                 with os.fdopen(fd, "wb") as out:
                     digest = download(out)
-                    out.flush()
-                    os.fsync(out.fileno())
                 size = tmp.stat().st_size
                 os.chmod(tmp, 0o444)
                 target = self.blob(digest)
@@ -139,7 +141,7 @@ class ContentCache:
                 raise
             write_atomic(self.index / oid, digest.encode())
             self._verified.add(digest)
-            return Fetched(digest, size)
+            return Fetched(digest, size, fresh=True)
 
     def verify(self, digest: str) -> bool:
         """Hash a blob again (once per process); a blob whose bytes changed is removed, so the

@@ -4,6 +4,9 @@ Usable from Python (``export_booster``) and as ``serving export``. The ONNX mode
 onnxmltools' output names: classifiers give ``label`` (INT64 [N]) and ``probabilities``
 (FP32 [N, K]); regressors give ``variable`` (FP32 [N, 1]).
 
+The version keeps its source booster beside ``model.onnx`` (``booster.json``, ``booster.ubj`` or
+``booster.txt``), so the ONNX version can explain its predictions (serving/runtimes/explain.py).
+
 Nothing is written unless the conversion predicts what the library does (within the tolerance,
 on random and edge rows: NaN, ±large, ±inf). A LightGBM booster (a ``Booster.save_model`` text
 file) with categorical splits is refused outright: ONNX's tree ensemble compares floats where

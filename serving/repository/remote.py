@@ -44,8 +44,10 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -60,6 +62,7 @@ from serving.settings import Settings
 log = logging.getLogger("serving.repository.remote")
 
 CONFIG = "config.yaml"
+FETCH_THREADS = 8
 UNREACHABLE_NOTE = "served from the model cache: the object store was unreachable at the last listing"
 
 
@@ -195,6 +198,7 @@ class RemoteRepository:
                     obj.key, "skipped", f"{self.uri}/{obj.key}: skipped (not a file of the repository layout)"
                 )
         changed: set[str] = set()
+        due: list[Unit] = []
         for name, unit in sorted(units.items()):
             signature = unit.signature
             if self._applied.get(name) == signature and name not in self.problems:
@@ -206,8 +210,13 @@ class RemoteRepository:
             if not settled:
                 log.info("%s/%s: new or changed; taken when the next listing agrees", self.uri, name)
                 continue
-            if self._apply(unit):
-                changed.add(name)
+            due.append(unit)
+        # Units fetch in parallel: a store's latency per request, not its bandwidth, bounds a
+        # repository of many small files. Each unit writes only its own view entry.
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="repo-fetch") as pool:
+            for unit, ok in zip(due, pool.map(self._apply, due), strict=True):
+                if ok:
+                    changed.add(unit.name)
         for name in [n for n in self._applied if n not in units]:
             self._remove(name)
             changed.add(name)
@@ -260,7 +269,6 @@ class RemoteRepository:
                 self._count("model_cache_hits")
                 digests.append(cached)
                 continue
-            self._count("model_cache_misses")
             start = time.perf_counter()
             fetched_bytes = 0
 
@@ -292,13 +300,22 @@ class RemoteRepository:
                     self.metrics.repository_download_seconds.labels(model, version).inc(
                         time.perf_counter() - start
                     )
+            # Found after waiting for another process's download of it: a hit too.
+            self._count("model_cache_misses" if fetched.fresh else "model_cache_hits")
             digests.append(fetched.digest)
         return self._assemble(unit, digests)
 
     def _assemble(self, unit: Unit, digests: list[str]) -> bool:
         """Link a unit's blobs into a staging folder and rename it into the view in one step."""
         target = self.view / unit.name
-        staging = Path(tempfile.mkdtemp(dir=self.view.parent, prefix=".staging-"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A config.yaml is linked beside its target and renamed over it; a version folder is
+        # built whole in a staging folder and renamed into place.
+        staging = (
+            target.with_name(f".{CONFIG}.{os.getpid()}.{threading.get_ident()}")
+            if unit.is_config
+            else Path(tempfile.mkdtemp(dir=self.view.parent, prefix=".staging-"))
+        )
         try:
             with self.cache.in_use():
                 for obj, digest in zip(unit.objects, digests, strict=True):
@@ -307,17 +324,24 @@ class RemoteRepository:
                         self._failure("digest", unit, reason, "digest mismatch in the model cache")
                         self.cache.forget(self._oid(obj))
                         return False
-                    rel = Path(obj.key).relative_to(unit.name) if not unit.is_config else Path(CONFIG)
-                    dest = staging / rel
+                    if unit.is_config:
+                        with contextlib.suppress(FileNotFoundError):
+                            staging.unlink()
+                        self.cache.link(digest, staging)
+                        continue
+                    dest = staging / Path(obj.key).relative_to(unit.name)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     self.cache.link(digest, dest)
-            target.parent.mkdir(parents=True, exist_ok=True)
             if unit.is_config:
-                os.replace(staging / CONFIG, target)
+                os.replace(staging, target)
             else:
                 _swap_in(staging, target)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if unit.is_config:
+                with contextlib.suppress(FileNotFoundError):
+                    staging.unlink()
+            elif staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
         self._applied[unit.name] = unit.signature
         if self.problems.pop(unit.name, None) is not None:
             log.info("%s/%s: assembled after an earlier failure", self.uri, unit.name)

@@ -8,18 +8,25 @@ rolled back), 2 hold (not enough evidence yet, or ``auto`` gave up holding), 3 e
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide
+from serving.rollout.auto import (
+    SRM_THRESHOLD,
+    analyze_state,
+    check_sample_ratio,
+    eta,
+    eta_text,
+    run_auto,
+    srm_message,
+)
+from serving.rollout.decision import EXIT_ERROR, Thresholds, Verdict
 from serving.rollout.prometheus import PrometheusClient, PrometheusError, parse_duration
-from serving.rollout.state import RolloutError, TrafficState, TrafficTarget
+from serving.rollout.report import Out, analysis_table, state_table
+from serving.rollout.state import RolloutError, TrafficTarget
 
 DEFAULT_WINDOW_S = 300.0
 EXIT_INTERRUPTED = 130
@@ -67,14 +74,12 @@ def thresholds_from(args: argparse.Namespace) -> Thresholds:
         latency_tolerance=args.latency_tolerance,
         latency_slack_s=args.latency_slack_ms / 1000,
         max_p99_s=None if args.max_p99_ms is None else args.max_p99_ms / 1000,
+        max_tail_increase=args.max_tail_increase,
+        prediction_shift=args.prediction_shift,
+        max_prediction_shift=args.max_prediction_shift,
+        max_disagreement=getattr(args, "max_disagreement", 0.1),
+        max_shadow_diff=getattr(args, "max_shadow_diff", 0.1),
     )
-
-
-def analyze_state(
-    state: TrafficState, prom: PrometheusClient, window_s: float, thresholds: Thresholds
-) -> Analysis:
-    stable_side, canary_side = state.sides
-    return decide(prom.sample(stable_side, window_s), prom.sample(canary_side, window_s), thresholds)
 
 
 def parse_steps(text: str) -> list[int]:
@@ -103,72 +108,20 @@ def _percent(text: str) -> int:
     return value
 
 
-# -- output ----------------------------------------------------------------------------------
-@dataclass
-class Out:
-    json_mode: bool
-    stream: TextIO | None = None
-    """Where to write; None means the current ``sys.stdout`` at each event."""
-
-    def emit(self, event: str, text: str, **data: Any) -> None:
-        stream = self.stream or sys.stdout
-        if self.json_mode:
-            print(
-                json.dumps({"event": event, "time": time.time(), **data}, default=str),
-                file=stream,
-                flush=True,
-            )
-        else:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=stream, flush=True)
-
-
-def state_table(state: TrafficState) -> str:
-    rows = [("ROLE", "REVISION", "TRAFFIC", "READY")]
-    rows += [(r.role, r.name, f"{r.percent}%", "yes" if r.ready else "no") for r in state.revisions]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"{state.target} ({state.mode})"]
-    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    if state.replicas:
-        lines.append(f"  replicas (store generation {state.generation}):")
-        for r in state.replicas:
-            weights = ", ".join(f"{v}={w:g}" for v, w in sorted(r.weights.items(), key=lambda i: int(i[0])))
-            generation = "?" if r.generation is None else str(r.generation)
-            lines.append(
-                f"    {r.name}  generation {generation}  weights {{{weights}}}"
-                + (f"  ({r.detail})" if r.detail else "")
-            )
-    lines += [f"  {line}" for line in (state.capacity.lines() if state.capacity else [])]
-    lines += [f"  note: {n}" for n in state.notes]
-    return "\n".join(lines)
-
-
-def analysis_table(a: Analysis) -> str:
-    def row(label: str, stable: str, canary: str) -> str:
-        return f"  {label:<14}{stable:>14}{canary:>14}"
-
-    def ms(value: float | None) -> str:
-        return "n/a" if value is None else f"{value * 1000:.1f} ms"
-
-    lines = [
-        row("", "stable", "canary"),
-        row("requests", f"{a.stable.requests:.0f}", f"{a.canary.requests:.0f}"),
-        row("error ratio", f"{a.stable.error_ratio:.2%}", f"{a.canary.error_ratio:.2%}"),
-        row("p99", ms(a.stable.p99_s), ms(a.canary.p99_s)),
-        "  checks: " + ", ".join(f"{k} {v}" for k, v in a.checks.items()),
-        f"  verdict: {a.verdict.value.upper()} — {a.reason}",
-    ]
-    return "\n".join(lines)
-
-
 # -- commands --------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, out: Out) -> int:
     state = checked_target(args).state()
     data: dict[str, Any] = {"state": state.to_dict()}
     text = state_table(state)
     if args.prometheus and state.canary is not None:
-        analysis = analyze_state(state, PrometheusClient(args.prometheus), args.window, thresholds_from(args))
+        thresholds = thresholds_from(args)
+        analysis = analyze_state(state, PrometheusClient(args.prometheus), args.window, thresholds)
         data["analysis"] = analysis.to_dict()
         text += "\n" + analysis_table(analysis)
+        found = eta(analysis, thresholds, args.window) if analysis.verdict is Verdict.HOLD else None
+        if found is not None:
+            data["eta"] = asdict(found)
+            text += eta_text(found)
     out.emit("status", text, **data)
     return 0
 
@@ -201,103 +154,29 @@ def cmd_analyze(args: argparse.Namespace, out: Out) -> int:
     state = checked_target(args).state()
     if state.canary is None:
         raise RolloutError(f"{state.target} has no canary to analyse")
-    analysis = analyze_state(state, PrometheusClient(args.prometheus), args.window, thresholds_from(args))
+    prom = PrometheusClient(args.prometheus)
+    srm = check_sample_ratio(state, prom, args.window, args.srm_threshold)
+    if srm is not None and srm.mismatch:
+        out.emit(
+            "sample_ratio_mismatch", "error: " + srm_message(srm), state=state.to_dict(), srm=asdict(srm)
+        )
+        return EXIT_ERROR
+    thresholds = thresholds_from(args)
+    analysis = analyze_state(state, prom, args.window, thresholds)
+    extra: dict[str, Any] = {} if srm is None else {"srm": asdict(srm)}
+    found = eta(analysis, thresholds, args.window) if analysis.verdict is Verdict.HOLD else None
+    if found is not None:
+        extra["eta"] = asdict(found)
     out.emit(
         "analysis",
         f"{state.target}: canary {state.canary.name} at {state.canary_percent}%, window {args.window:g}s\n"
-        + analysis_table(analysis),
+        + analysis_table(analysis)
+        + eta_text(found),
         state=state.to_dict(),
         analysis=analysis.to_dict(),
+        **extra,
     )
     return analysis.verdict.exit_code
-
-
-def run_auto(
-    target: TrafficTarget,
-    prom: PrometheusClient,
-    steps: list[int],
-    interval_s: float,
-    window_s: float,
-    thresholds: Thresholds,
-    out: Out,
-    max_holds: int = 10,
-    sleep: Callable[[float], None] = time.sleep,
-) -> int:
-    """Analyse, step up or roll back until the canary serves 100 % or is rolled back.
-
-    Every round starts from the live state, so an interrupted run resumes where the traffic
-    is: a canary at 25 % continues with the first step above 25 %."""
-    holds = 0
-    while True:
-        state = target.state()
-        canary = state.canary
-        if canary is None:
-            out.emit("done", f"{state.target}: no canary; nothing to roll out", state=state.to_dict())
-            return 0
-        if canary.percent == 0 and canary.ready:
-            out.emit(
-                "done",
-                f"{state.target}: canary {canary.name} has 0% (rolled back or not started)",
-                state=state.to_dict(),
-            )
-            return 1
-        if canary.percent == 0:
-            # Not ready yet: the cluster routes nothing to it (Standard mode) until it is.
-            holds += 1
-            if max_holds and holds >= max_holds:
-                out.emit("gave_up", f"canary {canary.name} not ready after {holds} checks", percent=0)
-                return 2
-            out.emit("wait", f"canary {canary.name} not ready; no traffic yet", canary=canary.name, percent=0)
-            sleep(interval_s)
-            continue
-        current = canary.percent
-        index = next((i for i, s in enumerate(steps) if s >= current), len(steps) - 1)
-        out.emit(
-            "wait",
-            f"canary {canary.name} at {current}% (step {index + 1}/{len(steps)}: {steps}); "
-            f"next analysis in {interval_s:g}s, at {time.strftime('%H:%M:%S', time.localtime(time.time() + interval_s))}",
-            canary=canary.name,
-            percent=current,
-            step=index + 1,
-            steps=steps,
-            next_analysis_in_s=interval_s,
-        )
-        sleep(interval_s)
-        state = target.state()
-        if state.canary is None or state.canary_percent != current:
-            out.emit("changed", "traffic changed under us; re-reading the state", state=state.to_dict())
-            continue
-        analysis = analyze_state(state, prom, window_s, thresholds)
-        out.emit(
-            "analysis",
-            f"verdict {analysis.verdict.value.upper()} at {current}%: {analysis.reason}",
-            percent=current,
-            analysis=analysis.to_dict(),
-        )
-        if analysis.verdict is Verdict.ROLLBACK:
-            target.rollback()
-            out.emit(
-                "rolled_back", f"rolled back: canary {canary.name} now 0%", state=target.state().to_dict()
-            )
-            return 1
-        if analysis.verdict is Verdict.HOLD:
-            holds += 1
-            if max_holds and holds >= max_holds:
-                out.emit(
-                    "gave_up", f"{holds} holds in a row at {current}%; traffic left as is", percent=current
-                )
-                return 2
-            continue
-        holds = 0
-        following = [s for s in steps if s > current]
-        if not following or following[0] >= 100:
-            target.promote()
-            out.emit(
-                "promoted", f"promoted: canary {canary.name} now serves 100%", state=target.state().to_dict()
-            )
-            return 0
-        target.set_percent(following[0])
-        out.emit("stepped", f"stepped up: {current}% -> {following[0]}%", percent=following[0])
 
 
 def cmd_auto(args: argparse.Namespace, out: Out) -> int:
@@ -311,6 +190,8 @@ def cmd_auto(args: argparse.Namespace, out: Out) -> int:
         thresholds_from(args),
         out,
         args.max_holds,
+        srm_threshold=args.srm_threshold,
+        gate=args.shadow_gate,
     )
 
 
@@ -382,6 +263,31 @@ def _analysis_flags(p: argparse.ArgumentParser, prometheus_required: bool) -> No
     p.add_argument("--latency-tolerance", type=float, default=0.5, help="relative p99 increase allowed (0.5)")
     p.add_argument("--latency-slack-ms", type=float, default=5.0, help="absolute p99 increase allowed (5 ms)")
     p.add_argument("--max-p99-ms", type=float, help="absolute ceiling on the canary p99")
+    p.add_argument(
+        "--max-tail-increase",
+        type=float,
+        default=0.05,
+        help="share of requests slower than the latency limit (stable p99 x (1 + tolerance) + slack, "
+        "up to a bucket edge) the canary may add (0.05 = 5 points)",
+    )
+    p.add_argument(
+        "--no-prediction-shift",
+        dest="prediction_shift",
+        action="store_false",
+        help="do not judge the predictions (classes / score bins) of the canary against the stable's",
+    )
+    p.add_argument(
+        "--max-prediction-shift",
+        type=float,
+        default=0.1,
+        help="total-variation distance between the prediction distributions tolerated (0.1)",
+    )
+    p.add_argument(
+        "--srm-threshold",
+        type=float,
+        default=SRM_THRESHOLD,
+        help=f"sample-ratio mismatch: exit 3 when the split's binomial p-value is below it ({SRM_THRESHOLD:g}; 0 = off)",
+    )
 
 
 def add_rollout_parser(sub: Any) -> None:
@@ -436,6 +342,25 @@ def add_rollout_parser(sub: Any) -> None:
     )
     auto.add_argument(
         "--max-holds", type=int, default=10, help="give up (exit 2) after N holds in a row; 0 = never"
+    )
+    auto.add_argument(
+        "--shadow-gate",
+        action="store_true",
+        help="in-pod modes, canary started at --percent 0: first mirror every request to it and "
+        "judge its answers against the stable's; refuse it (exit 1) before any user traffic, or start the steps",
+    )
+    auto.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=0.1,
+        help="shadow gate: share of mirrored rows that may answer another class (0.1)",
+    )
+    auto.add_argument(
+        "--max-shadow-diff",
+        type=float,
+        default=0.1,
+        help="shadow gate, models without class outputs: tolerated 90th percentile of the "
+        "largest absolute output difference per request (0.1)",
     )
     auto.set_defaults(rollout_func=cmd_auto)
     rollout.set_defaults(func=main_rollout)

@@ -1,7 +1,7 @@
 """Reads the canary and stable numbers for one window from the Prometheus HTTP API.
 
-Series are the server's own (serving/observability/metrics.py): ``serving_requests_total`` and
-``serving_request_duration_seconds``. Each side is a PromQL label matcher list, so the same
+Series are the server's own (serving/observability/metrics.py): ``serving_requests_total``,
+``serving_request_duration_seconds`` and ``serving_predictions_total``. Each side is a PromQL label matcher list, so the same
 queries work for in-pod routing (``variant="canary"``) and for KServe revisions, which are
 separate pods (``pod=~"<revision>-deployment-.*"``).
 """
@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from serving.rollout.decision import Sample
+from serving.rollout.decision import Sample, ShadowSample
 
 # Outcomes that are the server's fault: REST 5xx, and the gRPC codes our error table maps
 # 5xx-class errors to. 4xx is the caller's fault and does not count against a canary.
@@ -94,11 +94,42 @@ class PrometheusClient:
         value = float(result[0]["value"][1])
         return None if math.isnan(value) or math.isinf(value) else value
 
-    def sample(self, side: Side, window_s: float) -> Sample:
-        """Requests, server errors and p99 for one side over the last ``window_s`` seconds."""
+    def vector(self, promql: str, *labels: str) -> dict[tuple[str, ...], float]:
+        """A query's samples keyed by the values of ``labels`` (NaN and infinite values dropped)."""
+        found: dict[tuple[str, ...], float] = {}
+        for item in self.query(promql):
+            value = float(item["value"][1])
+            if math.isnan(value) or math.isinf(value):
+                continue
+            found[tuple(item["metric"].get(label, "") for label in labels)] = value
+        return found
+
+    def requests(self, side: Side, window_s: float) -> float:
+        """Requests of one side over the last ``window_s`` seconds."""
+        w = promql_duration(window_s)
+        return self.scalar(f"sum(increase(serving_requests_total{{{side.matchers}}}[{w}]))") or 0.0
+
+    def shadow(self, model: str, stable: str, canary: str, window_s: float) -> ShadowSample:
+        """The canary's shadow comparisons against the stable version over ``window_s``."""
+        w = promql_duration(window_s)
+        sel = f'model="{_quote(model)}",primary_version="{_quote(stable)}",shadow_version="{_quote(canary)}"'
+        rows: dict[str, dict[str, float]] = {}
+        for (output, result), count in self.vector(
+            f"sum by (output, result) (increase(serving_shadow_rows_total{{{sel}}}[{w}]))", "output", "result"
+        ).items():
+            rows.setdefault(output, {})[result] = count
+        compared = self.scalar(f"sum(increase(serving_shadow_abs_diff_count{{{sel}}}[{w}]))") or 0.0
+        q90 = self.scalar(
+            f"histogram_quantile(0.9, sum by (le) (rate(serving_shadow_abs_diff_bucket{{{sel}}}[{w}])))"
+        )
+        return ShadowSample(rows, compared, q90 if compared > 0 else None)
+
+    def sample(self, side: Side, window_s: float, predictions: bool = True) -> Sample:
+        """Requests, server errors, latency (p99 and buckets) and, with ``predictions``, the
+        prediction counts per output and bucket for one side over the last ``window_s`` seconds."""
         w = promql_duration(window_s)
         sel = side.matchers
-        requests = self.scalar(f"sum(increase(serving_requests_total{{{sel}}}[{w}]))") or 0.0
+        requests = self.requests(side, window_s)
         errors = (
             self.scalar(
                 f'sum(increase(serving_requests_total{{{sel},outcome=~"{SERVER_ERROR_OUTCOMES}"}}[{w}]))'
@@ -109,4 +140,29 @@ class PrometheusClient:
             f"histogram_quantile(0.99, sum by (le) "
             f"(rate(serving_request_duration_seconds_bucket{{{sel}}}[{w}])))"
         )
-        return Sample(requests=requests, errors=errors, p99_s=p99 if requests > 0 else None)
+        buckets: dict[float, float] = {}
+        for (le,), count in self.vector(
+            f"sum by (le) (increase(serving_request_duration_seconds_bucket{{{sel}}}[{w}]))", "le"
+        ).items():
+            try:
+                buckets[float(le)] = count
+            except ValueError:
+                continue
+        found: dict[str, dict[str, float]] | None = None
+        if predictions:
+            series = self.vector(
+                f"sum by (output, bucket) (increase(serving_predictions_total{{{sel}}}[{w}]))",
+                "output",
+                "bucket",
+            )
+            if series:
+                found = {}
+                for (output, bucket), count in series.items():
+                    found.setdefault(output, {})[bucket] = count
+        return Sample(
+            requests=requests,
+            errors=errors,
+            p99_s=p99 if requests > 0 else None,
+            latency_buckets=buckets or None,
+            predictions=found,
+        )

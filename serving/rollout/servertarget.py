@@ -171,6 +171,16 @@ class InPodTarget:
         policy, _, canary = self._pair()
         self._put(policy, {canary: 100}, canary)
 
+    def mirror(self, on: bool) -> tuple[str, str]:
+        """Copy every routed request to the canary as shadow traffic (``on``: the server
+        compares its answers with the ones callers get, serving_shadow_*), or stop copying.
+        The weights are left as they are. Returns (stable, canary)."""
+        policy, stable, canary = self._pair()
+        weights = {str(k): float(v) for k, v in (policy.get("weights") or {}).items()}
+        shadow = {"shadow_version": canary if on else None, "shadow_fraction": 1.0 if on else 0.0}
+        self._put({**policy, **shadow}, weights, stable)
+        return stable, canary
+
     def rollback(self) -> None:
         # The canary stays listed at 0 so `status` shows what was rolled back.
         policy, stable, canary = self._pair()

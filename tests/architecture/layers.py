@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtimes: registry, one module per framework, fast paths, warm-up", ("serving.runtimes",)),
     ("observability: metrics, access log, statistics, tracing, payloads", ("serving.observability",)),
     (
-        "foundation: settings, errors, config schema, request types, labels",
+        "foundation: settings, errors, config schema, request types, labels, runtime registry, CLI flags",
         (
             "serving",
             "serving.settings",
@@ -41,6 +41,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "serving.datatypes",
             "serving.inference",
             "serving.labels",
+            "serving.platforms",
+            "serving.cliflags",
         ),
     ),
 ]
@@ -112,9 +114,9 @@ def layer_of(module: str) -> tuple[int, str]:
     best: tuple[int, str] | None = None
     for index, (_, groups) in enumerate(LAYERS):
         for group in groups:
-            if (module == group or module.startswith(group + ".")) and (
-                best is None or len(group) > len(best[1])
-            ):
+            # the package face "serving" holds only itself; every other group its submodules too
+            inside = module == group or (group != "serving" and module.startswith(group + "."))
+            if inside and (best is None or len(group) > len(best[1])):
                 best = (index, group)
     if best is None:
         raise LookupError(f"{module} is in no layer: add it to tests/architecture/layers.py")

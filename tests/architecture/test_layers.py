@@ -21,6 +21,11 @@ def test_every_module_has_a_layer(edges: dict[str, set[str]]) -> None:
         layers.layer_of(module)
 
 
+def test_a_module_outside_every_layer_is_reported() -> None:
+    with pytest.raises(LookupError, match=r"serving\.newthing is in no layer"):
+        layers.layer_of("serving.newthing")
+
+
 def test_imports_point_down_the_layers(edges: dict[str, set[str]]) -> None:
     assert [str(v) for v in layers.violations(edges)] == []
 
@@ -51,3 +56,12 @@ def test_type_checking_imports_are_left_out(tmp_path: pytest.TempPathFactory) ->
     path.write_text(source)
     found = layers.imports(path, "serving.probe", {"serving.errors", "serving.core.router"})
     assert found == {"serving.errors"}
+
+
+def test_the_architecture_page_shows_these_layers() -> None:
+    """docs/design/architecture.md's table is LAYERS, in order (names and members)."""
+    page = (layers.PACKAGE.parent / "docs" / "design" / "architecture.md").read_text()
+    table = page.split("<!-- layers: start -->")[1].split("<!-- layers: end -->")[0]
+    rows = [line.split("|")[1:-1] for line in table.strip().splitlines()[2:]]
+    shown = [(cells[1].strip(), tuple(m.strip(" `") for m in cells[2].split(","))) for cells in rows]
+    assert shown == [(name, groups) for name, groups in layers.LAYERS]

@@ -81,6 +81,7 @@ def test_shifted_feature_drifts_others_stay(repo: Path, tmp_path: Path) -> None:
         "SERVING_MONITORING_REFRESH_SECONDS": "0.2",
         "SERVING_MONITORING_MIN_ROWS": "200",
         "SERVING_ADMIN_TOKEN": TOKEN,
+        "SERVING_STATUS_PAGE": "true",
     }
     x = cancer()
     rng = np.random.default_rng(0)
@@ -114,6 +115,12 @@ def test_shifted_feature_drifts_others_stay(repo: Path, tmp_path: Path) -> None:
             if features[name] > 0.25 and max(others.values()) < 0.1:
                 break
             assert time.monotonic() < deadline, features
+        # the status page's model health shows the same figures (serving/protocol/rest/status.py)
+        health = client.get("/status/data?model=cancer-xgb").json()["models"][0]["health"]
+        assert health[f"v1 input drift (PSI): {name}"] > 0.1, health
+        assert len([k for k in health if k.startswith("v1 input drift")]) == 30, health
+        page = client.get("/status/models/cancer-xgb").text
+        assert f"<dt>v1 input drift (PSI): {name}</dt>" in page and "and 21 more" in page
         print(
             f"in-distribution max PSI {in_distribution:.3f}; shifted f0 {features[name]:.3f}, "
             f"others max {max(others.values()):.3f} (window {WINDOW_SECONDS}s)"

@@ -23,14 +23,14 @@ import pytest
 from serving.labels import UNKNOWN_MODEL
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.models import write_gather_model, write_good_model, write_slow_model
-from tests.server_process import ServerProcess, running_server
+from tests.server_process import ServerProcess, rest_env, running_server
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 Key = tuple[str, str, str, str, str]  # model, version, variant, protocol, outcome
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, rest_path: str) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("edge")
     write_good_model(root / "repo")
     write_gather_model(root / "repo")
@@ -41,6 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "SERVING_MAX_INFLIGHT": "1",
         "SERVING_MAX_BODY_BYTES": "4096",
         "SERVING_ACCESS_LOG_SAMPLE_RATE": "1",
+        **rest_env(rest_path),
     }
     with running_server(root / "repo", root / "logs", env=env) as srv:
         yield srv

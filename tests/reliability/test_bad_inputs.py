@@ -22,7 +22,7 @@ import pytest
 
 from serving.protocol.grpc.stubs import SERVICE, load
 from tests.protocol.grpc.client import OipClient
-from tests.server_process import DEMO_REPO, ServerProcess, running_server
+from tests.server_process import DEMO_REPO, ServerProcess, rest_env, running_server
 
 MAX_BODY = 256 * 1024
 MAX_ELEMENTS = 100_000
@@ -180,8 +180,12 @@ def _rest_cases() -> list[Rest]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"SERVING_MAX_BODY_BYTES": str(MAX_BODY), "SERVING_MAX_TENSOR_ELEMENTS": str(MAX_ELEMENTS)}
+def server(tmp_path_factory: pytest.TempPathFactory, rest_path: str) -> Iterator[ServerProcess]:
+    env = {
+        "SERVING_MAX_BODY_BYTES": str(MAX_BODY),
+        "SERVING_MAX_TENSOR_ELEMENTS": str(MAX_ELEMENTS),
+        **rest_env(rest_path),
+    }
     with running_server(DEMO_REPO, tmp_path_factory.mktemp("bad-inputs"), env=env) as srv:
         yield srv
 

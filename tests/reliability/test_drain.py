@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.models import write_good_model, write_slow_model
-from tests.server_process import ServerProcess, start_server
+from tests.server_process import ServerProcess, rest_env, start_server
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 DRAIN_ENV = {
@@ -141,8 +141,8 @@ def _refused(port: int) -> bool:
         return True
 
 
-def test_sigterm_under_load_loses_no_accepted_request(repo: Path, tmp_path: Path) -> None:
-    server = start_server(repo, tmp_path, env=DRAIN_ENV)
+def test_sigterm_under_load_loses_no_accepted_request(repo: Path, tmp_path: Path, rest_path: str) -> None:
+    server = start_server(repo, tmp_path, env={**DRAIN_ENV, **rest_env(rest_path)})
     lb = LoadBalancer(server)
     stop = threading.Event()
     threads = [threading.Thread(target=lb.rest_client, args=(3000,)) for _ in range(3)]

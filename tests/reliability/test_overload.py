@@ -19,13 +19,13 @@ import pytest
 
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.models import write_good_model, write_slow_model
-from tests.server_process import ServerProcess, running_server
+from tests.server_process import ServerProcess, rest_env, running_server
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, rest_path: str) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("overload")
     write_slow_model(root / "repo")
     write_slow_model(root / "repo", "slower", rounds=32)
@@ -35,6 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "SERVING_MAX_INFLIGHT": "2",
         "SERVING_HTTP_HEADER_TIMEOUT_SECONDS": "1",
         "SERVING_HTTP_BODY_TIMEOUT_SECONDS": "1.5",
+        **rest_env(rest_path),
     }
     with running_server(root / "repo", root / "logs", env=env) as srv:
         yield srv

@@ -8,6 +8,7 @@ the processes start a handful of times instead of once per claim.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from tests.s3server import S3Server, moto_s3
-from tests.server_process import ServerProcess, running_server
+from tests.server_process import ServerProcess, running_server, start_server, wait_until_ready
 from tests.tinymodels import identity_onnx, spec, write_config
 
 pytestmark = pytest.mark.slow
@@ -161,3 +162,30 @@ def test_bucket_through_restarts_new_versions_corruption_and_outage(s3: S3Server
         assert metric(server, "serving_repository_store_up") == 0
         assert metric(server, "serving_repository_download_bytes_total") == 0
         assert "serving from the model cache" in server.log()
+
+
+def test_two_processes_sharing_the_cache_download_each_object_once(s3: S3Server, tmp_path: Path) -> None:
+    client = s3.client()
+    client.create_bucket(Bucket="models-shared")
+    tree = model_tree(tmp_path / "tree", [1])
+    # A larger companion file, so the two start-ups overlap while it downloads.
+    (tree / "ident/1/extra.bin").write_bytes(os.urandom(4 << 20))
+    sent = s3.upload_tree(tree, "models-shared", "repo")
+    env = {**s3.env, "SERVING_MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    servers = [
+        start_server("s3://models-shared/repo", tmp_path / "logs", env=env, grpc=False, wait_ready=False)  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+    try:
+        for server in servers:
+            wait_until_ready(server)
+            assert infer(server, "ident").status_code == 200
+        downloaded = [metric(server, "serving_repository_download_bytes_total") for server in servers]
+        hits = [metric(server, "serving_model_cache_hits_total") for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+    assert sum(downloaded) == sent, (downloaded, sent)
+    assert sorted(hits) == [0, 3]  # the second process found all three files in the cache
+    blobs = list((tmp_path / "cache/blobs/sha256").iterdir())
+    assert len(blobs) == 3

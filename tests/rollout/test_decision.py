@@ -8,7 +8,14 @@ import pytest
 
 from serving.rollout.decision import Sample, Thresholds, Verdict, compare_errors, decide
 
-T = Thresholds(min_requests=100, max_error_increase=0.02, latency_tolerance=0.5, latency_slack_s=0.005)
+# These windows carry p99s only (no buckets, no predictions): the point latency comparison.
+T = Thresholds(
+    min_requests=100,
+    max_error_increase=0.02,
+    latency_tolerance=0.5,
+    latency_slack_s=0.005,
+    prediction_shift=False,
+)
 
 
 def window(rng: random.Random, n: int, error_rate: float, p99_s: float) -> Sample:
@@ -79,7 +86,7 @@ def test_latency_on_few_requests_holds_instead_of_rollback() -> None:
 
 
 def test_absolute_p99_ceiling() -> None:
-    t = Thresholds(min_requests=10, max_p99_s=0.008)
+    t = Thresholds(min_requests=10, max_p99_s=0.008, prediction_shift=False)
     assert decide(Sample(500, 0, 0.009), Sample(500, 0, 0.009), t).verdict is Verdict.ROLLBACK
 
 

@@ -312,7 +312,10 @@ def test_kserve_modes_analyze_on_pod_series(
     # `auto` in Standard mode: steps the spec.canary[] entry 30 -> 60, then promotes it; every
     # PATCH it sent is valid against the CRD and KServe's webhooks, and the stable predictor
     # ends on the canary's model (no container name, its own name kept).
-    steps = ["--steps", "30,60,100", "--interval", "4s", "--max-holds", "5"]
+    # No cluster moves the one server's split when the recorded PATCH says 60 %: it stays at
+    # 30 %, which the sample-ratio check rightly calls a mismatch (exit 3). Off here: this test
+    # is about the PATCHes; the check has its own end-to-end test (test_e2e_predictions.py).
+    steps = ["--steps", "30,60,100", "--interval", "4s", "--max-holds", "5", "--srm-threshold", "0"]
     assert main(["rollout", "auto", "iris-std", *flags[:-2], *steps, "-o", "json"]) == 0
     auto_events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["event"] for e in auto_events if e["event"] in ("stepped", "promoted")] == [

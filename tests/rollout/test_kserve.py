@@ -393,9 +393,10 @@ def test_auto_waits_for_a_canary_kserve_routes_nothing_to() -> None:
     coming up, not rolled back) and gives up after --max-holds, changing nothing."""
     import io
 
-    from serving.rollout.cli import Out, run_auto
+    from serving.rollout.auto import run_auto
     from serving.rollout.decision import Thresholds
     from serving.rollout.prometheus import PrometheusClient
+    from serving.rollout.report import Out
 
     fake, target = started_with_an_unready_canary()
     stream = io.StringIO()

@@ -92,3 +92,32 @@ def test_drift_report_needs_a_profile(tmp_path: Path) -> None:
     with pytest.raises(BatchError, match="cannot explain"):
         run_local(options, io.StringIO())
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_export_writes_the_profile_of_the_new_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serving.cli import main
+
+    table = training_table(tmp_path / "train.parquet", cancer())
+    booster = DEMO_REPO / "cancer-xgb" / "1" / "model.json"
+    assert (
+        main(
+            [
+                "export",
+                str(booster),
+                "--repo",
+                str(tmp_path / "repo"),
+                "--model",
+                "m",
+                "--profile",
+                str(table),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads((tmp_path / "repo" / "m" / "1" / "profile.json").read_text())
+    assert doc["rows"] == 569 and len(doc["features"]) == 30
+    assert [o["name"] for o in doc["outputs"]] == ["label", "probabilities[0]", "probabilities[1]"]
+    assert (tmp_path / "repo" / "m" / "1" / "booster.json").is_file()
+    assert "profile.json" in capsys.readouterr().out

@@ -170,10 +170,11 @@ name: kserve-container
 image: {{ include "serving.image" .root }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
 # Appended to the image's ENTRYPOINT (serving serve --model-repo /mnt/models); KServe replaces
-# {{ "{{.Name}}" }} with the InferenceService name.
+# {{ "{{.Name}}" }} with the InferenceService name. With modelRepository.uri the server reads
+# that repository itself (its own model of it) instead of KServe's /mnt/models.
 args:
   - --model-name={{ "{{.Name}}" }}
-  - --model-repo=/mnt/models
+  - --model-repo={{ $v.modelRepository.uri | default "/mnt/models" }}
   - --http-port=8080
   - --grpc-port=8081
 env:
@@ -227,9 +228,28 @@ env:
     value: {{ .by | quote }}
   {{- end }}
   {{- end }}
+  {{- with $v.modelRepository }}
+  {{- if .uri }}
+  # The remote repository's verified cache (docs/guides/object-storage.md), on its own volume.
+  - name: SERVING_MODEL_CACHE_DIR
+    value: /var/cache/serving/models
+  - name: SERVING_REPOSITORY_POLL_SECONDS
+    value: {{ .pollSeconds | quote }}
+  {{- if .cache.maxBytes }}
+  - name: SERVING_MODEL_CACHE_MAX_BYTES
+    value: {{ .cache.maxBytes | int64 | quote }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
   {{- with $v.runtime.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- if and $v.modelRepository.uri $v.modelRepository.credentialsSecret }}
+# The store's credentials, as its standard environment variables (the Secret's keys).
+envFrom:
+  - secretRef:
+      name: {{ $v.modelRepository.credentialsSecret }}
+{{- end }}
 ports:
   - name: http1
     containerPort: 8080
@@ -291,6 +311,10 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- if $v.modelRepository.uri }}
+  - name: model-cache
+    mountPath: /var/cache/serving/models
+  {{- end }}
   {{- if include "serving.trafficPolicyOn" .root }}
   # The whole ConfigMap as a directory, never subPath: the kubelet updates it in place by
   # swapping a ..data link, which subPath mounts never see.
@@ -333,6 +357,19 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+  {{- with .root.Values.modelRepository }}
+  {{- if .uri }}
+  - name: model-cache
+    {{- if .cache.volume }}
+    {{- toYaml .cache.volume | nindent 4 }}
+    {{- else }}
+    emptyDir:
+      {{- with .cache.sizeLimit }}
+      sizeLimit: {{ . }}
+      {{- end }}
+    {{- end }}
+  {{- end }}
+  {{- end }}
   {{- if include "serving.trafficPolicyOn" .root }}
   - name: traffic-policy
     configMap:

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serving.control.models import ModelControl
 from serving.core.dataplane import DataPlane
-from serving.errors import Forbidden, InvalidInput, ModelNotFound, ServingError
+from serving.errors import Forbidden, InvalidInput, ModelNotFound, PayloadTooLarge, ServingError
 from serving.labels import as_serving_error
 from serving.modelconfig import check_model_name, check_version_name
 from serving.protocol import triton
@@ -130,6 +130,7 @@ class InferenceServicer:
         self._max_elements = settings.max_tensor_elements
         self._model_names: set[str] = set()  # names that passed check_model_name (bounded)
         self._parse_infer = _parser(stubs.messages["ModelInferRequest"])
+        self._max_message = settings.max_body_bytes
         self._edge = EdgeRecorder(GRPC, dataplane)
         self._tracing = dataplane.tracing
 
@@ -182,6 +183,11 @@ class InferenceServicer:
         request = None
         trace = None
         try:
+            if len(raw) > self._max_message:  # the library lets it through: counted, then refused here
+                raise PayloadTooLarge(
+                    f"the request message is {len(raw)} bytes; this server takes at most "
+                    f"{self._max_message} (SERVING_MAX_BODY_BYTES)"
+                )
             message = self._parse_infer(raw)
             if self._tracing is not None:
                 trace = self._begin_trace(message.model_name, context)
@@ -372,6 +378,11 @@ def build_handler(servicer: InferenceServicer, stubs: Stubs) -> grpc.GenericRpcH
     return grpc.method_handlers_generic_handler(stubs.service.full_name, handlers)
 
 
+def library_receive_limit(max_body_bytes: int) -> int:
+    """grpc's own message limit: twice ours (at most 2 GiB - 1, grpc's int limit)."""
+    return min(2 * max_body_bytes, 2**31 - 1)
+
+
 async def start_grpc_server(
     settings: Settings, dataplane: DataPlane, control: ModelControl | None = None
 ) -> grpc.aio.Server:
@@ -382,7 +393,10 @@ async def start_grpc_server(
         # Several workers share the port (the kernel spreads connections); one worker must
         # not silently share it with a stray process.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        # Above our own limit, so an over-size request reaches ModelInfer, is counted and gets
+        # our error; a message past the library's limit (twice ours) is refused by grpc itself,
+        # uncounted, before any of our code runs.
+        ("grpc.max_receive_message_length", library_receive_limit(settings.max_body_bytes)),
         ("grpc.max_send_message_length", -1),
     ]
     server = grpc.aio.server(options=options)

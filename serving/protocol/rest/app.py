@@ -1,8 +1,9 @@
 """The REST adapter: OIP v2 and KServe v1 over HTTP.
 
 ``create_rest_app`` returns one ASGI app. Inference routes (the hot path) are served by a
-small raw-ASGI handler in front of FastAPI: it reads the body, decodes it with orjson into
-numpy, awaits the dataplane and writes the bytes, skipping FastAPI's routing, dependency
+small raw-ASGI handler in front of FastAPI (unless the protocol-level path of
+serving.protocol.rest.direct answers them first): it reads the body, decodes it with orjson
+into numpy, awaits the dataplane and writes the bytes, skipping FastAPI's routing, dependency
 solving and response classes, which cost more than the model. Everything else (health,
 metadata, repository, /metrics) is an ordinary FastAPI route. Both map errors through the
 one table in serving.errors.
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -24,28 +25,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.control.models import ModelControl
 from serving.core.dataplane import DataPlane
-from serving.errors import (
-    ClientClosedRequest,
-    InvalidInput,
-    PayloadTooLarge,
-    ServingError,
-    UnsupportedMediaType,
-)
-from serving.inference import InferenceRequest, InferenceResponse
+from serving.errors import ClientClosedRequest, ServingError
+from serving.inference import InferenceRequest
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.modelconfig import check_model_name, check_version_name
 from serving.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import triton
-from serving.protocol.edge import REST, EdgeRecorder
-from serving.protocol.rest import binary, codec
+from serving.protocol.rest import codec
 from serving.protocol.rest.admin import admin_elsewhere, admin_routes, read_routes
-from serving.protocol.rest.deadline import TIMEOUT_HEADER, deadline_from_header
+from serving.protocol.rest.inference import RestInference, Target, error_body, parse_infer_path
 from serving.protocol.rest.onewrite import try_respond
 from serving.protocol.rest.schema import INFERENCE_ROUTES
+from serving.protocol.rest.status import status_routes
 from serving.settings import Settings
-
-if TYPE_CHECKING:
-    from serving.observability.tracing import RequestTrace
 
 log = logging.getLogger("serving.rest")
 
@@ -53,12 +45,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_JSON_TYPES = (
-    b"application/json",
-    b"application/octet-stream",
-    b"application/vnd.sagemaker-triton.binary+json",
-)
 
 
 class JSONBody(Response):
@@ -70,140 +56,90 @@ class JSONBody(Response):
         return orjson.dumps(content)
 
 
-class MethodNotAllowed(InvalidInput):
-    """A known route called with a method it does not serve (REST only)."""
-
-    http_status = 405
-
-
-def error_body(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    headers = [(b"content-type", b"application/json")]
-    if exc.http_status == 405:
-        headers.append((b"allow", b"POST"))  # the inference routes' one method
-    elif exc.http_status == 503:
-        headers.append((b"retry-after", b"1"))
-    elif exc.http_status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="serving-admin"'))
-    return exc.http_status, orjson.dumps({"error": exc.message}), headers
-
-
 RAW_ROUTES = tuple((r.method, r.path, r.summary) for r in INFERENCE_ROUTES)
 """The routes the raw-ASGI handler serves, as described in schema.py (docs/reference lists them
 beside the OpenAPI routes, with their messages)."""
 
 
-def _parse_infer_path(path: str) -> tuple[str, str | None, str] | None:
-    """'/v2/models/m[/versions/v]/infer' -> (m, v, 'v2'); '/v1/models/m:predict' -> (m, None, 'v1');
-    the explain routes ('.../explain', ':explain') -> kinds 'v2-explain' and 'v1-explain'."""
-    if path.startswith("/v2/models/"):
-        if path.endswith("/infer"):
-            parts, kind = path[11:-6].split("/"), "v2"
-        elif path.endswith("/explain"):
-            parts, kind = path[11:-8].split("/"), "v2-explain"
-        else:
-            return None
-        if len(parts) == 1:
-            return parts[0], None, kind
-        if len(parts) == 3 and parts[1] == "versions":
-            return parts[0], parts[2], kind
-        return None
-    if path.startswith("/v1/models/"):
-        if path.endswith(":predict"):
-            name, kind = path[11:-8], "v1"
-        elif path.endswith(":explain"):
-            name, kind = path[11:-8], "v1-explain"
-        else:
-            return None
-        return (name, None, kind) if "/" not in name else None
-    return None
-
-
 class InferenceApp:
-    """Raw-ASGI fast path for infer/predict; delegates every other request to ``fallback``.
+    """Raw-ASGI path for infer/predict (and explain); delegates every other request to ``fallback``.
 
-    Every request to an inference route is counted here once (serving.protocol.edge),
-    whatever happens to it. Errors come in the order a caller needs them: the route's
-    method, then an unknown model or version (404, before the body is read), then the
-    content type, then the body, then its tensors."""
+    The steps of an inference request (checks in the caller's order, decode, dataplane,
+    encode, counting at the edge) are ``inference``'s (serving.protocol.rest.inference),
+    shared with the protocol-level path (serving.protocol.rest.direct), which answers the
+    infer/predict routes before ASGI unless ``Settings.rest_infer_path`` is ``asgi``."""
 
     def __init__(self, settings: Settings, dataplane: DataPlane, fallback: FastAPI) -> None:
         self._dataplane = dataplane
         self._fallback = fallback
-        self._max_body = settings.max_body_bytes
-        self._max_elements = settings.max_tensor_elements
-        self._edge = EdgeRecorder(REST, dataplane)
-        self._tracing = dataplane.tracing
+        self.inference = RestInference(settings, dataplane)
         self._explain_rows = settings.explain_max_rows
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._fallback(scope, receive, send)
             return
-        target = _parse_infer_path(scope["path"])
+        target = parse_infer_path(scope["path"])
         if target is None:
             await self._fallback(scope, receive, send)
             return
-        if target[2].endswith("-explain"):
+        if target.kind.endswith("-explain"):
             await self._explain(scope, receive, send, target)
             return
+        inference = self.inference
         start = time.perf_counter()
-        request: InferenceRequest | None = None
-        trace = self._begin_trace(scope, target) if self._tracing is not None else None
-        try:
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST")
-            request = await self._decode(scope, receive, *target)
-            if trace is not None:
-                request.trace = trace
-                trace.child("decode", trace.started)
-            response = await self._dataplane.infer(request)
-            if trace is None:
-                status, body, headers = self._encode(request, response, target[2])
-            else:
-                encoding = time.time_ns()
-                status, body, headers = self._encode(request, response, target[2])
-                trace.child("encode", encoding)
-        except ServingError as exc:
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
-            status, body, headers = error_body(exc)
-        except asyncio.CancelledError as exc:
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
-            raise
-        except Exception as exc:  # never a traceback to the client; the log has it
-            log.exception("unexpected error serving %s", scope["path"])
-            self._edge.failure(target[0], request, exc, time.perf_counter() - start, trace)
-            status, body, headers = (
-                500,
-                b'{"error":"internal server error"}',
-                [(b"content-type", b"application/json")],
+        arrived = time.monotonic()
+        trace = None
+        if inference.tracing is not None:
+            trace = inference.begin_trace(
+                scope["method"],
+                scope["path"],
+                scope.get("scheme", "http"),
+                scope.get("http_version", "1.1"),
+                scope["headers"],
+                target,
             )
+        headers = dict(scope["headers"])
+        try:
+            inference.check_head(scope["method"], scope["path"], target, headers)
+            body = await self._read_body(receive)
+        except asyncio.CancelledError as exc:
+            inference.edge.failure(target.model, None, exc, time.perf_counter() - start, trace)
+            raise
+        except Exception as exc:
+            status, body, response_headers = inference.fail(target, None, exc, start, trace)
         else:
-            self._edge.success(request, response, time.perf_counter() - start)
-        if try_respond(send, status, headers, body):
+            status, body, response_headers = await inference.serve(
+                target, headers, body, arrived, start, trace
+            )
+        if try_respond(send, status, response_headers, body):
             return
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        response_headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _explain(
-        self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None, str]
-    ) -> None:
+    async def _explain(self, scope: Scope, receive: Receive, send: Send, target: Target) -> None:
         """POST /v2/models/{m}[/versions/{v}]/explain and KServe v1 /v1/models/{m}:explain: an
         inference body in, exact per-feature contributions out (DataPlane.explain). Counted in
         serving_explain_requests_total, apart from inference."""
         start = time.perf_counter()
         model, version, kind = target
+        decoded = Target(model, version, kind.removesuffix("-explain"))
         request: InferenceRequest | None = None
         try:
-            if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST")
-            request = await self._decode(scope, receive, model, version, kind.removesuffix("-explain"))
+            headers = dict(scope["headers"])
+            self.inference.check_head(scope["method"], scope["path"], decoded, headers)
+            body = await self._read_body(receive)
+            request = self.inference.decode(body, headers, decoded, start)
             result = await self._dataplane.explain(request, self._explain_rows)
             status, body = 200, codec.encode_explanation(result)
-            headers = [(b"content-type", b"application/json"), (b"x-model-version", result.version.encode())]
+            response_headers = [
+                (b"content-type", b"application/json"),
+                (b"x-model-version", result.version.encode()),
+            ]
             outcome = "2xx"
         except ServingError as exc:
-            status, body, headers = error_body(exc)
+            status, body, response_headers = error_body(exc)
             outcome = f"{exc.http_status // 100}xx"
         except asyncio.CancelledError:
             self._count_explain(model, request, "cancelled", start)
@@ -211,11 +147,11 @@ class InferenceApp:
         except Exception:
             log.exception("unexpected error serving %s", scope["path"])
             status, body = 500, b'{"error":"internal server error"}'
-            headers = [(b"content-type", b"application/json")]
+            response_headers = [(b"content-type", b"application/json")]
             outcome = "5xx"
         self._count_explain(model, request, outcome, start)
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        response_headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
 
     def _count_explain(
@@ -227,34 +163,7 @@ class InferenceApp:
         metrics.explain_requests.labels(label, version, outcome).inc()
         metrics.explain_duration.labels(label, version).observe(time.perf_counter() - start)
 
-    def _begin_trace(self, scope: Scope, target: tuple[str, str | None, str]) -> RequestTrace | None:
-        """The request's server span (tracing on), continuing the caller's W3C trace context."""
-        assert self._tracing is not None
-        from serving.observability.tracing import header_carrier
-
-        model, _, kind = target
-        route = "/v1/models/{model}:predict" if kind == "v1" else "/v2/models/{model}/infer"
-        attributes = {
-            "http.request.method": scope["method"],
-            "http.route": route,
-            "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"),
-            "network.protocol.version": scope.get("http_version", "1.1"),
-        }
-        return self._tracing.begin("rest", model, header_carrier(scope["headers"]), attributes)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, dict[bytes, bytes]]:
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"application/json").split(b";", 1)[0].strip().lower()
-        if content_type and content_type not in _JSON_TYPES and not content_type.endswith(b"+json"):
-            raise UnsupportedMediaType(
-                f"content type '{content_type.decode(errors='replace')}' is not supported; send application/json"
-            )
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
-            raise PayloadTooLarge(
-                f"request body of {int(length)} bytes exceeds the limit of {self._max_body}"
-            )
+    async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -264,66 +173,11 @@ class InferenceApp:
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
-                if size > self._max_body:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+                self.inference.check_size(size)
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return body, headers
-
-    async def _decode(
-        self, scope: Scope, receive: Receive, model: str, version: str | None, kind: str
-    ) -> InferenceRequest:
-        arrived = time.monotonic()
-        check_model_name(model)
-        if version is not None:
-            check_version_name(version)
-        self._dataplane.check_model(model, version)
-        body, headers = await self._read_body(scope, receive)
-        if kind == "v1":
-            input_name, datatype = self._dataplane.first_input(model)
-            request = codec.decode_v1_request(body, model, input_name, datatype, self._max_elements)
-        elif (json_length := headers.get(binary.HEADER)) is not None:
-            length = binary.header_length(json_length, len(body))
-            request = binary.decode_request(body, length, model, version, self._max_elements)
-        else:
-            request = codec.decode_request(body, model, version, self._max_elements)
-        request.edge = REST
-        key = headers.get(self._dataplane.routing_header(model).encode())
-        if key is not None:
-            request.routing_key = key.decode(errors="replace")
-        timeout = headers.get(TIMEOUT_HEADER)
-        if timeout is not None:
-            request.deadline = deadline_from_header(timeout, arrived)
-        return request
-
-    @staticmethod
-    def _encode(
-        request: InferenceRequest, response: InferenceResponse, kind: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        if kind == "v2" and (raw_outputs := binary.binary_outputs(request)):
-            out, length = binary.encode_response(response, raw_outputs)
-            return (
-                200,
-                out,
-                [
-                    (b"content-type", b"application/octet-stream"),
-                    (binary.HEADER, str(length).encode()),
-                    (b"x-model-version", response.version.encode()),
-                    (b"x-model-variant", response.variant.encode()),
-                ],
-            )
-        out = codec.encode_v1_response(response) if kind == "v1" else codec.encode_response(response)
-        return (
-            200,
-            out,
-            [
-                (b"content-type", b"application/json"),
-                (b"x-model-version", response.version.encode()),
-                (b"x-model-variant", response.variant.encode()),
-            ],
-        )
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _error_handlers(api: FastAPI) -> None:
@@ -441,6 +295,8 @@ def create_rest_app(
         api.include_router(admin_routes(control))
     else:
         api.include_router(admin_elsewhere(settings.admin_port))
+    if settings.status_page:
+        api.include_router(status_routes(control, settings.workers))
 
     # KServe v1
     @api.get("/v1/models")
@@ -462,7 +318,7 @@ def create_rest_app(
 
 
 def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
-    """The model control API alone, for ``SERVING_ADMIN_PORT``."""
+    """The model control API and the status page, for ``SERVING_ADMIN_PORT``."""
     api = FastAPI(
         title="serving admin",
         description="Model control: repository load/unload/reload and traffic policies",
@@ -473,4 +329,5 @@ def create_admin_app(settings: Settings, control: ModelControl) -> FastAPI:
     _error_handlers(api)
     api.include_router(read_routes(control))
     api.include_router(admin_routes(control))
+    api.include_router(status_routes(control, settings.workers))  # read-only: /status
     return api

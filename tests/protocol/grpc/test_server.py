@@ -224,3 +224,33 @@ def test_grpc_with_two_workers(tmp_path: Path) -> None:
             finally:
                 c.close()
         assert all(a == answers[0] for a in answers) and len(answers[0]) == 6
+
+
+def test_an_over_size_message_reaches_the_edge_is_refused_and_counted(tmp_path: Path) -> None:
+    """grpc's own limit sits above ours, so a message over SERVING_MAX_BODY_BYTES is refused by the
+    adapter with our error (RESOURCE_EXHAUSTED) and counted like any request, never dropped by the
+    library before the edge sees it."""
+    env = {"SERVING_MAX_BODY_BYTES": "4096"}
+    with running_server(DEMO_REPO, tmp_path / "logs", env=env) as server:
+        client = OipClient(server.grpc_target)
+        try:
+            rows = np.ones((300, 4), dtype=np.float32)  # 1,200 floats: about 4.8 KB of fp32 contents
+            big = _iris_request(client.pb, rows)
+            assert 4096 < big.ByteSize() < 8192
+            with pytest.raises(grpc.RpcError) as err:
+                client.call("ModelInfer", big)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "SERVING_MAX_BODY_BYTES" in (err.value.details() or "")
+            small = client.call("ModelInfer", _iris_request(client.pb))
+            assert small.model_name == "iris-xgb"
+        finally:
+            client.close()
+        text = httpx.get(f"{server.url}/metrics").text
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("serving_requests_total{")
+        and 'protocol="grpc"' in line
+        and "RESOURCE_EXHAUSTED" in line
+    ]
+    assert len(counted) == 1 and counted[0].endswith(" 1.0"), counted

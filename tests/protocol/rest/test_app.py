@@ -18,7 +18,7 @@ import xgboost as xgb
 import yaml
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 
-from tests.server_process import DEMO_REPO, ServerProcess, start_server
+from tests.server_process import DEMO_REPO, ServerProcess, rest_env, start_server
 from tests.tinymodels import write_config, write_fixed_reshape_model, write_identity_model
 
 CANCER_X = load_breast_cancer(return_X_y=True)[0].astype(np.float32)
@@ -483,10 +483,11 @@ def test_values_that_do_not_fit_the_datatype(
 # -- limits and broken models -----------------------------------------------------------------
 
 
-def test_oversize_body_is_413(tmp_path: Path) -> None:
+def test_oversize_body_is_413(tmp_path: Path, rest_path: str) -> None:
     root = tmp_path / "repo"
     write_identity_model(root, "id-fp32", "FP32", width=4)
-    server = start_server(root, tmp_path / "logs", grpc=False, env={"SERVING_MAX_BODY_BYTES": "2048"})
+    env = {"SERVING_MAX_BODY_BYTES": "2048", **rest_env(rest_path)}
+    server = start_server(root, tmp_path / "logs", grpc=False, env=env)
     try:
         small = infer(server, "id-fp32", [tensor("x", np.ones((2, 4), np.float32))])
         assert small.status_code == 200, small.text

@@ -1,0 +1,174 @@
+"""HTTP details of the inference routes over a raw socket, on both REST inference paths (the
+protocol-level one of serving/protocol/rest/direct.py and the ASGI one): chunked bodies,
+``Expect: 100-continue``, methods other than POST, pipelined inference and non-inference
+requests answered in order, percent-encoded paths, a client hanging up mid-body counted once;
+and the guard that falls back to ASGI on another uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import httpx
+import orjson
+import pytest
+
+from serving.protocol.rest.direct import DirectProtocol, direct_protocol, uvicorn_mismatch
+from serving.protocol.rest.timeouts import TimedHttpToolsProtocol
+from tests.protocol.rest.test_rest_onewrite import BODY, _closed, _read_response, _request
+from tests.server_process import ServerProcess
+
+HEAD = "POST /v2/models/iris-xgb/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+
+
+def test_the_path_the_server_runs_is_the_one_asked_for(demo_server: ServerProcess, rest_path: str) -> None:
+    deadline = time.monotonic() + 10
+    while "REST inference routes answered" not in demo_server.log():
+        assert time.monotonic() < deadline, demo_server.log()
+        time.sleep(0.05)
+    direct = "answered in the HTTP protocol" in demo_server.log()
+    assert direct == (rest_path == "protocol")
+
+
+def test_chunked_body(demo_server: ServerProcess) -> None:
+    with _connect(demo_server) as sock:
+        pieces = [BODY[:10], BODY[10:40], BODY[40:]]
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        sock.sendall((HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode())
+        for i in range(0, len(chunked), 7):  # in small writes: the body arrives in pieces
+            sock.sendall(chunked[i : i + 7])
+        status, _, body = _read_response(sock, bytearray())
+        assert status == 200, body
+        assert len(orjson.loads(body)["outputs"][0]["data"]) == 3
+
+
+def test_expect_100_continue(demo_server: ServerProcess) -> None:
+    with _connect(demo_server) as sock:
+        sock.sendall((HEAD + f"Content-Length: {len(BODY)}\r\nExpect: 100-continue\r\n\r\n").encode())
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            buffer += sock.recv(65536)
+        assert bytes(buffer).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        del buffer[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
+        sock.sendall(BODY)
+        assert _read_response(sock, buffer)[0] == 200
+    # An unknown model is answered at once, without asking for the body.
+    with _connect(demo_server) as sock:
+        head = HEAD.replace("iris-xgb", "no-such-model")
+        sock.sendall((head + f"Content-Length: {len(BODY)}\r\nExpect: 100-continue\r\n\r\n").encode())
+        status, _, body = _read_response(sock, bytearray())
+        assert status == 404 and "no-such-model" in orjson.loads(body)["error"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "HEAD"])
+def test_other_methods_are_405_with_allow(demo_server: ServerProcess, method: str) -> None:
+    with _connect(demo_server) as sock:
+        sock.sendall(f"{method} /v2/models/iris-xgb/infer HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            buffer += sock.recv(65536)
+        head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 405")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        assert headers["allow"] == "post"
+        length = int(headers["content-length"])
+        if method == "HEAD":
+            sock.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # no body follows the head
+                rest += sock.recv(65536)
+        else:
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            assert "POST" in orjson.loads(rest)["error"]
+
+
+def test_pipelined_inference_and_other_routes_in_order(demo_server: ServerProcess) -> None:
+    v1 = orjson.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    encoded = _request("/v2/models/iris%2Dxgb/versions/%31/infer")
+    requests = [_request(), live, _request("/v1/models/iris-xgb:predict", v1), encoded, live, _request()]
+    with _connect(demo_server) as sock:
+        sock.sendall(b"".join(requests))
+        buffer = bytearray()
+        answers = [_read_response(sock, buffer) for _ in requests]
+        assert [a[0] for a in answers] == [200] * len(requests)
+        assert orjson.loads(answers[1][2]) == {"live": True}
+        assert "predictions" in orjson.loads(answers[2][2])
+        assert answers[3][1]["x-model-version"] == "1"
+        assert "outputs" in orjson.loads(answers[5][2])
+        assert buffer == b""
+        # HTTP/1.0 after them closes the connection
+        sock.sendall(_request(version="1.0"))
+        assert _read_response(sock, buffer)[0] == 200
+        assert _closed(sock)
+
+
+def _count(server: ServerProcess, outcome: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        if (
+            line.startswith("serving_requests_total{")
+            and 'model="iris-xgb"' in line
+            and 'protocol="rest"' in line
+            and f'outcome="{outcome}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_once(demo_server: ServerProcess) -> None:
+    before = _count(demo_server, "4xx")
+    with _connect(demo_server) as sock:
+        sock.sendall((HEAD + f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY[:20])
+        time.sleep(0.2)  # let the server take the head before the hang-up
+    deadline = time.monotonic() + 10
+    while _count(demo_server, "4xx") < before + 1:
+        assert time.monotonic() < deadline, "the abandoned request was not counted"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert _count(demo_server, "4xx") == before + 1
+    assert httpx.post(f"{demo_server.url}/v2/models/iris-xgb/infer", content=BODY).status_code == 200
+
+
+def test_uvicorn_guard_accepts_the_installed_version_only() -> None:
+    assert uvicorn_mismatch() is None
+    assert "0.99" in (uvicorn_mismatch("0.99.1") or "")
+    assert "not a release" in (uvicorn_mismatch("dev") or "")
+    missing = uvicorn_mismatch(protocol=object) or ""
+    assert "on_headers_complete" in missing and "_start_asgi_task" in missing
+
+
+def test_another_uvicorn_falls_back_to_asgi_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from serving.server import build
+    from serving.settings import Settings
+
+    parts = build(Settings(grpc_port=-1))
+    inference = parts.rest_app.inference
+    with caplog.at_level(logging.WARNING, logger="serving.rest"):
+        fallback = direct_protocol(inference, 1.0, 2.0, uvicorn_version="0.60.0")
+    assert issubclass(fallback, TimedHttpToolsProtocol) and not issubclass(fallback, DirectProtocol)
+    assert (fallback.header_timeout, fallback.body_timeout) == (1.0, 2.0)
+    assert any("through ASGI" in r.message and "0.60.0" in r.message for r in caplog.records)
+    direct = direct_protocol(inference, 1.0, 2.0)
+    assert issubclass(direct, DirectProtocol) and direct.inference is inference
+    parts.executor.shutdown()
+
+
+def test_event_loop_lag_is_exported(demo_server: ServerProcess) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{demo_server.url}/metrics", timeout=10).text
+        counts = [
+            line for line in text.splitlines() if line.startswith("serving_event_loop_lag_seconds_count")
+        ]
+        if counts and float(counts[0].rsplit(" ", 1)[1]) >= 1:
+            break
+        assert time.monotonic() < deadline, "no event loop lag sample within 10 s"
+        time.sleep(0.1)
+    assert 'serving_event_loop_lag_seconds_bucket{le="0.2"}' in text
