@@ -555,6 +555,7 @@ class Bench:
                   p99_us=round(float(np.percentile(us, 99)), 1), requests=len(us), server_cpu=1.0,
                   server_cpu_us_per_req=round(cpu / len(us) * 1e6, 1))  # fmt: skip
         probability = result.get("probability", result.get("probabilities"))
+        assert probability is not None, f"{model} answers neither probability nor probabilities"
         return row, float(np.ravel(probability)[-1])
 
     # -- the plan ----------------------------------------------------------------------

@@ -16,6 +16,8 @@ times each stage separately:
   (serving/observability/timeline.py; part of ``metrics``), printed also as a share of ``asgi``;
 - ``predictions``: counting the answer's predicted class / score bin (``serving_predictions_total``,
   serving/observability/predictions.py) alone;
+- ``feedback``: remembering the answer for ground truth (``SERVING_FEEDBACK_RETENTION``, off by
+  default; serving/core/feedback.py) alone, a fresh server-made id each time;
 - ``dataplane``: ``DataPlane.infer`` on a decoded request (routing, validation, metrics);
   ``dataplane-off``: the same with the prediction series switched off
   (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
@@ -61,6 +63,7 @@ import bench  # noqa: E402
 import uvicorn  # noqa: E402
 import uvicorn.server  # noqa: E402
 
+from serving.core.feedback import FeedbackStore  # noqa: E402
 from serving.core.validation import validate_inputs  # noqa: E402
 from serving.predict.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
@@ -78,6 +81,7 @@ STAGES = (
     "metrics",
     "timeline",
     "predictions",
+    "feedback",
     "dataplane",
     "dataplane-off",
     "asgi",
@@ -223,6 +227,15 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     async def call_predictions() -> None:
         parts.dataplane.record_predictions(entry, "stable", outputs)
 
+    feedback = FeedbackStore(metrics, 100_000, 3600.0)
+
+    async def call_feedback() -> None:
+        parts.dataplane.feedback = feedback
+        parts.dataplane.remember(
+            entry, codec.decode_request(body, args.model, None, 1 << 20), "stable", outputs
+        )
+        parts.dataplane.feedback = None
+
     async def call_dataplane() -> None:
         parts.dataplane.prediction_metrics = True
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
@@ -254,6 +267,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "metrics": call_metrics,
         "timeline": call_timeline,
         "predictions": call_predictions,
+        "feedback": call_feedback,
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,

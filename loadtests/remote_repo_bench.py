@@ -13,6 +13,10 @@ framework), and ``--small`` (default 200) small models of two files each, for th
 overhead. Reports the median start-to-ready time, the ratio to ``local``, the per-file
 overhead and the bytes downloaded (from /metrics), with the load average.
 
+Server start-up times swing with the machine's load; the store path alone is measured too, in
+this process, without the server: ``RemoteRepository.sync`` with an empty cache (list, download,
+verify, assemble) and with the warm cache of a restart (list, verify, assemble), per file.
+
     .venv/bin/python loadtests/remote_repo_bench.py [--size-mb 50] [--small 200] [--rounds 2]
 """
 
@@ -32,6 +36,8 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from serving.repository.remote import RemoteRepository
+from serving.settings import Settings
 from tests.s3server import S3Server, moto_s3
 from tests.server_process import start_server, wait_until_ready
 from tests.tinymodels import identity_onnx, spec, write_config
@@ -138,7 +144,32 @@ def main() -> int:
                         f"round {round_} {name:5s} {variant:8s} {seconds:7.2f} s  downloaded {got / 1e6:8.2f} MB",
                         flush=True,
                     )
+        syncs: dict[tuple[str, str], list[float]] = {}
+        for name in repos:
+            os.environ.update(store.env)
+            for round_ in range(args.rounds):
+                settings = Settings(
+                    model_repo=f"s3://bench/{name}", model_cache_dir=work / f"sync-{name}-{round_}"
+                )
+                for variant in ("cold", "warm"):
+                    repo = RemoteRepository(settings)
+                    start = time.perf_counter()
+                    repo.sync(first=True)
+                    syncs.setdefault((name, variant), []).append(time.perf_counter() - start)
+                    repo.close()
     print(f"load average after: {os.getloadavg()}")
+    print()
+    print(
+        "| repository | files | sync with an empty cache (ms per file) | with a warm cache (ms per file) | warm / cold |"
+    )
+    print("|---|---|---|---|---|")
+    for name in repos:
+        cold = statistics.median(syncs[(name, "cold")])
+        warm = statistics.median(syncs[(name, "warm")])
+        print(
+            f"| {name} | {files[name]} | {cold * 1e3:.0f} ({cold / files[name] * 1e3:.1f}) | "
+            f"{warm * 1e3:.0f} ({warm / files[name] * 1e3:.1f}) | {warm / cold:.2f} |"
+        )
     print()
     print(
         "| repository | files | MB | variant | median start-to-ready (s) | vs local | per file vs local (ms) | MB downloaded |"

@@ -29,6 +29,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+if typing.TYPE_CHECKING:
+    from serving.errors import ServingError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -269,10 +272,10 @@ def metrics_markdown() -> str:
 
 
 # -- errors -----------------------------------------------------------------------------------
-def error_classes() -> list[type]:
+def error_classes() -> list[type[ServingError]]:
     from serving.errors import ServingError
 
-    def walk(cls: type) -> Iterator[type]:
+    def walk(cls: type[ServingError]) -> Iterator[type[ServingError]]:
         yield cls
         for sub in cls.__subclasses__():
             if sub.__module__ == "serving.errors":

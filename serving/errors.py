@@ -105,6 +105,13 @@ class Forbidden(ServingError):
     grpc_code = "PERMISSION_DENIED"
 
 
+class Conflict(ServingError):
+    """The request repeats what was already done (ground truth for a request already labelled)."""
+
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+
+
 class ModelLoadError(ServingError):
     """A model file or config is broken. Raised while loading, never to a predict caller.
 

@@ -27,6 +27,7 @@ import uvicorn
 from serving.control.models import ModelControl
 from serving.core.dataplane import DataPlane
 from serving.core.faults import FaultInjector
+from serving.core.feedback import FeedbackStore
 from serving.core.limits import RequestLimits
 from serving.core.router import Router
 from serving.core.shadow import ShadowRunner
@@ -89,6 +90,9 @@ def build(settings: Settings, metrics: Metrics | None = None) -> Components:
         shadow=ShadowRunner(metrics, settings.shadow_queue_size),
         tracing=tracing,
         prediction_metrics=settings.prediction_metrics,
+        feedback=FeedbackStore(metrics, settings.feedback_retention, settings.feedback_max_age_seconds)
+        if settings.feedback_retention
+        else None,
     )
     if settings.payload_log_url or settings.payload_log_dir is not None or settings.payload_log_sample_rate:
         from serving.observability.payloads import PayloadLogger

@@ -342,6 +342,14 @@ class Settings(BaseSettings):
     """Count what each version predicts (``serving_predictions_total``: the predicted class, or
     the fixed bin of a score) for the rollout's prediction-shift test; false: not counted."""
 
+    feedback_retention: int = Field(0, ge=0, le=10_000_000)
+    """Answers remembered per process for ground truth (``POST /v2/models/{m}/feedback``,
+    serving/core/feedback.py), the oldest dropped past it; requests without an ``id`` get one in
+    the response. 0 (the default): off, nothing remembered."""
+
+    feedback_max_age_seconds: float = Field(3600.0, gt=0.0)
+    """Answers older than this can no longer be labelled (dropped and counted)."""
+
     shadow_queue_size: int = Field(64, ge=1, le=65536)
     """Shadow copies waiting to run; past it copies are dropped (and counted)."""
 

@@ -68,7 +68,9 @@ def test_install_paths_use_the_lock() -> None:
 def test_this_environment_is_the_test_lock() -> None:
     """What scripts/test.sh installed: every pin of requirements/test.txt that applies here, at
     its version (a venv built before the lock: rm -rf .venv && bash scripts/install.sh test)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    installed: dict[str, str] = {
+        canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+    }
     wrong = {
         name: (version, installed.get(name))
         for name, version in pins(REQUIREMENTS / "test.txt").items()

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ class Recording:
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
         self.threads.append(threading.current_thread().name)
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # deliberate: a slow runtime
         return self.runtime.predict(inputs)
 
     def close(self) -> None:
@@ -100,7 +101,7 @@ def test_a_model_slower_than_the_budget_stays_on_the_pool(runtime: Recording) ->
     assert where[0] == "pool" and where.count("loop") <= 1
 
 
-Steps = Callable[[ThreadedPredictor, dict[str, Array]], Awaitable[None]]
+Steps = Callable[[ThreadedPredictor, dict[str, Array]], Coroutine[Any, Any, None]]
 
 
 def _drive(runtime: Recording, budget_us: float, steps: Steps) -> list[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from serving import __version__, platforms
 from serving.core.faults import FaultInjector
+from serving.core.feedback import FeedbackStore, new_request_id
 from serving.core.limits import RequestLimits
 from serving.core.router import Route, Router
 from serving.core.shadow import ShadowRunner
@@ -23,6 +24,7 @@ from serving.core.validation import validate_inputs
 from serving.datatypes import numpy_dtype
 from serving.errors import (
     DeadlineExceeded,
+    Forbidden,
     InvalidInput,
     ModelNotReady,
     NotExplainable,
@@ -74,6 +76,7 @@ class DataPlane:
         tracing: Tracing | None = None,
         payloads: PayloadLogger | None = None,
         prediction_metrics: bool = True,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self.repository = repository
         self.tracing = tracing
@@ -91,6 +94,9 @@ class DataPlane:
         self.draining = False
         self.started = False
         self.prediction_metrics = prediction_metrics
+        self.feedback = feedback
+        """Remembers answers for ground truth (serving.core.feedback); None when off."""
+        self._feedback_rules: dict[str, tuple[object, OutputRule | None]] = {}
         """Count each answer's predictions per version (serving.observability.predictions)."""
 
     # -- health -------------------------------------------------------------------------
@@ -226,6 +232,8 @@ class DataPlane:
             refusable = False
             if self.prediction_metrics:
                 self.record_predictions(entry, route.variant, results)
+            if self.feedback is not None:
+                self.remember(entry, request, route.variant, results)
             if entry.profile is not None and self.monitor is not None:
                 self.monitor_step(entry, inputs, results)
             if route.shadow is not None:  # a non-blocking put; never delays this answer
@@ -273,6 +281,7 @@ class DataPlane:
             raise InvalidInput(
                 f"explain takes at most {max_rows} rows per request; this one has {x.shape[0]}"
             )
+        entry.inflight += 1  # an unload waits for it, as for an inference
         try:
             explanation = await asyncio.to_thread(explain, x)
         except Exception as exc:
@@ -280,6 +289,8 @@ class DataPlane:
             raise RuntimeFault(
                 f"model '{entry.model}' version {entry.version} failed to explain: {type(exc).__name__}"
             ) from None
+        finally:
+            entry.inflight -= 1
         width = x.shape[1]
         if entry.profile is not None:
             names = [c.name for c in entry.profile.features]
@@ -357,6 +368,30 @@ class DataPlane:
         self.metrics.prediction_recorder(
             entry.model, entry.version, variant, config, lambda: _prediction_rules(config)
         ).record(results)
+
+    def remember(
+        self, entry: ModelVersion, request: InferenceRequest, variant: str, results: dict[str, Array]
+    ) -> None:
+        """Keep the answer for ground truth, under the request's id (a new one when it had none)."""
+        assert self.feedback is not None
+        config = entry.config
+        cached = self._feedback_rules.get(entry.model)
+        if cached is None or cached[0] is not config:
+            rules = _prediction_rules(config)
+            first = next((r for r in rules if r.kind == "class"), rules[0] if rules else None)
+            cached = self._feedback_rules[entry.model] = (config, first)
+        if cached[1] is None:
+            return
+        if request.id is None:
+            request.id = new_request_id()
+        self.feedback.remember(request.id, entry.model, entry.version, variant, cached[1], results)
+
+    def submit_feedback(self, name: str, doc: Any) -> dict[str, Any]:
+        """``POST /v2/models/{m}/feedback``: labels joined to remembered answers (all or none)."""
+        self.check_model(name)
+        if self.feedback is None:
+            raise Forbidden("ground truth is off: set SERVING_FEEDBACK_RETENTION to remember answers")
+        return self.feedback.submit(name, doc)
 
     @staticmethod
     def shape_outputs(

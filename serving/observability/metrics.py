@@ -197,6 +197,34 @@ class Metrics:
             ["model", "version", "variant", "output", "bucket"],
             registry=r,
         )
+        self.feedback_labels = Counter(
+            "serving_feedback_labels",
+            "Ground-truth labels joined to earlier answers (POST /v2/models/{m}/feedback), by result: "
+            "correct / wrong (class outputs, per row), scored (score outputs).",
+            ["model", "version", "variant", "result"],
+            registry=r,
+        )
+        self.feedback_abs_error = Histogram(
+            "serving_feedback_abs_error",
+            "Absolute error of a score output's answer against its ground-truth label, per row.",
+            ["model", "version", "variant"],
+            buckets=DIFF_BUCKETS,
+            registry=r,
+        )
+        self.feedback_rejected = Counter(
+            "serving_feedback_rejected",
+            "Ground-truth labels refused, by reason (unknown_id, duplicate, invalid); nothing of the "
+            "request is stored.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.feedback_evicted = Counter(
+            "serving_feedback_evicted",
+            "Remembered answers dropped before any label came, by reason (capacity: the oldest past "
+            "SERVING_FEEDBACK_RETENTION; age: older than SERVING_FEEDBACK_MAX_AGE_SECONDS).",
+            ["model", "reason"],
+            registry=r,
+        )
         self.shadow_comparisons = Counter(
             "serving_shadow_comparisons",
             "Shadow requests compared with the primary's answer, by result (match, mismatch, error).",

@@ -46,7 +46,18 @@ DRAIN_SECONDS = 0.25
 MAX_OUTPUT_COLUMNS = 16
 """Output values monitored per version (a wide [N, K] output keeps its first 16)."""
 
-_Item = tuple[str, str, Profile, Array, dict[str, Array]]
+_Item = tuple[int, Array, tuple[Array, ...]]
+"""(the source's number, the input matrix, the output arrays): ints and arrays only, so the
+cyclic garbage collector stops tracking queued items (dicts and dataclasses in a queue of
+thousands made its collections cost more than the binning)."""
+
+
+class _Source:
+    """What a queued item's number stands for: one version's profile and output names."""
+
+    def __init__(self, model: str, version: str, profile: Profile, outputs: tuple[str, ...]) -> None:
+        self.model, self.version, self.profile, self.outputs = model, version, profile, outputs
+        self.broken = False
 
 
 class SlidingCounts:
@@ -187,7 +198,9 @@ class DriftMonitor:
         self._clock = clock
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._versions: dict[tuple[str, str], VersionMonitor] = {}
-        self._broken: set[tuple[str, str, int]] = set()
+        self._sources: list[_Source] = []
+        self._numbers: dict[int, int] = {}  # id(profile) -> its number in _sources
+        self._register_lock = threading.Lock()
         self._dropped: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
@@ -220,8 +233,23 @@ class DriftMonitor:
             child.inc()
             return
         x = inputs.get(profile.input)
-        if x is not None and x.ndim == 2:
-            self._queue.put((model, version, profile, x, outputs))
+        if x is None or x.ndim != 2:
+            return
+        number = self._numbers.get(id(profile))
+        if number is None:
+            number = self._register(model, version, profile, tuple(outputs))
+        self._queue.put((number, x, tuple(outputs.values())))
+
+    def _register(self, model: str, version: str, profile: Profile, outputs: tuple[str, ...]) -> int:
+        """A number for (version, profile); the source keeps the profile alive, so its id is
+        not reused while the number stands for it."""
+        with self._register_lock:
+            number = self._numbers.get(id(profile))
+            if number is None:
+                number = len(self._sources)
+                self._sources.append(_Source(model, version, profile, outputs))
+                self._numbers[id(profile)] = number
+            return number
 
     def queued(self) -> int:
         """Requests waiting for the monitoring thread (approximate; benchmarks wait for 0)."""
@@ -253,24 +281,28 @@ class DriftMonitor:
             self._add(items)
 
     def _add(self, items: list[_Item]) -> None:
-        groups: dict[tuple[str, str, int], list[_Item]] = {}
+        groups: dict[int, list[_Item]] = {}
         for item in items:
-            groups.setdefault((item[0], item[1], id(item[2])), []).append(item)
+            groups.setdefault(item[0], []).append(item)
         now = self._clock()
-        for key, group in groups.items():
-            if key in self._broken:
+        for number, group in groups.items():
+            source = self._sources[number]
+            if source.broken:
                 continue
-            model, version, profile = group[0][0], group[0][1], group[0][2]
             try:
-                monitor = self._monitor(model, version, profile)
-                x = np.concatenate([g[3] for g in group]) if len(group) > 1 else group[0][3]
-                outputs = group[0][4]
-                if len(group) > 1:
-                    outputs = {k: np.concatenate([g[4][k] for g in group]) for k in outputs}
+                monitor = self._monitor(source.model, source.version, source.profile)
+                x = np.concatenate([g[1] for g in group]) if len(group) > 1 else group[0][1]
+                columns = zip(*(g[2] for g in group), strict=True)
+                outputs = {
+                    name: np.concatenate(arrays) if len(group) > 1 else arrays[0]
+                    for name, arrays in zip(source.outputs, columns, strict=True)
+                }
                 monitor.add(now, x, outputs)
             except Exception:  # never more than one log line per version and profile
-                log.exception("model %s version %s: monitoring turned off for it", model, version)
-                self._broken.add(key)
+                log.exception(
+                    "model %s version %s: monitoring turned off for it", source.model, source.version
+                )
+                source.broken = True
 
     def _monitor(self, model: str, version: str, profile: Profile) -> VersionMonitor:
         found = self._versions.get((model, version))

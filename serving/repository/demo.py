@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from serving import platforms
+
 
 def _write_config(model_dir: Path, doc: dict[str, Any]) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     _write_config(
         cancer,
         {
-            "platform": "xgboost",
+            "platform": platforms.XGBOOST.name,
             "description": "Breast cancer (sklearn), binary:logistic; probability = P(benign)",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}],
             "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}],
@@ -89,7 +91,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     _write_config(
         lgbm,
         {
-            "platform": "lightgbm",
+            "platform": platforms.LIGHTGBM.name,
             "description": "Breast cancer (sklearn), LightGBM binary; probability = P(benign)",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}],
             "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1]}],
@@ -114,7 +116,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     _write_config(
         digits,
         {
-            "platform": "onnx",
+            "platform": platforms.ONNX.name,
             "description": "8x8 digits (sklearn) MLP; pixel values scaled to [0, 1]",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
             "outputs": [
@@ -133,7 +135,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     _write_config(
         iris,
         {
-            "platform": "xgboost",
+            "platform": platforms.XGBOOST.name,
             "description": "Iris (sklearn), multi:softprob; two versions for canary demos",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],

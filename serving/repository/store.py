@@ -491,4 +491,8 @@ def validate_repository(root: Path, settings: Settings | None = None) -> list[st
                 problems.append(f"{model_dir / str(number)}: {type(exc).__name__}: {exc}")
             else:
                 runtime.close()
+                entry = ModelVersion(model_dir.name, str(number), config, model_dir / str(number))
+                _, monitoring = load_version_profile(entry, real_root)
+                if monitoring.startswith("invalid: "):  # the version would serve, unmonitored
+                    problems.append(f"{entry.path}: {monitoring.removeprefix('invalid: ')}")
     return problems

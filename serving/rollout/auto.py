@@ -36,8 +36,8 @@ def analyze_state(
 ) -> Analysis:
     stable_side, canary_side = state.sides
     return decide(
-        prom.sample(stable_side, window_s, thresholds.prediction_shift),
-        prom.sample(canary_side, window_s, thresholds.prediction_shift),
+        prom.sample(stable_side, window_s, thresholds.prediction_shift, thresholds.accuracy),
+        prom.sample(canary_side, window_s, thresholds.prediction_shift, thresholds.accuracy),
         thresholds,
         look,
     )

@@ -77,6 +77,9 @@ def thresholds_from(args: argparse.Namespace) -> Thresholds:
         max_tail_increase=args.max_tail_increase,
         prediction_shift=args.prediction_shift,
         max_prediction_shift=args.max_prediction_shift,
+        accuracy="accuracy" in (args.metric or []),
+        max_accuracy_drop=args.max_accuracy_drop,
+        min_labels=args.min_labels,
         max_disagreement=getattr(args, "max_disagreement", 0.1),
         max_shadow_diff=getattr(args, "max_shadow_diff", 0.1),
     )
@@ -281,6 +284,22 @@ def _analysis_flags(p: argparse.ArgumentParser, prometheus_required: bool) -> No
         type=float,
         default=0.1,
         help="total-variation distance between the prediction distributions tolerated (0.1)",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=["accuracy"],
+        help="also judge accuracy against ground truth (POST /v2/models/{m}/feedback; "
+        "the server needs SERVING_FEEDBACK_RETENTION)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.02,
+        help="--metric accuracy: share of wrong answers the canary may add (0.02 = 2 points)",
+    )
+    p.add_argument(
+        "--min-labels", type=int, default=100, help="--metric accuracy: labelled canary answers needed (100)"
     )
     p.add_argument(
         "--srm-threshold",

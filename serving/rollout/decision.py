@@ -61,6 +61,10 @@ class Sample:
     """Cumulative request counts per latency bucket edge (``le``, seconds; ``inf`` = all)."""
     predictions: dict[str, dict[str, float]] | None = None
     """Output -> bucket -> predictions counted; None when the series is absent."""
+    labelled: float = 0.0
+    """Answers (rows) with ground truth in the window (serving_feedback_labels_total)."""
+    wrong: float = 0.0
+    """Of those, answered with another class than the label."""
 
     @property
     def error_ratio(self) -> float:
@@ -87,6 +91,12 @@ class Thresholds:
     """Judge the predictions (classes or score bins) too."""
     max_prediction_shift: float = 0.1
     """Total-variation distance between the two prediction distributions that is tolerated."""
+    accuracy: bool = False
+    """Judge accuracy against ground truth too (``--metric accuracy``)."""
+    max_accuracy_drop: float = 0.02
+    """Share of wrong answers the canary may add over stable (0.02 = 2 points of accuracy)."""
+    min_labels: int = 100
+    """Labelled canary answers needed before the accuracy check says pass."""
     max_disagreement: float = 0.1
     """Shadow gate: share of mirrored rows whose predicted class may differ from the stable's."""
     max_shadow_diff: float = 0.1
@@ -186,6 +196,8 @@ class Analysis:
     """The look of an ``auto`` run this verdict was (None: one ``analyze``)."""
     alpha: float | None = None
     """The level each rollback test of this look used (after spending)."""
+    accuracy: ErrorComparison | None = None
+    """Wrong-answer ratios against ground truth (``--metric accuracy``), as for errors."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -229,6 +241,10 @@ def decide(
 
     limit, tail = _latency(stable, canary, t, look, checks, fails, waits)
 
+    accuracy: ErrorComparison | None = None
+    if t.accuracy:
+        accuracy = _accuracy(stable, canary, t, look, checks, fails, waits)
+
     shifts: list[ShiftTest] = []
     if t.prediction_shift:
         shifts = _predictions(stable, canary, t, alpha, checks, fails, waits)
@@ -239,6 +255,7 @@ def decide(
     if (
         checks["errors"] == "fail"
         or checks.get("predictions") == "fail"
+        or checks.get("accuracy") == "fail"
         or (checks["latency"] == "fail" and checks["volume"] == "pass")
     ):
         verdict, reason = Verdict.ROLLBACK, "; ".join(fails)
@@ -251,7 +268,9 @@ def decide(
             reason += f", {tail.canary_share:.2%} above {_ms(tail.edge_s)}"
         if shifts:
             reason += "; predictions " + ", ".join(f"{s.output} TV {s.total_variation:.3f}" for s in shifts)
-    return Analysis(verdict, reason, stable, canary, errors, limit, checks, tail, shifts, look, alpha)
+    return Analysis(
+        verdict, reason, stable, canary, errors, limit, checks, tail, shifts, look, alpha, accuracy
+    )
 
 
 def _latency(
@@ -299,6 +318,53 @@ def _latency(
             f"latency not measurable yet (canary p99 {_ms(canary.p99_s)}, stable {_ms(stable.p99_s)})"
         )
     return limit, tail
+
+
+def _accuracy(
+    stable: Sample,
+    canary: Sample,
+    t: Thresholds,
+    look: int | None,
+    checks: dict[str, str],
+    fails: list[str],
+    waits: list[str],
+) -> ErrorComparison | None:
+    if canary.labelled < t.min_labels or stable.labelled <= 0:
+        checks["accuracy"] = "wait"
+        waits.append(
+            f"ground truth for {canary.labelled:.0f} canary and {stable.labelled:.0f} stable answers "
+            f"(serving_feedback_labels_total), {t.min_labels} canary needed"
+        )
+        return None
+    alpha = 1.0 - t.confidence
+    low, high = proportion_diff(
+        canary.wrong,
+        canary.labelled,
+        stable.wrong,
+        stable.labelled,
+        z_for(spent_alpha(alpha, look)),
+        z_for(alpha),
+    )
+    outcome = (
+        "worse" if low > t.max_accuracy_drop else "safe" if high <= t.max_accuracy_drop else "inconclusive"
+    )
+    found = ErrorComparison(
+        canary.wrong / canary.labelled, stable.wrong / stable.labelled, low, high, outcome
+    )
+    text = (
+        f"accuracy canary {1 - found.canary_ratio:.2%} vs stable {1 - found.stable_ratio:.2%} "
+        f"({canary.labelled:.0f} / {stable.labelled:.0f} labelled), wrong-answer difference in "
+        f"[{low:+.2%}, {high:+.2%}], allowed +{t.max_accuracy_drop:.2%}"
+    )
+    if outcome == "worse":
+        checks["accuracy"] = "fail"
+        fails.append(text)
+    elif outcome == "inconclusive":
+        checks["accuracy"] = "wait"
+        waits.append(text)
+    else:
+        checks["accuracy"] = "pass"
+    return found
 
 
 def _predictions(

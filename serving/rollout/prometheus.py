@@ -124,7 +124,7 @@ class PrometheusClient:
         )
         return ShadowSample(rows, compared, q90 if compared > 0 else None)
 
-    def sample(self, side: Side, window_s: float, predictions: bool = True) -> Sample:
+    def sample(self, side: Side, window_s: float, predictions: bool = True, labels: bool = False) -> Sample:
         """Requests, server errors, latency (p99 and buckets) and, with ``predictions``, the
         prediction counts per output and bucket for one side over the last ``window_s`` seconds."""
         w = promql_duration(window_s)
@@ -159,7 +159,16 @@ class PrometheusClient:
                 found = {}
                 for (output, bucket), count in series.items():
                     found.setdefault(output, {})[bucket] = count
+        labelled = wrong = 0.0
+        if labels:
+            results = self.vector(
+                f"sum by (result) (increase(serving_feedback_labels_total{{{sel}}}[{w}]))", "result"
+            )
+            wrong = results.get(("wrong",), 0.0)
+            labelled = wrong + results.get(("correct",), 0.0)
         return Sample(
+            labelled=labelled,
+            wrong=wrong,
             requests=requests,
             errors=errors,
             p99_s=p99 if requests > 0 else None,

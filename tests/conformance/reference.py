@@ -34,6 +34,8 @@ def reference(model: str, version: str, x: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(names, session.run(names, {"input": x}), strict=True))
     (name,) = next(o for m, v, _, o in MODELS if (m, v) == (model, version))
     if (path / "model.txt").exists():  # LightGBM predicts in float64; the demo config says FP32
-        return {name: lgb.Booster(model_file=str(path / "model.txt")).predict(x).astype(np.float32)}
+        return {
+            name: np.asarray(lgb.Booster(model_file=str(path / "model.txt")).predict(x), dtype=np.float32)
+        }
     booster = xgb.Booster(model_file=str(path / "model.json"))
     return {name: booster.inplace_predict(x)}

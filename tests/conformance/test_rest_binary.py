@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import httpx
 import numpy as np
@@ -17,7 +18,7 @@ from tests.server_process import ServerProcess
 HEADER = "Inference-Header-Content-Length"
 
 
-def _post(server: ServerProcess, header: dict[str, object], blobs: bytes, **extra: str) -> httpx.Response:
+def _post(server: ServerProcess, header: Mapping[str, object], blobs: bytes, **extra: str) -> httpx.Response:
     json_part = orjson.dumps(header)
     headers = {HEADER: str(len(json_part)), "content-type": "application/octet-stream", **extra}
     return httpx.post(

@@ -95,13 +95,13 @@ class _FakeApi(BaseHTTPRequestHandler):
                     ],
                 },
             )
-        elif (gv := _group_version(path)) is not None and gv in API_RESOURCES:
+        elif (served := _group_version(path)) is not None and served in API_RESOURCES:
             self._send(
                 200,
                 {
                     "kind": "APIResourceList",
                     "apiVersion": "v1",
-                    "groupVersion": gv,
+                    "groupVersion": served,
                     "resources": [
                         {
                             "name": plural,
@@ -110,7 +110,7 @@ class _FakeApi(BaseHTTPRequestHandler):
                             "kind": kind,
                             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                         }
-                        for plural, kind, namespaced in API_RESOURCES[gv]
+                        for plural, kind, namespaced in API_RESOURCES[served]
                     ],
                 },
             )

@@ -210,7 +210,8 @@ def objects_of(release: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def notes_line(release: dict[str, Any], model: str) -> str:
-    (line,) = [ln for ln in release["info"]["notes"].splitlines() if ln.startswith(f"  - {model} (")]
+    notes: str = release["info"]["notes"]
+    (line,) = [ln for ln in notes.splitlines() if ln.startswith(f"  - {model} (")]
     return line
 
 
@@ -252,8 +253,8 @@ def test_kserve_admits_and_runs_what_notes_print(
     scaled = objects_of(release, "ScaledObject")
     for name, isvc in objects_of(release, "InferenceService").items():
         admitted = admit_isvc(isvc, kserve)
-        _, runtime = select_runtime(admitted, namespaced, cluster)
-        assert runtime == admitted["spec"]["predictor"]["model"]["runtime"], name
+        _, selected = select_runtime(admitted, namespaced, cluster)
+        assert selected == admitted["spec"]["predictor"]["model"]["runtime"], name
         line = notes_line(release, name)
         predictor = admitted["spec"]["predictor"]
         mode = admitted["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
@@ -533,7 +534,7 @@ def test_runtimes_are_not_auto_selected_unless_asked(rendered: dict[str, dict[st
     """An onnx/xgboost InferenceService of another team that names no runtime lands on KServe's
     own runtimes, not ours; with runtime.autoSelect it would land on ours."""
     kserve = KServe("v0.20.0")
-    foreign = {
+    foreign: dict[str, Any] = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {"name": "theirs", "namespace": NAMESPACE, "annotations": {}},
@@ -632,7 +633,7 @@ def test_cluster_runtime_only_when_asked(rendered: dict[str, dict[str, Any]]) ->
     assert isvc["spec"]["predictor"]["model"]["runtime"] == "serving"
 
 
-BROKEN = [
+BROKEN: list[tuple[dict[str, Any], str, str]] = [
     ({"models": [{"name": "m", "format": "sklearn", "storageUri": "pvc://m"}]},
      "models/0/format", "'onnx', 'xgboost', 'lightgbm'"),
     ({"models": [{"name": "m", "format": "onnx", "storageUri": "pvc://m", "minReplicas": -1}]},
@@ -669,7 +670,7 @@ def test_schema_accepts_every_values_set_above() -> None:
         jsonschema.Draft7Validator(SCHEMA).validate(merged(values or {}))
 
 
-TEMPLATE_REFUSALS = [
+TEMPLATE_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"models": [{"name": "m", "format": "onnx", "storageUri": "pvc://m", "autoscaler": {"class": "hpa"},
                   "canaryTrafficPercent": 10}]},
      r"canaryTrafficPercent needs autoscaler\.class knative"),

@@ -199,6 +199,7 @@ def run_script(
                     f"line {step.line}: printed\n{got_text[:400]}\n  the page shows\n{step.text[:400]}"
                 )
             continue
+        assert step.expected is not None  # a checked step without text has expected JSON
         try:
             got, want = json.loads(got_text), json.loads(step.expected)
         except ValueError as exc:

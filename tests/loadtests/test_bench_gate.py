@@ -135,7 +135,7 @@ def test_batching_lift_drop_fails_even_when_every_ratio_holds() -> None:
     verdict = regression_gate(current, run())
     assert [c.name for c in verdict.failures] == ["lift bench-heavy-batched / bench-heavy c=64"]
     lift = verdict.failures[0]
-    assert (lift.baseline, lift.current) == (pytest.approx(3.0), pytest.approx(2.5))
+    assert lift.baseline == pytest.approx(3.0) and lift.current == pytest.approx(2.5)
     # a larger lift passes
     better = run(overrides={("json", "bench-heavy-batched", 64): 1.3})
     assert regression_gate(better, run()).passed

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ import httpx
 import yaml
 
 from tests.server_process import free_port
+from tests.waiting import wait_until
+
+
+def _epoch(rfc3339: str) -> float:
+    """Prometheus's RFC 3339 times carry nanoseconds; Python reads at most microseconds."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
@@ -49,14 +56,25 @@ class Prometheus:
         return float(series["value"][1])
 
     def wait_for(self, expr: str, predicate: Any, timeout: float) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
         result = self.query(expr)
-        while not predicate(result):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{expr}: still {result} after {timeout}s\n{self.log()[-2000:]}")
-            time.sleep(0.25)
+
+        def holds() -> bool:
+            nonlocal result
             result = self.query(expr)
+            return bool(predicate(result))
+
+        wait_until(holds, timeout, 0.25, lambda: f"{expr}: still {result}\n{self.log()[-2000:]}")
         return result
+
+    def evaluated_after_a_scrape(self, since: float) -> bool:
+        """Every target was scraped after ``since`` (epoch seconds), and every rule group was
+        evaluated after those scrapes: what happened before ``since`` is in the rules' results."""
+        targets = httpx.get(f"{self.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        scraped = [_epoch(t["lastScrape"]) for t in targets]
+        if not scraped or min(scraped) <= since:
+            return False
+        groups = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        return all(_epoch(g["lastEvaluation"]) > max(scraped) for g in groups)
 
 
 @contextlib.contextmanager
@@ -97,16 +115,15 @@ def running_prometheus(
         )
     prom = Prometheus(proc, f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{prom.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready after 30s:\n{prom.log()}")
-            time.sleep(0.1)
+                return httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200
+            return False
+
+        wait_until(ready, 30, 0.1, lambda: f"prometheus not ready:\n{prom.log()}")
         yield prom
     finally:
         proc.terminate()

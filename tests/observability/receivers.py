@@ -19,6 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from tests.waiting import wait_until
+
 
 def _value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
@@ -50,14 +52,12 @@ class Received:
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def wait_for(self, predicate: Callable[[Received], bool], timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def holds() -> bool:
             with self.lock:
-                if predicate(self):
-                    return
-            time.sleep(0.05)
-        raise AssertionError(
-            f"not received within {timeout}s: {len(self.spans)} spans, {len(self.events)} events"
+                return predicate(self)
+
+        wait_until(
+            holds, timeout, 0.05, lambda: f"not received: {len(self.spans)} spans, {len(self.events)} events"
         )
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
@@ -119,7 +119,7 @@ class _SinkHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # deliberate: a slow sink, so events pile up in the sender
         event = from_http(dict(self.headers.items()), body)
         with self.received.lock:
             self.received.events.append(event)

@@ -8,6 +8,7 @@ import time
 
 from serving.observability.looplag import sample_loop_lag
 from serving.observability.metrics import Metrics
+from tests.waiting import wait_until_async
 
 
 def _samples(metrics: Metrics) -> tuple[float, float, float]:
@@ -29,9 +30,11 @@ def test_a_blocked_loop_is_one_late_sample() -> None:
 
     async def run() -> None:
         task = asyncio.get_running_loop().create_task(sample_loop_lag(metrics.event_loop_lag, 0.02))
-        await asyncio.sleep(0.1)
-        time.sleep(0.25)  # a callback that holds the loop
-        await asyncio.sleep(0.1)
+        await wait_until_async(lambda: _samples(metrics)[0] >= 2, 10, message="no idle samples")
+        time.sleep(0.25)  # deliberate: a callback that holds the loop
+        await wait_until_async(
+            lambda: _samples(metrics)[2] >= 1 and _samples(metrics)[0] >= 4, 10, message="no late sample"
+        )
         task.cancel()
 
     asyncio.run(run())

@@ -157,3 +157,12 @@ def test_shifted_feature_drifts_others_stay(repo: Path, tmp_path: Path) -> None:
         ):
             assert time.monotonic() < deadline, "the out-of-range value was not counted"
             time.sleep(0.1)
+
+
+def test_validate_repo_names_a_refused_profile(repo: Path) -> None:
+    from serving.repository.store import validate_repository
+
+    problems = validate_repository(repo)
+    assert problems == [
+        f"{repo / 'cancer-bad' / '1'}: profile.json: it profiles 0 features, the model takes 30"
+    ]

@@ -130,7 +130,9 @@ def test_sticky_sampling_by_key_logs_a_caller_all_or_nothing(tmp_path: Path) -> 
             "SERVING_PAYLOAD_LOG_SAMPLE_RATE": "0.5",
             "SERVING_PAYLOAD_LOG_BY": "key",
         }
-        with running_server(_repo(tmp_path / "repo"), tmp_path / "logs", env=env, grpc=False) as server:
+        repo = _repo(tmp_path / "repo")
+        _model(repo, "always", payload_logging={"sample_rate": 1.0})
+        with running_server(repo, tmp_path / "logs", env=env, grpc=False) as server:
             keys = [f"user-{i}" for i in range(12)]
             for round_ in range(3):
                 for key in keys:
@@ -140,8 +142,10 @@ def test_sticky_sampling_by_key_logs_a_caller_all_or_nothing(tmp_path: Path) -> 
                         headers={"x-routing-key": key},
                     )
                     assert reply.status_code == 200
-            assert httpx.post(f"{server.url}/v2/models/ident/infer", json=_body("marker")).status_code == 200
-            time.sleep(1.0)
+            # One sender thread sends the events in order: once the marker's arrive (its model
+            # logs every request), every event of the requests before it has arrived too.
+            assert httpx.post(f"{server.url}/v2/models/always/infer", json=_body("marker")).status_code == 200
+            received.wait_for(lambda r: len(_events(r, "marker")) == 2)
     with received.lock:
         logged = {e["id"].rsplit("-", 1)[0] for e in received.events if e["id"] != "marker"}
         counts = {

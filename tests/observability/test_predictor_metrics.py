@@ -17,6 +17,7 @@ from serving.predict.predictor import ThreadedPredictor
 from serving.runtimes.base import load_runtime
 from serving.settings import Settings
 from tests.tinymodels import write_identity_model
+from tests.waiting import wait_until_async
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -41,12 +42,16 @@ def test_queue_wait_depth_and_cancellation(tmp_path: Path) -> None:
         blocker = loop.run_in_executor(executor, release.wait, 10)  # the only thread is busy
         waiting = asyncio.ensure_future(predictor.predict(inputs, None))
         cancelled = asyncio.ensure_future(predictor.predict(inputs, None))
-        await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: _value(metrics, "serving_queue_depth", **labels) == 2, 10, message="never queued"
+        )
         assert _value(metrics, "serving_queue_depth", **labels) == 2
         cancelled.cancel()  # never picked up by a thread
+        # deliberate: one turn of the loop, no time: the cancelled call leaves the queue in it
         await asyncio.sleep(0)
         assert _value(metrics, "serving_queue_depth", **labels) == 1
-        await asyncio.sleep(0.1)
+        # deliberate: the thread stays busy 0.15 s, so the queued call's wait is past the 0.1 s bucket
+        await asyncio.sleep(0.15)
         release.set()
         await blocker
         outputs = await waiting

@@ -44,6 +44,7 @@ from tests.observability.conftest import DASHBOARD, RULES
 from tests.observability.prom import running_prometheus
 from tests.server_process import DEMO_REPO, running_server
 from tests.tinymodels import spec, write_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -278,7 +279,9 @@ def test_real_prometheus_scrapes_server_rules_and_dashboard(prometheus_bin: str,
         groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
         assert len(rules) == sum(len(g["rules"]) for g in yaml.safe_load(RULES.read_text())["groups"])
-        time.sleep(2.5)  # a scrape and a rule evaluation after the last request
+        # a scrape and a rule evaluation after the last request
+        since = time.time()
+        wait_until(lambda: prom.evaluated_after_a_scrape(since), 30, 0.2, "no scrape and evaluation since")
         groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         for rule in (rule for group in groups for rule in group["rules"]):
             assert rule["health"] == "ok", rule

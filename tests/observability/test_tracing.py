@@ -9,7 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -213,8 +213,12 @@ def test_a_batch_is_one_compute_span_linked_with_each_request(traced: tuple[Serv
     assert compute.parent_id == owner.span_id
     others = {(s.trace_id, s.span_id) for s in servers if s is not owner}
     assert set(compute.links) == others
+
+    def has_queue_wait(trace_id: str) -> Callable[[Received], bool]:
+        return lambda r: any(s.name == "queue wait" for s in r.trace(trace_id))
+
     for span in servers:  # every request's queue wait links to the batch
-        received.wait_for(lambda r, span=span: any(s.name == "queue wait" for s in r.trace(span.trace_id)))
+        received.wait_for(has_queue_wait(span.trace_id))
         [wait] = [s for s in received.trace(span.trace_id) if s.name == "queue wait"]
         assert wait.parent_id == span.span_id
         assert (compute.trace_id, compute.span_id) in wait.links

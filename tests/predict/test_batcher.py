@@ -17,6 +17,7 @@ from serving.observability.metrics import Metrics
 from serving.predict.batching import DynamicBatcher
 from serving.runtimes.base import Runtime
 from tests.predict.models import N_FEATURES, load, write_onnx_model, write_xgb_model
+from tests.waiting import wait_until_async
 
 ROW_COUNTS = [1, 3, 2, 5, 1, 7, 4, 1, 2, 6]
 Body = Callable[[DynamicBatcher], Awaitable[Any]]
@@ -29,6 +30,15 @@ def _rows(count: int, seed: int, features: int = N_FEATURES) -> np.ndarray:
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+async def _queued(metrics: Metrics, count: int) -> None:
+    """Until ``count`` requests wait in the batcher's queue (its queue-depth gauge)."""
+    await wait_until_async(
+        lambda: _sample(metrics, "serving_queue_depth", model="m", version="1") == count,
+        timeout=10,
+        message=f"{count} requests never waited in the queue",
+    )
 
 
 def _run(runtime: Runtime, body: Body, metrics: Metrics | None = None, **options: Any) -> Any:
@@ -107,7 +117,7 @@ def test_overload_rejects_past_max_queue_size(xgb_runtime: Runtime) -> None:
 
     async def body(batcher: DynamicBatcher) -> list[Any]:
         first = [asyncio.ensure_future(batcher.predict({"input": _rows(1, i)}, None)) for i in range(2)]
-        await asyncio.sleep(0)  # both are queued: the 300 ms delay holds the batch
+        await _queued(metrics, 2)  # the 300 ms delay holds the batch
         with pytest.raises(Overloaded, match="max_queue_size 2"):
             await batcher.predict({"input": _rows(1, 9)}, None)
         return await asyncio.gather(*first)
@@ -191,7 +201,7 @@ def test_cancelled_request_is_skipped(xgb_runtime: Runtime) -> None:
     async def body(batcher: DynamicBatcher) -> dict[str, np.ndarray]:
         gone = asyncio.ensure_future(batcher.predict({"input": _rows(4, 0)}, None))
         stays = asyncio.ensure_future(batcher.predict({"input": _rows(1, 1)}, None))
-        await asyncio.sleep(0.01)
+        await _queued(metrics, 2)
         gone.cancel()
         return await stays
 
@@ -201,13 +211,15 @@ def test_cancelled_request_is_skipped(xgb_runtime: Runtime) -> None:
 
 
 def test_close_answers_queued_requests(xgb_runtime: Runtime) -> None:
+    metrics = Metrics()
+
     async def body(batcher: DynamicBatcher) -> None:
         queued = asyncio.ensure_future(batcher.predict({"input": _rows(1, 0)}, None))
-        await asyncio.sleep(0.01)
+        await _queued(metrics, 1)
         await batcher.close()
         with pytest.raises(ModelNotReady):
             await queued
         with pytest.raises(ModelNotReady):
             await batcher.predict({"input": _rows(1, 0)}, None)
 
-    _run(xgb_runtime, body, max_batch_size=64, max_queue_delay_us=5_000_000)
+    _run(xgb_runtime, body, metrics, max_batch_size=64, max_queue_delay_us=5_000_000)

@@ -5,20 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import GraphProto, ModelProto, OperatorSetIdProto, TensorProto, helper, numpy_helper
 
 from tests.tinymodels import spec, write_config, write_identity_model
 
 
-def _save(model_dir: Path, model: object, version: int = 1) -> Path:
+def _save(model_dir: Path, model: ModelProto, version: int = 1) -> Path:
     folder = model_dir / str(version)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    path.write_bytes(model.SerializeToString())  # type: ignore[attr-defined]
+    path.write_bytes(model.SerializeToString())
     return path
 
 
-def _model(graph: object, *extra_opsets: object) -> object:
+def _model(graph: GraphProto, *extra_opsets: OperatorSetIdProto) -> ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15), *extra_opsets])
     model.ir_version = 8
     return model

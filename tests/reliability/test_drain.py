@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.protocol.grpc.client import OipClient
 from tests.reliability.models import write_good_model, write_slow_model
 from tests.server_process import ServerProcess, rest_env, start_server
+from tests.waiting import wait_until
 
 ROW = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 DRAIN_ENV = {
@@ -66,10 +67,11 @@ class LoadBalancer:
             except httpx.HTTPError:
                 ready = False
             if not ready:
-                time.sleep(0.2)  # the endpoint update takes a moment to reach the proxies
+                # deliberate: the endpoint update takes a moment to reach the proxies
+                time.sleep(0.2)
                 self.routed.clear()
                 return
-            time.sleep(0.05)
+            stop.wait(0.05)
 
     def rest_client(self, limit: int) -> None:
         for _ in range(limit):
@@ -117,7 +119,7 @@ def _slow_upload(server: ServerProcess, seconds: float, result: dict[str, object
 
     def trickle() -> Iterator[bytes]:
         for piece in pieces:
-            time.sleep(seconds / len(pieces))
+            time.sleep(seconds / len(pieces))  # deliberate: the body trickles in
             yield piece
 
     try:
@@ -153,7 +155,7 @@ def test_sigterm_under_load_loses_no_accepted_request(repo: Path, tmp_path: Path
         for thread in threads:
             thread.start()
         watcher.start()
-        time.sleep(1.5)
+        wait_until(lambda: lb.outcomes["ok"] > 10, 60, message=lambda: f"no load: {lb.errors[:5]}")
         assert lb.outcomes["ok"] > 10, lb.errors[:5]
         lb.sigterm_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
@@ -167,7 +169,10 @@ def test_sigterm_under_load_loses_no_accepted_request(repo: Path, tmp_path: Path
         # closes (1 s after SIGTERM) must be finished, not cut.
         uploader = threading.Thread(target=_slow_upload, args=(server, 2.0, upload))
         uploader.start()
-        time.sleep(1.6)
+        # the listener closes 1 s after SIGTERM: refused within 1.6 s of the upload's start
+        wait_until(
+            lambda: _refused(server.http_port), 1.6, 0.1, "still accepting connections after the drain delay"
+        )
         assert _refused(server.http_port), "still accepting connections after the drain delay"
         uploader.join(30)
         code = server.proc.wait(30)
@@ -247,7 +252,11 @@ def test_second_signal_exits_at_once(repo: Path, tmp_path: Path) -> None:
     server = start_server(repo, tmp_path, env={**DRAIN_ENV, "SERVING_DRAIN_DELAY_SECONDS": "30"})
     try:
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 503,
+            10,
+            message="still ready after SIGTERM",
+        )
         assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 503
         assert httpx.post(f"{server.url}/v2/models/good/infer", json=ROW, timeout=5).status_code == 200
         start = time.monotonic()

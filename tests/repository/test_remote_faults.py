@@ -153,3 +153,25 @@ def test_a_cached_file_changed_on_disk_is_caught_before_use(tmp_path: Path) -> N
     blob.write_bytes(b"model bytez")
     assert not fresh.verify(digest)
     assert fresh.lookup("a" * 64) is None  # removed: the next sync downloads it again
+
+
+def test_one_models_folder_is_served_under_the_prefix_name(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KServe's layout in a bucket: the URI names one model's folder (config.yaml at the top)."""
+    client = s3.client()
+    client.create_bucket(Bucket="faults-single")
+    client.put_object(Bucket="faults-single", Key="models/iris/config.yaml", Body=b"platform: onnx\n")
+    client.put_object(Bucket="faults-single", Key="models/iris/1/model.onnx", Body=b"onnx bytes")
+    repo = remote(s3, monkeypatch, "s3://faults-single/models/iris", tmp_path / "cache")
+    assert repo.sync(first=True) == {"config.yaml", "1"}
+    assert repo.view.name == "iris"
+    assert (repo.view / "config.yaml").read_bytes() == b"platform: onnx\n"
+    assert (repo.view / "1/model.onnx").read_bytes() == b"onnx bytes"
+    # The files are hard links into the cache (no second copy), read-only.
+    assert (repo.view / "1/model.onnx").stat().st_nlink == 2
+    assert not os.access(repo.view / "1/model.onnx", os.W_OK) or os.geteuid() == 0
+    # Unchanged at the next poll: nothing reassembled.
+    assert repo.sync() == set()
+    repo.close()
+    assert not repo.view.exists()

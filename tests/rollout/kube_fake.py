@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import urllib3
@@ -154,7 +155,8 @@ class FakePoolManager:
         if not ingress.get("enableGatewayApi"):
             return
         stable = kserve_rules.predictor_service(meta["name"], isvc["spec"]["predictor"].get("name"))
-        weights = kserve_rules.canary_weights(isvc, self.controller.kserve, ingress) or {stable: None}
+        split = kserve_rules.canary_weights(isvc, self.controller.kserve, ingress)
+        weights: Mapping[str, int | None] = split or {stable: None}
         refs = [{"kind": "Service", "name": svc, "port": 80} for svc in weights]
         for ref, weight in zip(refs, weights.values(), strict=True):
             if weight is not None:
@@ -174,8 +176,14 @@ def fake_api_client(webhook: KServe | None = None) -> tuple[client.ApiClient, Fa
     configuration = client.Configuration(host=HOST)
     api_client = client.ApiClient(configuration)
     fake = FakePoolManager(webhook)
-    api_client.rest_client.pool_manager = fake
+    answer_with(api_client, fake)
     return api_client, fake
+
+
+def answer_with(api_client: client.ApiClient, fake: FakePoolManager) -> None:
+    """Routes every request of ``api_client`` to ``fake``: the client only ever calls its pool
+    manager's ``request()``, which the fake answers as urllib3's does (a duck type, hence the cast)."""
+    api_client.rest_client.pool_manager = cast(urllib3.PoolManager, fake)
 
 
 def isvc_path(namespace: str, name: str) -> str:

@@ -28,7 +28,16 @@ import urllib3
 
 from serving.rollout.configmap import ANNOTATION, ISVC_LABEL
 from tests.deploy.k8s_schemas import validate_object
-from tests.rollout.kube_fake import HOST, NS, FakePoolManager, Recorded, base_isvc, isvc_path, merge_patch
+from tests.rollout.kube_fake import (
+    HOST,
+    NS,
+    FakePoolManager,
+    Recorded,
+    answer_with,
+    base_isvc,
+    isvc_path,
+    merge_patch,
+)
 from tests.server_process import ServerProcess, start_server, wait_until_ready
 from tests.versions.conftest import ENV, iris_repo
 from tests.versions.kubelet import project
@@ -123,7 +132,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     repo = iris_repo(root / "repo", traffic={"weights": {1: 100}})
     api_client = client.ApiClient(client.Configuration(host=HOST))
     fake = FleetApiServer()
-    api_client.rest_client.pool_manager = fake
+    answer_with(api_client, fake)
     isvc = base_isvc(ISVC, "RawDeployment")
     isvc["metadata"]["annotations"][ANNOTATION] = CONFIGMAP
     fake.objects[isvc_path(NS, ISVC)] = isvc
@@ -172,7 +181,7 @@ def cluster_api_client(cluster: Cluster) -> Any:
     from kubernetes import client
 
     api_client = client.ApiClient(client.Configuration(host=HOST))
-    api_client.rest_client.pool_manager = cluster.fake
+    answer_with(api_client, cluster.fake)
     return api_client
 
 

@@ -281,6 +281,7 @@ def test_status_reports_the_split_the_route_applies() -> None:
     assert state.canary is not None and state.canary.percent == 0 and not state.canary.ready
     assert state.stable is not None and state.stable.percent == 100
     assert any("spec asks 10% for canary; the HTTPRoute applies 0%" in n for n in state.notes)
+    assert fake.controller is not None
     fake.controller.canaries_ready = True
     target.set_percent(25)
     assert target.state().canary_percent == 25

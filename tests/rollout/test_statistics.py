@@ -149,3 +149,18 @@ def test_shadow_gate_verdicts() -> None:
     assert judge_shadow(ShadowSample({}, 200, 0.4), t, 1).verdict is Verdict.ROLLBACK
     assert judge_shadow(ShadowSample({}, 10, 0.4), t, 1).verdict is Verdict.HOLD
     assert judge_shadow(ShadowSample({}, 200, 0.4), t, 1).to_dict()["verdict"] == "rollback"
+
+
+def test_accuracy_against_ground_truth() -> None:
+    t = Thresholds(accuracy=True, min_labels=100, prediction_shift=False)
+
+    def labelled(n: float, wrong: float) -> Sample:
+        return Sample(1000, 0, 0.002, latency(1000, 0.0), None, labelled=n, wrong=wrong)
+
+    worse = decide(labelled(2000, 100), labelled(400, 80), t)  # 5 % -> 20 % wrong
+    assert worse.verdict is Verdict.ROLLBACK and worse.checks["accuracy"] == "fail"
+    assert worse.accuracy is not None and "accuracy canary 80.00% vs stable 95.00%" in worse.reason
+    same = decide(labelled(2000, 100), labelled(600, 30), t)
+    assert same.verdict is Verdict.PROMOTE and same.checks["accuracy"] == "pass", same.reason
+    few = decide(labelled(2000, 100), labelled(20, 1), t)
+    assert few.verdict is Verdict.HOLD and "ground truth for 20 canary" in few.reason

@@ -61,7 +61,7 @@ def test_probe_rows_hold_the_edge_cases() -> None:
     assert (rows == -1.0).all(axis=1).any() and (rows == 2.0**31).all(axis=1).any(), "odd category codes"
 
 
-OBJECTIVES = [
+OBJECTIVES: list[tuple[dict[str, Any], list[int]]] = [
     ({"objective": "binary:logistic"}, [-1]),
     ({"objective": "multi:softprob", "num_class": 3}, [-1, 3]),
     ({"objective": "reg:squarederror"}, [-1]),

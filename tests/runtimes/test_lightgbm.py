@@ -18,8 +18,8 @@ from serving.errors import ModelLoadError
 from serving.modelconfig import ModelConfig
 from serving.runtimes import lightgbm as lgbm_runtime
 from serving.runtimes.base import load_runtime
-from serving.runtimes.fastpath import probe_rows
-from serving.runtimes.lightgbm import FAST, LIBRARY, LightGBMRuntime
+from serving.runtimes.fastpath import LIBRARY, probe_rows
+from serving.runtimes.lightgbm import FAST, LightGBMRuntime
 from serving.settings import Settings
 from tests.server_process import DEMO_REPO
 from tests.tinymodels import spec, train_lgbm

@@ -15,7 +15,8 @@ import orjson
 import pytest
 import tritonclient.grpc as tgrpc
 
-from serving.runtimes.lightgbm import FAST, LIBRARY
+from serving.runtimes.fastpath import LIBRARY
+from serving.runtimes.lightgbm import FAST
 from tests.server_process import ServerProcess, start_server
 from tests.tinymodels import train_lgbm, write_lgbm_model
 

@@ -41,7 +41,7 @@ def rows(n: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray[Any, Any]
     return np.random.default_rng(seed).normal(size=(n, N_FEATURES)).astype(dtype)
 
 
-OBJECTIVES = [
+OBJECTIVES: list[tuple[dict[str, Any], list[int]]] = [
     ({"objective": "binary:logistic"}, [-1]),
     ({"objective": "multi:softprob", "num_class": 3}, [-1, 3]),
     ({"objective": "reg:squarederror"}, [-1]),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +25,10 @@ from tests.scoring.tables import column_array, feature_names, features, list_tab
 from tests.server_process import DEMO_REPO, ROOT
 
 
-def options(tmp_path: Path, source: Path, model: str = "cancer-xgb", **kwargs: object) -> BatchOptions:
+def options(tmp_path: Path, source: Path, model: str = "cancer-xgb", **kwargs: Any) -> BatchOptions:
+    """The demo model's options over ``source``; ``kwargs`` set any other BatchOptions field."""
     return BatchOptions(model=model, repo=DEMO_REPO, input=str(source), output=str(tmp_path / "out.parquet"),
-                        **kwargs)  # type: ignore[arg-type]  # fmt: skip
+                        **kwargs)  # fmt: skip
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -83,7 +85,7 @@ def test_list_output_or_one_column_per_class(tmp_path: Path) -> None:
         ({"columns": [f"f{j}" for j in range(30)], "version": "9"}, "Request for unknown model: 'cancer-xgb' version '9' is not found"),
     ],
 )  # fmt: skip
-def test_a_bad_mapping_fails_before_scoring(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_a_bad_mapping_fails_before_scoring(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     x = features("cancer-xgb", rows=20)
     table = (
         named_table(x)

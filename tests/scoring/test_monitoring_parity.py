@@ -20,6 +20,7 @@ from serving.scoring.model import BatchError
 from serving.scoring.profiling import profile_version
 from tests.observability.test_monitoring import cancer, drift, send, training_table
 from tests.server_process import DEMO_REPO, running_server
+from tests.waiting import wait_until
 
 
 def test_batch_drift_report_and_explanations_equal_the_servers(tmp_path: Path) -> None:
@@ -65,7 +66,16 @@ def test_batch_drift_report_and_explanations_equal_the_servers(tmp_path: Path) -
         ):
             assert time.monotonic() < deadline, "the server did not count the 300 rows"
             time.sleep(0.1)
-        time.sleep(0.5)  # one more publication after the last rows were counted
+
+        def published() -> bool:  # a publication after the last rows were counted
+            features, outputs = drift(server.url, "cancer-xgb")
+            return outputs.get("probability") == pytest.approx(
+                report["outputs"]["probability"]["psi"], abs=1e-12
+            ) and all(
+                features.get(n) == pytest.approx(f["psi"], abs=1e-12) for n, f in report["features"].items()
+            )
+
+        wait_until(published, 15, 0.1, "the drift gauges never showed the 300 rows")
         features, outputs = drift(server.url, "cancer-xgb")
         for name, figures in report["features"].items():
             assert features[name] == pytest.approx(figures["psi"], abs=1e-12), name

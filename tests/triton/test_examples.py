@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.server_process import ServerProcess, running_server
 from tests.triton.models import write_triton_examples
+from tests.waiting import wait_until
 
 SLOW_MS = 1500  # the fault-injected latency of the "slow" copy of "simple"
 
@@ -47,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def simple_data() -> tuple[np.ndarray, np.ndarray]:
-    input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+    input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
     return input0, np.ones(shape=(1, 16), dtype=np.int32)
 
 
@@ -82,7 +83,7 @@ QUERY = {"test_1": 1, "test_2": 2}
 
 def test_simple_http_infer_client(server: ServerProcess) -> None:
     client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.http_port}")
-    input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+    input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
     input1 = np.full(shape=(1, 16), fill_value=-1, dtype=np.int32)
     results = client.infer(
         "simple",
@@ -131,7 +132,7 @@ def test_simple_http_async_infer_client(server: ServerProcess) -> None:
 def test_simple_http_aio_infer_client(server: ServerProcess) -> None:
     async def main() -> None:
         client = httpaio.InferenceServerClient(url=f"127.0.0.1:{server.http_port}")
-        input0 = np.expand_dims(np.arange(start=0, stop=16, dtype=np.int32), axis=0)
+        input0 = np.expand_dims(np.arange(0, 16, dtype=np.int32), axis=0)
         input1 = np.full(shape=(1, 16), fill_value=-1, dtype=np.int32)
 
         async def infer(name: str, outputs: bool) -> Any:
@@ -419,6 +420,12 @@ def metric_total(server: ServerProcess, model: str, outcome: str) -> float:
     return total
 
 
+def inflight(server: ServerProcess, model: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    prefix = f'serving_inflight_requests{{model="{model}"}} '
+    return sum(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
+
+
 def test_stream_deadline_and_cancellation_end_in_flight_requests(server: ServerProcess) -> None:
     """A stream's deadline bounds every request on it; both a passed deadline and a client
     that cancels are counted as failures, like unary calls."""
@@ -435,12 +442,14 @@ def test_stream_deadline_and_cancellation_end_in_flight_requests(server: ServerP
             isinstance(ended, InferenceServerException) and ended.status() == "StatusCode.DEADLINE_EXCEEDED"
         )
         client.stop_stream()
+    wait_until(lambda: inflight(server, "slow") == 0, 10, message="the expired request is still in flight")
     with grpcclient.InferenceServerClient(url=server.grpc_target) as client:
         client.start_stream(callback=partial(stream_callback, answers))
         client.async_stream_infer(
             model_name="slow", inputs=grpc_inputs(grpcclient, input0, input1), request_id="c"
         )
-        time.sleep(0.3)
+        # cancelled while the server works on it (the injected latency holds it 1.5 s)
+        wait_until(lambda: inflight(server, "slow") >= 1, 10, message="the request never reached the server")
         client.stop_stream(cancel_requests=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

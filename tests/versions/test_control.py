@@ -17,6 +17,7 @@ from serving.inference import InferenceRequest, Tensor
 from serving.server import Components, build, load_models
 from serving.settings import Settings
 from tests.versions.conftest import ROW, iris_repo
+from tests.waiting import wait_until_async
 
 
 def request() -> InferenceRequest:
@@ -51,9 +52,9 @@ def test_a_new_version_is_loading_and_gets_nothing_until_warm(tmp_path: Path) ->
         task = asyncio.create_task(control.rescan())
         states: set[str] = set()
         served_while_loading: list[str] = []
-        for _ in range(20_000):
-            if task.done():
-                break
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60  # then stop sampling and just wait for the rescan
+        while not task.done() and loop.time() < deadline:
             row = next((r for r in control.index() if r.get("version") == "3"), None)
             state = row["state"] if row else "ABSENT"
             states.add(state)
@@ -96,6 +97,9 @@ def test_several_workers_refuse_run_time_changes(tmp_path: Path) -> None:
         stop(parts)
 
 
+MAX_SERVED = 50_000
+
+
 def test_reloading_a_serving_version_swaps_it_without_a_failed_request(tmp_path: Path) -> None:
     repo = iris_repo(tmp_path, traffic={"weights": {1: 50, 2: 50}})
     parts = start(repo)
@@ -111,13 +115,15 @@ def test_reloading_a_serving_version_swaps_it_without_a_failed_request(tmp_path:
         served: list[str] = []
 
         async def client() -> None:
-            while not stop_load.is_set() and len(served) < 50_000:
+            while not stop_load.is_set() and len(served) < MAX_SERVED:
                 served.append((await parts.dataplane.infer(request())).version)
 
         clients = [asyncio.create_task(client()) for _ in range(4)]
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: len(served) >= 20, 30, message="the clients never got answers")
         rows = await control.load("iris-xgb")
-        await asyncio.sleep(0.05)
+        # more answers after the reload, unless the clients already made all theirs during it
+        enough = min(len(served) + 20, MAX_SERVED)
+        await wait_until_async(lambda: len(served) >= enough, 30, message="no answers after the reload")
         stop_load.set()
         await asyncio.gather(*clients)  # any failed request would raise here
         return served, rows

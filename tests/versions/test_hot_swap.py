@@ -13,6 +13,7 @@ import pytest
 
 from tests.server_process import ServerProcess, running_server
 from tests.versions.conftest import AUTH, ENV, Client, iris_repo
+from tests.waiting import wait_until
 
 CLIENTS = 3
 MAX_SECONDS = 60
@@ -28,6 +29,7 @@ class Load:
     results: list[tuple[float, float, int, str | None]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answered: int = 0
 
     def run(self) -> None:
         client = Client(self.server.http_port)
@@ -45,6 +47,8 @@ class Load:
                     client = Client(self.server.http_port)
                     continue
                 local.append((sent, time.monotonic(), status, version))
+                with self.lock:
+                    self.answered += 1
                 if status != 200:
                     with self.lock:
                         self.errors.append(f"{status}: {body[:200]!r}")
@@ -52,6 +56,14 @@ class Load:
             client.close()
             with self.lock:
                 self.results.extend(local)
+
+    def run_for(self, answers: int, timeout: float = 30) -> None:
+        """Until the clients have had ``answers`` more answers: the load ran through this step."""
+        with self.lock:
+            target = self.answered + answers
+        wait_until(
+            lambda: self.answered >= target, timeout, message=lambda: f"the load stalled: {self.errors[:3]}"
+        )
 
     def between(self, start: float, end: float) -> set[str | None]:
         """Versions that answered requests sent after ``start`` and answered before ``end``."""
@@ -74,26 +86,26 @@ def test_load_unload_and_weight_changes_under_load_lose_nothing(tmp_path: Path) 
             thread.start()
         marks: dict[str, float] = {}
         try:
-            time.sleep(0.5)
+            load.run_for(60)
             admin(server, "PUT", "/v2/models/iris-xgb/traffic", json={"weights": {"1": 50, "2": 50}})
-            time.sleep(0.3)
+            load.run_for(40)
             # a new version folder appears and is picked up by a re-read, warmed up first
             shutil.copytree(model_dir / "2", model_dir / "3")
             changes = admin(server, "POST", "/v2/repository/reload").json()
             assert changes["loaded"] == ["iris-xgb/3"], changes
             admin(server, "PUT", "/v2/models/iris-xgb/traffic", json={"weights": {"2": 50, "3": 50}})
             marks["only_2_3"] = time.monotonic()
-            time.sleep(0.3)
+            load.run_for(40)
             admin(
                 server, "POST", "/v2/repository/models/iris-xgb/unload", json={"parameters": {"version": "1"}}
             )
-            time.sleep(0.3)
+            load.run_for(40)
             # reload the whole model: 1 comes back, 2 and 3 keep serving untouched
             rows = admin(server, "POST", "/v2/repository/models/iris-xgb/load").json()["versions"]
             assert {r["version"]: r["state"] for r in rows} == {"1": "READY", "2": "READY", "3": "READY"}
             admin(server, "PUT", "/v2/models/iris-xgb/traffic", json={"weights": {"3": 100}})
             marks["only_3"] = time.monotonic()
-            time.sleep(0.3)
+            load.run_for(40)
             admin(
                 server, "POST", "/v2/repository/models/iris-xgb/unload", json={"parameters": {"version": "2"}}
             )
@@ -101,7 +113,7 @@ def test_load_unload_and_weight_changes_under_load_lose_nothing(tmp_path: Path) 
             # back to config.yaml's 90/10: neither 1 nor 2 is READY, so the latest READY serves
             admin(server, "DELETE", "/v2/models/iris-xgb/traffic")
             marks["fallback"] = time.monotonic()
-            time.sleep(0.5)
+            load.run_for(60)
             marks["end"] = time.monotonic()
         finally:
             load.stop.set()
@@ -165,13 +177,12 @@ def test_polling_picks_up_a_new_version_folder_without_restart(tmp_path: Path, p
     ) as server:
         assert httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 404
         shutil.copytree(repo / "iris-xgb" / "1", repo / "iris-xgb" / "3")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 200:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"version 3 never became ready:\n{server.log()}")
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 200,
+            20,
+            0.1,
+            lambda: f"version 3 never became ready:\n{server.log()}",
+        )
         # no weights: the latest READY version takes the traffic
         client = Client(server.http_port)
         try:
@@ -179,7 +190,9 @@ def test_polling_picks_up_a_new_version_folder_without_restart(tmp_path: Path, p
         finally:
             client.close()
         shutil.rmtree(repo / "iris-xgb" / "3")
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code != 404:
-            assert time.monotonic() < deadline, "version 3 was never unloaded after its folder went"
-            time.sleep(0.1)
+        wait_until(
+            lambda: httpx.get(f"{server.url}/v2/models/iris-xgb/versions/3/ready").status_code == 404,
+            20,
+            0.1,
+            "version 3 was never unloaded after its folder went",
+        )

@@ -20,6 +20,8 @@ Admin, ``Authorization: Bearer <SERVING_ADMIN_TOKEN>`` (403 when no token is con
     POST   /v2/repository/reload                 re-read model_repo/ (new or removed folders)
     PUT    /v2/models/{m}/traffic                replace it: {"weights": {"1": 90, "2": 10}, ...}
     DELETE /v2/models/{m}/traffic                back to config.yaml's policy
+    POST   /v2/models/{m}/feedback               ground truth: {"labels": [{"id": "...", "label": 1}]}
+                                                 (serving/core/feedback.py; SERVING_FEEDBACK_RETENTION)
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ def admin_routes(control: ModelControl) -> APIRouter:
     async def reset_traffic(name: str) -> Any:
         return await control.set_traffic(name, None)
 
+    @routes.post("/v2/models/{name}/feedback", dependencies=admin)
+    async def feedback(name: str, request: Request) -> Any:
+        return control.dataplane.submit_feedback(name, await _json_body(request))
+
     return routes
 
 
@@ -136,6 +142,7 @@ def admin_elsewhere(port: int) -> APIRouter:
         ("/v2/repository/models/{name}/unload", ["POST"]),
         ("/v2/repository/reload", ["POST"]),
         ("/v2/models/{name}/traffic", ["PUT", "DELETE"]),
+        ("/v2/models/{name}/feedback", ["POST"]),
     ):
         routes.add_api_route(path, elsewhere, methods=methods)
     return routes

@@ -43,7 +43,7 @@ def test_raw_contents_are_zero_copy() -> None:
     decoded = codec.decode_request(req, max_elements=100).inputs[0].data
     np.testing.assert_array_equal(decoded, array)
     # a view over the protobuf's bytes object, not a copy
-    root = decoded
+    root: object = decoded
     while isinstance(root, np.ndarray):
         root = root.base
     assert isinstance(root, bytes) and root == array.tobytes()

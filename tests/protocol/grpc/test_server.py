@@ -23,6 +23,7 @@ from serving.server import build
 from serving.settings import Settings
 from tests.protocol.grpc.client import OipClient
 from tests.server_process import DEMO_REPO, ServerProcess, running_server
+from tests.waiting import wait_until
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 
@@ -124,14 +125,18 @@ def test_error_codes(client: OipClient, mutate: Any, code: str, details: str) ->
     assert "Traceback" not in (err.value.details() or "")
 
 
-def _batches(server: ServerProcess) -> float:
-    """Runtime predict calls so far for iris-xgb (count of the batch-size histogram)."""
+def _iris_metric(server: ServerProcess, prefix: str) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("serving_batch_size_count{") and 'model="iris-xgb"' in line
+        if line.startswith(prefix) and 'model="iris-xgb"' in line
     )
+
+
+def _batches(server: ServerProcess) -> float:
+    """Runtime predict calls so far for iris-xgb (count of the batch-size histogram)."""
+    return _iris_metric(server, "serving_batch_size_count{")
 
 
 def test_deadline_is_honoured(tmp_path: Path) -> None:
@@ -149,7 +154,14 @@ def test_deadline_is_honoured(tmp_path: Path) -> None:
                 client.call("ModelInfer", _iris_request(client.pb), timeout=0.2)
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - start < 0.9  # did not wait out the 1 s batching delay
-            time.sleep(1.5)  # past the batch's dispatch time
+            # The batch's dispatch time (1 s after the request came) has passed once the batcher
+            # took its queue: the queue depth is back to 0. Were the expired request computed
+            # all the same, the count below, or the one after the next request, would show it.
+            wait_until(
+                lambda: _iris_metric(server, "serving_queue_depth{") == 0,
+                10,
+                message="the batcher never took its queue",
+            )
             assert _batches(server) == 0  # the expired request was dropped, not computed
             reply = client.call("ModelInfer", _iris_request(client.pb), timeout=10)
             assert reply.outputs[0].name == "probabilities"

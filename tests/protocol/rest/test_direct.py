@@ -126,11 +126,13 @@ def test_a_client_that_hangs_up_mid_body_is_counted_once(demo_server: ServerProc
     before = _count(demo_server, "4xx")
     with _connect(demo_server) as sock:
         sock.sendall((HEAD + f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY[:20])
-        time.sleep(0.2)  # let the server take the head before the hang-up
+        # deliberate: a client that stalls mid-body, long enough for the server to take the head
+        time.sleep(0.2)
     deadline = time.monotonic() + 10
     while _count(demo_server, "4xx") < before + 1:
         assert time.monotonic() < deadline, "the abandoned request was not counted"
         time.sleep(0.05)
+    # deliberate: nothing to poll for a second count that must not come: time for it to show
     time.sleep(0.2)
     assert _count(demo_server, "4xx") == before + 1
     assert httpx.post(f"{demo_server.url}/v2/models/iris-xgb/infer", content=BODY).status_code == 200

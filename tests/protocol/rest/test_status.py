@@ -13,6 +13,8 @@ import pytest
 from tests.server_process import ServerProcess, running_server
 from tests.tinymodels import write_config, write_identity_model
 
+TOKEN = "status-test-token-0123456789abcdef"
+
 
 def test_off_on_the_public_port_by_default(demo_server: ServerProcess) -> None:
     for path in ("/status", "/status/data", "/status/models/iris-xgb", "/status/static/status.js"):
@@ -35,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "version_policy": {"all": True},
         },
     )
-    env = {"SERVING_STATUS_PAGE": "true"}
+    env = {"SERVING_STATUS_PAGE": "true", "SERVING_ADMIN_TOKEN": TOKEN}
     with running_server(root, tmp_path_factory.mktemp("status-logs"), grpc=False, env=env) as server:
         yield server
 
@@ -81,3 +83,19 @@ def test_what_the_page_does_not_serve_is_a_clear_error(server: ServerProcess) ->
         assert answer.status_code == status and answer.json()["error"], (method, path, answer.text)
     script = httpx.get(f"{server.url}/status/static/status.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+
+
+def test_traffic_changes_seen_by_the_page_are_listed(server: ServerProcess) -> None:
+    before = httpx.get(f"{server.url}/status/data?model=ident").json()["models"][0]
+    put = httpx.put(
+        f"{server.url}/v2/models/ident/traffic",
+        headers={"authorization": f"Bearer {TOKEN}"},
+        json={"weights": {"1": 100}},
+    )
+    assert put.status_code == 200, put.text
+    after = httpx.get(f"{server.url}/status/data?model=ident").json()["models"][0]
+    assert after["generation"] == before["generation"] + 1 and after["changed_by"] == "admin-api"
+    (event,) = after["events"]
+    assert event["generation"] == after["generation"] and event["split"] == {"1": 1.0}
+    page = httpx.get(f"{server.url}/status/models/ident").text
+    assert f"generation {after['generation']}: v1 100 % (by admin-api)" in page

@@ -215,7 +215,8 @@ def test_status_page_under_a_canary_in_chromium(
         def canary_share_settled() -> bool:
             data = httpx.get(f"{admin}/status/data?model=iris-xgb").json()["models"][0]
             by = {v["version"]: v["traffic"] for v in data["versions"]}
-            stable, canary = by["1"]["requests"], by["2"]["requests"]
+            stable: int = by["1"]["requests"]
+            canary: int = by["2"]["requests"]
             return stable + canary > 200 and 0.03 < canary / (stable + canary) < 0.2
 
         wait_for(canary_share_settled, timeout=15, what="a canary share near 10 %")
@@ -230,7 +231,7 @@ def test_status_page_under_a_canary_in_chromium(
 
             def history() -> bool:
                 data = httpx.get(f"{admin}/status/data?model=iris-xgb").json()["models"][0]
-                points = data["versions"][0]["traffic"]["points"]
+                points: list[dict[str, float]] = data["versions"][0]["traffic"]["points"]
                 return sum(p["rate"] > 0 for p in points) >= 30
 
             wait_for(history, timeout=120, what="a minute of history")

@@ -18,7 +18,7 @@ from serving.protocol.rest import codec
 NUMERIC = ["FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"]
 FLOATS = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, width=32)
 SMALL_INTS = st.integers(min_value=0, max_value=100)
-INTRUDERS = st.one_of(
+INTRUDERS: st.SearchStrategy[object] = st.one_of(
     st.text(max_size=5), st.booleans(), st.none(), st.just({}), st.sampled_from(["5.1", "1", "nan", ""])
 )
 

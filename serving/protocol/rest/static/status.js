@@ -116,6 +116,7 @@
           });
         });
         const unrouted = sec.querySelector('[data-version="none"]');
+        if (!unrouted && m.unrouted && sec.querySelector("table.versions")) { location.reload(); return; }
         if (unrouted && m.unrouted) {
           set(unrouted, "rate", rate(m.unrouted.rate));
           set(unrouted, "error_share", share(m.unrouted.error_share), m.unrouted.error_share >= 0.01);
