@@ -1,14 +1,16 @@
-"""Each extra installed alone, as a user installs it: a fresh environment with the runtime lock
+"""Each extra installed alone, as a user installs it: an environment holding only the runtime lock
 plus that one extra (requirements/<extra>.txt, hashes checked), the checkout on its path, and the
 extra's command run there. The test environment has every extra, so a dependency an extra lacks
 (the spark extra once lacked pandas) shows only here.
 
-uv installs from its cache (scripts/test.sh filled it), so the four environments take seconds
-(measured 10 s in all on a loaded machine);
+The environments are kept between runs (``extra_environment``) and made exact again each time
+with ``uv pip sync`` (about a second each);
 the Spark run needs a JVM (scripts/test.sh installs one; CI fails without it)."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -39,26 +41,40 @@ class Env:
         )
 
 
+def extra_environment(uv: Path, extra: str) -> Path:
+    """The Python of an environment holding exactly requirements/<extra>.txt (``uv pip sync``:
+    anything else is removed), kept between runs in the user's cache folder under the lock's
+    hash: PySpark is a source distribution that uv builds again whenever its cache entry was
+    refreshed (a minute), so a new environment per run would cost that each time."""
+    lock = ROOT / "requirements" / f"{extra}.txt"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "serving-extras"
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / f"{extra}-{digest}"
+    python = venv / "bin" / "python"
+    with (cache / f"{extra}.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another test run may be syncing the same one
+        if not python.exists():
+            subprocess.run(
+                [str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=120
+            )
+        subprocess.run(
+            [str(uv), "pip", "sync", "--quiet", "--python", str(python), "--require-hashes", str(lock)],
+            check=True,
+            timeout=900,
+        )
+    return python
+
+
 @pytest.fixture(scope="module")
 def environments(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Env]:
     uv = Path(sys.prefix) / "bin" / "uv"
     root = tmp_path_factory.mktemp("extras")
     made: dict[str, Env] = {}
     for extra in ("batch", "spark", "rollout", "export"):
-        venv = root / extra
-        subprocess.run(
-            [str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=120
-        )
-        python = venv / "bin" / "python"
-        install = [str(uv), "pip", "install", "--quiet", "--python", str(python), "--require-hashes",
-                   "-r", str(ROOT / "requirements" / f"{extra}.txt")]  # fmt: skip
-        # From the cache first: online, uv revalidates PySpark's source distribution and builds
-        # it again (90 s); offline it takes the wheel it built for scripts/test.sh (1 s).
-        if subprocess.run([*install, "--offline"], capture_output=True, timeout=300).returncode != 0:
-            subprocess.run(install, check=True, timeout=600)
-        (root / f"{extra}-home").mkdir()
-        made[extra] = Env(python, root / f"{extra}-home")
-    return made  # left to pytest's clean-up of old temporary folders (removing them takes long)
+        (root / extra).mkdir()
+        made[extra] = Env(extra_environment(uv, extra), root / extra)
+    return made
 
 
 def test_the_batch_extra_alone_scores_the_sample_table(environments: dict[str, Env]) -> None:
