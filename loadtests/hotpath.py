@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
+import shutil
 import statistics
 import sys
 import tempfile
@@ -157,6 +159,7 @@ async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple
 
 async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     work = Path(tempfile.mkdtemp(prefix="hotpath-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the generated models (5 MB a run)
     bench.write_repo(work, heavy=False)
     write_profile_for(work / "repo", args.model)
     settings = Settings(model_repo=work / "repo", grpc_port=-1, log_level="warning")

@@ -34,6 +34,8 @@ EXAMPLES = {
     "profile": """example:
   serving profile cancer-xgb --model-repo model_repo --data train.parquet --input-column input
   # writes model_repo/cancer-xgb/<newest version>/profile.json (model monitoring)""",
+    "demo-data": """example:
+  serving demo-data --output customers.parquet   # 569 rows: id, f0 ... f29""",
     "demo-models": """example:
   serving demo-models --model-repo model_repo   # byte-for-byte the committed demo models""",
     "rollout": """example:
@@ -268,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.scoring.cli import add_profile_parser
 
     add_profile_parser(sub)
+    from serving.scoring.cli import add_demo_data_parser
+
+    add_demo_data_parser(sub)
     _add_examples(parser)
     return parser
 

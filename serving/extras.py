@@ -21,6 +21,8 @@ NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serving batch": ("batch", ("pyarrow",)),
     # the training table is read as serving batch reads it
     "serving profile": ("batch", ("pyarrow",)),
+    # the sample table: scikit-learn's bundled data (in the runtime lock, via the exporters), Parquet
+    "serving demo-data": ("batch", ("pyarrow", "sklearn")),
     # pandas: PySpark's pandas UDFs import it at run time without declaring it
     "serving batch --engine spark": ("spark", ("pyarrow", "pyspark", "pandas")),
 }

@@ -459,8 +459,15 @@ def load_api_client(context: str | None = None) -> Any:
 
     try:
         return config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException as outside:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException as inside:
+            # one line, as every CLI failure: neither way to reach a cluster worked
+            raise RolloutError(
+                f"no Kubernetes cluster to talk to: kubeconfig ({outside}) and in-cluster ({inside}); "
+                "set KUBECONFIG, or use --mode inpod with --server"
+            ) from None
         return client.ApiClient()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from serving.cliflags import add_model_repo, model_repo_or_default
 
@@ -205,4 +206,38 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(
         f"wrote {path} ({doc['rows']} rows, {len(doc['features'])} features, {len(doc['outputs'])} output values)"
     )
+    return 0
+
+
+def add_demo_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo-data",
+        help="write a sample table for 'serving batch' (the demo cancer models' features)",
+        description="Write a Parquet table from scikit-learn's bundled breast-cancer data, the data "
+        "the demo models cancer-xgb, cancer-onnx and cancer-lgbm were trained on: an 'id' column and "
+        "the features f0 ... f29, one row per sample (569), or --rows rows (the samples repeated).",
+    )
+    demo.add_argument(
+        "--output", type=Path, default=Path("customers.parquet"), help="the Parquet file to write"
+    )
+    demo.add_argument("--rows", type=_positive, help="rows to write (default: the 569 samples)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    demo.set_defaults(func=cmd_demo_data)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from serving.extras import missing_extra
+
+    problem = missing_extra("serving demo-data")
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from serving.scoring.demodata import write_demo_table
+
+    try:
+        rows = write_demo_table(args.output, args.rows, args.overwrite)
+    except OSError as exc:
+        print(f"serving: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {rows:,} rows (id, f0 ... f29) to {args.output}")
     return 0

@@ -24,6 +24,7 @@ TUTORIAL = [
     ("docs/getting-started/first-canary.md", "tutorial"),
     ("docs/guides/rollouts.md", "tutorial"),
     ("docs/canary.md", "tutorial"),
+    ("docs/batch.md", "tutorial"),
     ("docs/getting-started/first-canary.md", "stop"),
 ]
 

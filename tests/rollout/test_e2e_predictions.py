@@ -36,6 +36,7 @@ import yaml
 
 from tests.observability.prom import running_prometheus
 from tests.server_process import DEMO_REPO, ROOT, ServerProcess, running_server
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -283,7 +284,9 @@ def test_analyze_judges_accuracy_from_ground_truth(stack: tuple[ServerProcess, s
         deadline = time.monotonic() + 20
         while (prom_query(prometheus, series) or 0) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-        time.sleep(1.5)  # one more scrape: the series' first sample before the rest arrives
+        # one more scrape: every series has its first sample before the rest arrives
+        scraped = f'min(count_over_time(serving_feedback_labels_total{{model="{SRM}"}}[1m]))'
+        wait_until(lambda: (prom_query(prometheus, scraped) or 0) >= 2, 20, 0.25, "no second scrape")
         done = client.post(f"/v2/models/{SRM}/feedback", json={"labels": labels[20:]}, headers=admin)
     assert done.status_code == 200 and done.json()["accepted"] == 280, done.text
     query = f'sum(increase(serving_feedback_labels_total{{model="{SRM}",variant="canary"}}[30s]))'
