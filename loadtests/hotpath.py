@@ -22,6 +22,8 @@ times each stage separately:
   ``dataplane-off``: the same with the prediction series switched off
   (``SERVING_PREDICTION_METRICS=false``), measured alternately with ``dataplane`` in one run;
 - ``asgi``: the whole REST app: body → orjson → numpy → dataplane → orjson → send;
+- ``http-floor``: the same for the raw-ASGI floor app (``raw_asgi.py``: reads the body, answers
+  a fixed one): what uvicorn, httptools and the event loop cost alone;
 - ``http-asgi`` / ``http-direct``: the request's bytes fed to the REST listener's HTTP protocol
   (uvicorn's httptools protocol over an in-memory transport) until the response's bytes are
   written: through the ASGI app (``rest_infer_path=asgi``), or answered in the protocol
@@ -47,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
+import shutil
 import sys
 import tempfile
 import time
@@ -60,6 +64,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import bench  # noqa: E402
+import raw_asgi  # noqa: E402
 import uvicorn  # noqa: E402
 import uvicorn.server  # noqa: E402
 
@@ -153,6 +158,7 @@ async def timed(label: str, n: int, call: Callable[[], Awaitable[Any]]) -> tuple
 
 async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     work = Path(tempfile.mkdtemp(prefix="hotpath-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the generated models (5 MB a run)
     bench.write_repo(work, heavy=False)
     write_profile_for(work / "repo", args.model)
     settings = Settings(model_repo=work / "repo", grpc_port=-1, log_level="warning")
@@ -251,6 +257,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         f"POST /v2/models/{args.model}/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
+    call_http_floor = http_caller(timed_protocol(10, 60), raw_asgi.app, raw)
     call_http_asgi = http_caller(timed_protocol(10, 60), parts.rest_app, raw)
     call_http_direct = http_caller(direct_protocol(parts.rest_app.inference, 10, 60), parts.rest_app, raw)
 
@@ -271,6 +278,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,
+        "http-floor": call_http_floor,
         "http-asgi": call_http_asgi,
         "http-direct": call_http_direct,
     }

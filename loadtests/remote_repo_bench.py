@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="remote-bench-"))
+    try:
+        return run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # caches of every variant: hundreds of MB
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     repos = {
         "large": embedding_model(work / "large", args.size_mb),
         "small": small_models(work / "small", args.small),

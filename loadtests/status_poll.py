@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,8 +77,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     wrk = ensure_wrk()
-    two = (os.cpu_count() or 1) >= 2
     work = Path(tempfile.mkdtemp(prefix="status-poll-"))
+    try:
+        run(args, wrk, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, wrk: str, work: Path) -> None:
+    two = (os.cpu_count() or 1) >= 2
     write_repo(work, heavy=False)
     body = work / "body.json"
     body.write_bytes(json_body(1))

@@ -15,6 +15,20 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus wrk openjdk-17-jre-headless chromium chromium-driver' >/dev/null
   fi
 fi
+# Azurite: the Azure Blob Storage emulator of tests/repository (tests/azurite.py), from the npm
+# registry with the machine's Node.js (Debian's when there is none), pinned.
+if ! [ -x .ci-tools/azurite/node_modules/.bin/azurite-blob ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm) >/dev/null
+    else
+      sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm' >/dev/null
+    fi
+  fi
+  # About 360 MB: on a full disk the Azure test skips (with the reason) rather than failing the run.
+  npm install --prefix .ci-tools/azurite --no-audit --no-fund --silent --omit=dev azurite@3.37.0 >/dev/null ||
+    echo "scripts/test.sh: azurite could not be installed; tests/repository's Azure test will skip" >&2
+fi
 .venv/bin/ruff check serving tests loadtests scripts
 .venv/bin/ruff format --check serving tests loadtests scripts
 # strict on the package, its tests and the docs generators (loadtests/ are standalone scripts)

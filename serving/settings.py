@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(30, ge=1)
     """Idle keep-alive connections are closed after this long."""
 
+    stage_metrics: Literal["version", "model"] = "version"
+    """Labels of the per-stage series (``serving_queue_wait_seconds``,
+    ``serving_compute_duration_seconds``, ``serving_batch_size``, ``serving_queue_depth``):
+    ``version`` keeps them per model version; ``model`` sums each model's versions under
+    ``version="all"``, for servers with hundreds of versions, where these histograms are most
+    of ``/metrics`` (request counters and Triton statistics stay per version)."""
+
     loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
     """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a
     timer of this length, and how much later than due the loop ran it). 0 = off."""

@@ -77,6 +77,7 @@ class FeedbackStore:
         self.max_age_s = max_age_s
         self.clock = clock
         self._answers: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
+        self._series: set[tuple[str, str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -101,6 +102,13 @@ class FeedbackStore:
             kept = rule.buckets(values)
         else:
             kept = np.asarray(values, dtype=np.float64).reshape(-1)
+        series = (model, version, variant)
+        if series not in self._series:
+            # Counters born at their first count hide that count from increase(): the labels'
+            # series exist at 0 from the version's first remembered answer on.
+            self._series.add(series)
+            for result in ("correct", "wrong") if rule.kind == "class" else ("scored",):
+                self.metrics.feedback_labels.labels(*series, result)
         now = self.clock()
         key = (model, request_id)
         self._answers.pop(key, None)  # a reused id: the latest answer is the one to label

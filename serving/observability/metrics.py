@@ -40,6 +40,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Largest absolute difference between a shadow's output and the primary's, per request.
 DIFF_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
+ALL_VERSIONS = "all"
+"""The stage series' version label when they are kept per model (``stage_versions=False``)."""
 MODEL_STATES = ("READY", "LOADING", "FAILED", "UNAVAILABLE", "UNLOADING")
 MONITORING_STATES = ("on", "invalid", "none")
 PREDICT_PATHS = ("onnx-twin", "direct", "lightgbm-single-row", "library")
@@ -89,9 +91,15 @@ class Metrics:
     """The server's collectors on one registry (a fresh one unless a test passes its own)."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+        self,
+        registry: CollectorRegistry | None = None,
+        multiprocess_dir: str | None = None,
+        stage_versions: bool = True,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.stage_versions = stage_versions
+        """False: the stage series (queue wait, compute, batch size, queue depth) of all of a
+        model's versions share one child under version ``ALL_VERSIONS`` (Settings.stage_metrics)."""
         self.multiprocess_dir = (
             multiprocess_dir if multiprocess_dir is not None else os.environ.get(MULTIPROC_ENV) or None
         )
@@ -498,12 +506,13 @@ class Metrics:
         key = (model, version)
         found = self._stages.get(key)
         if found is None:
+            label = version if self.stage_versions else ALL_VERSIONS
             found = self._stages[key] = StageMetrics(
-                self.queue_wait.labels(model, version),
-                self.compute_duration.labels(model, version),
-                self.batch_size.labels(model, version),
-                self.queue_depth.labels(model, version),
-                self.statistics.version(model, version),
+                self.queue_wait.labels(model, label),
+                self.compute_duration.labels(model, label),
+                self.batch_size.labels(model, label),
+                self.queue_depth.labels(model, label),
+                self.statistics.version(model, version),  # Triton's statistics stay per version
             )
         return found
 

@@ -203,8 +203,9 @@ class DriftMonitor:
         self._register_lock = threading.Lock()
         self._dropped: dict[str, Any] = {}
         self._stop = threading.Event()
+        # Started by the first monitored request: a server (or a test) without profiles never
+        # runs it.
         self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
-        self._thread.start()
 
     @classmethod
     def from_settings(cls, settings: Any, metrics: Metrics) -> DriftMonitor:
@@ -249,6 +250,8 @@ class DriftMonitor:
                 number = len(self._sources)
                 self._sources.append(_Source(model, version, profile, outputs))
                 self._numbers[id(profile)] = number
+            if not self._thread.is_alive() and not self._stop.is_set():
+                self._thread.start()
             return number
 
     def queued(self) -> int:
@@ -329,4 +332,5 @@ class DriftMonitor:
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -115,6 +115,27 @@ def quantile(histogram: np.ndarray, q: float) -> float | None:
     return lower + (BOUNDS[bucket] - lower) * (rank - before) / inside
 
 
+_UPPER = np.array(BOUNDS)
+_LOWER = np.concatenate([[0.0], _UPPER[:-1]])
+
+
+def quantiles(histograms: np.ndarray, q: float) -> list[float | None]:
+    """``quantile`` of each row of ``histograms`` (shape (points, buckets)) in one pass."""
+    cumulative = np.cumsum(histograms, axis=1)
+    totals = cumulative[:, -1]
+    ranks = q * totals
+    buckets = (cumulative < ranks[:, None]).sum(axis=1)  # the first bucket reaching the rank
+    inside = np.minimum(buckets, len(BOUNDS) - 1)
+    rows = np.arange(len(histograms))
+    before = np.where(buckets > 0, cumulative[rows, np.maximum(buckets - 1, 0)], 0)
+    count = np.maximum(histograms[rows, inside], 1)
+    values = _LOWER[inside] + (_UPPER[inside] - _LOWER[inside]) * (ranks - before) / count
+    values = np.where(buckets >= len(BOUNDS), BOUNDS[-1], values)
+    return [
+        None if total == 0 else float(v) for v, total in zip(values.tolist(), totals.tolist(), strict=True)
+    ]
+
+
 MIN_POINTS = 15
 """Charts span at least this many points (30 s at the default step), else since the first request."""
 
@@ -133,14 +154,15 @@ def summarize(series: Series, step: int = 2, recent: int = 10, now: int | None =
     hist = latency[-usable:].reshape(-1, step, _BUCKETS).sum(axis=1)
     busy = np.flatnonzero(req)
     start = min(int(busy[0]) if len(busy) else len(req), len(req) - MIN_POINTS)
+    p50, p99 = quantiles(hist[start:], 0.50), quantiles(hist[start:], 0.99)
     points = [
         {
             "rate": round(float(r) / step, 3),
             "errors": round(float(e) / r, 4) if r else None,
-            "p50_ms": _ms(quantile(h, 0.50)),
-            "p99_ms": _ms(quantile(h, 0.99)),
+            "p50_ms": _ms(a),
+            "p99_ms": _ms(b),
         }
-        for r, e, h in zip(req[start:].tolist(), err[start:].tolist(), hist[start:], strict=True)
+        for r, e, a, b in zip(req[start:].tolist(), err[start:].tolist(), p50, p99, strict=True)
     ]
     last_req, last_err = int(requests[-recent:].sum()), int(errors[-recent:].sum())
     last_hist = latency[-recent:].sum(axis=0)

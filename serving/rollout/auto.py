@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide, judge_shadow
+from serving.rollout.decision import EXIT_ERROR, Analysis, Thresholds, Verdict, decide
 from serving.rollout.prometheus import PrometheusClient
 from serving.rollout.report import Out
+from serving.rollout.shadowgate import judge_shadow
 from serving.rollout.state import TrafficState, TrafficTarget
 from serving.rollout.statistics import SampleRatio, sample_ratio
 

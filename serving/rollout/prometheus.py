@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from serving.rollout.decision import Sample, ShadowSample
+from serving.rollout.decision import Sample
+from serving.rollout.shadowgate import ShadowSample
 
 # Outcomes that are the server's fault: REST 5xx, and the gRPC codes our error table maps
 # 5xx-class errors to. 4xx is the caller's fault and does not count against a canary.

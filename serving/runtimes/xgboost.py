@@ -28,15 +28,18 @@ a [N, K] matrix of class probabilities; regression gives the prediction, shape [
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import xgboost as xgb
 
 from serving.errors import ModelLoadError
 from serving.inference import Array
@@ -45,8 +48,12 @@ from serving.runtimes import fastpath
 from serving.runtimes.base import Explanation, check_feature_count, signature_mismatch
 from serving.runtimes.explain import xgboost_explain, xgboost_names
 from serving.runtimes.fastpath import LIBRARY, PathChoice
+from serving.runtimes.nosklearn import hidden_sklearn
 from serving.runtimes.warmup import warmup_inputs
 from serving.settings import Settings
+
+with hidden_sklearn():  # XGBoost would import scikit-learn: 140 MB we never use (nosklearn.py)
+    import xgboost as xgb
 
 log = logging.getLogger("serving.runtimes.xgboost")
 
@@ -98,6 +105,20 @@ def error_reason(exc: Exception) -> str:
     return _XGB_PREFIX.sub("", str(exc).splitlines()[0])
 
 
+@dataclass(eq=False)
+class _Guarded:
+    """One file's guard verdicts and twin, shared by the runtimes of identical files."""
+
+    paths: dict[str, PathChoice]
+    twin: Callable[[Array], Array] | None
+    twin_rows: int
+    direct_ok: bool
+
+
+_GUARDED: weakref.WeakValueDictionary[tuple[object, ...], _Guarded] = weakref.WeakValueDictionary()
+"""Verdicts by file content and settings, while a runtime holds them (see ``_choose_paths``)."""
+
+
 class XGBoostRuntime:
     def __init__(self, path: Path, config: ModelConfig, settings: Settings) -> None:
         try:
@@ -143,6 +164,7 @@ class XGBoostRuntime:
             )
             raise signature_mismatch(path, mismatch)
         self._twin: Callable[[Array], Array] | None = None
+        self._shared: _Guarded | None = None
         self._twin_rows = 0
         self._direct_ok = False
         self.predict_paths = self._choose_paths(path, config, settings)
@@ -173,6 +195,30 @@ class XGBoostRuntime:
             extra = None
         rows = fastpath.probe_rows(self._n_features, extra)
         tolerance = settings.fast_path_tolerance
+        # Versions whose files are identical (a repository of copies, a canary of the same
+        # booster) get the same verdicts and share one twin: the guard and the twin's session
+        # are most of a version's load time. Keyed by everything the verdict depends on; the
+        # cache directory is in the key so that separately configured runtimes never share.
+        key = (
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            self._n_features,
+            tolerance,
+            settings.fast_path_max_rows,
+            settings.large_batch_rows,
+            str(settings.fast_path_cache_dir),
+            None if extra is None else np.ascontiguousarray(extra).tobytes(),
+        )
+        shared = _GUARDED.get(key)
+        if shared is not None:
+            self._shared = shared
+            self._twin, self._twin_rows, self._direct_ok = shared.twin, shared.twin_rows, shared.direct_ok
+            return dict(shared.paths)
+        paths = self._guard(path, rows, tolerance, settings)
+        self._shared = _Guarded(paths, self._twin, self._twin_rows, self._direct_ok)
+        _GUARDED[key] = self._shared
+        return paths
+
+    def _guard(self, path: Path, rows: Array, tolerance: float, settings: Settings) -> dict[str, PathChoice]:
 
         large = PathChoice(LIBRARY, "XGBoost's C entry points are missing")
         if _DIRECT:
@@ -202,14 +248,17 @@ class XGBoostRuntime:
         self, path: Path, rows: Array, settings: Settings
     ) -> tuple[Callable[[Array], Array] | None, str]:
         try:
-            import onnxmltools
-            from onnxmltools import convert_xgboost
-            from onnxmltools.convert.common.data_types import FloatTensorType
-        except ImportError:
+            converter = metadata.version("onnxmltools")
+        except metadata.PackageNotFoundError:
             return None, "onnxmltools is not installed"
         n_features = self._n_features
 
         def build() -> bytes:
+            # Imported only to build: a twin from the cache never loads the converter (nor the
+            # onnx and protobuf modules it brings), which a server's memory would keep for good.
+            from onnxmltools import convert_xgboost
+            from onnxmltools.convert.common.data_types import FloatTensorType
+
             model = convert_xgboost(
                 self._small, initial_types=[("input", FloatTensorType([None, n_features]))], target_opset=15
             )
@@ -217,7 +266,7 @@ class XGBoostRuntime:
             data: bytes = model.SerializeToString()
             return data
 
-        kind = f"xgboost-twin onnxmltools-{onnxmltools.__version__} xgboost-{xgb.__version__} opset-15"
+        kind = f"xgboost-twin onnxmltools-{converter} xgboost-{xgb.__version__} opset-15"
         try:
             serialized, _ = fastpath.cached_build(path, kind, build, settings.fast_path_cache_dir)
             twin = fastpath.twin_reader(fastpath.onnx_session(serialized), self._library(rows[:1]))
@@ -297,4 +346,5 @@ class XGBoostRuntime:
                 state.free()
             self._states.clear()
         self._twin = None
+        self._shared = None
         del self._small, self._large

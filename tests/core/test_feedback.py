@@ -54,6 +54,7 @@ def test_store_joins_bounds_and_refuses() -> None:
     store.remember("c", "m", "1", "stable", CLASSES, answer([0.1, 0.8, 0.1]))
     with pytest.raises(Conflict):  # the same id twice in one request: nothing stored
         store.submit("m", {"labels": [{"id": "c", "label": 1}, {"id": "c", "label": 1}]})
+    bad: object  # documents of every shape: the store takes any JSON
     for bad in (
         {"labels": [{"id": "c", "label": "one"}]},
         {"labels": [{"id": "c", "label": [1, 1]}]},

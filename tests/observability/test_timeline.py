@@ -8,7 +8,7 @@ import pytest
 from serving.labels import UNKNOWN_MODEL
 from serving.observability import timeline
 from serving.observability.metrics import Metrics
-from serving.observability.timeline import BOUNDS, SLOTS, Series, Timeline, quantile, summarize
+from serving.observability.timeline import BOUNDS, SLOTS, Series, Timeline, quantile, quantiles, summarize
 
 
 class Clock:
@@ -102,3 +102,15 @@ def test_health_sources_merge_and_a_failing_one_is_skipped() -> None:
 
     line.health += [lambda model: {"drift:x": 0.1}, broken, lambda model: {"prediction_shift": 0.02}]
     assert line.model_health("m") == {"drift:x": 0.1, "prediction_shift": 0.02}
+
+
+def test_quantiles_of_many_rows_agree_with_one_row_at_a_time() -> None:
+    rng = np.random.default_rng(30)
+    rows = rng.integers(0, 5, size=(40, len(BOUNDS) + 1)) * (rng.random((40, len(BOUNDS) + 1)) < 0.1)
+    rows[0] = 0  # an empty point
+    rows[1] = 0
+    rows[1, -1] = 3  # only above the last bound
+    for q in (0.5, 0.99):
+        expected = [quantile(row, q) for row in rows]
+        assert quantiles(rows, q) == pytest.approx(expected)
+        assert expected[0] is None and expected[1] == BOUNDS[-1]

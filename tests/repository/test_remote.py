@@ -17,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.observability.metrics import Metrics
+from serving.repository.remote import RemoteRepository
+from serving.settings import Settings
 from tests.s3server import S3Server, moto_s3
 from tests.server_process import ServerProcess, running_server, start_server, wait_until_ready
 from tests.tinymodels import identity_onnx, spec, write_config
@@ -189,3 +192,28 @@ def test_two_processes_sharing_the_cache_download_each_object_once(s3: S3Server,
     assert sorted(hits) == [0, 3]  # the second process found all three files in the cache
     blobs = list((tmp_path / "cache/blobs/sha256").iterdir())
     assert len(blobs) == 3
+
+
+def test_azure_blob_repository_through_azurite(tmp_path: Path) -> None:
+    """The same client serves az:// from Azurite: first start downloads and serves, a restart
+    downloads nothing (Azure's ETags are not MD5s: files are verified by their sha256)."""
+    from tests.azurite import azurite
+
+    with azurite(tmp_path / "azurite") as az:
+        az.create_container("models")
+        sent = az.upload_tree(model_tree(tmp_path / "tree", [1]), "models", "repo")
+        env = {**az.env, "SERVING_MODEL_CACHE_DIR": str(tmp_path / "cache")}
+        with running_server("az://models/repo", tmp_path / "logs", env=env, grpc=False) as server:  # type: ignore[arg-type]
+            assert infer(server, "ident").status_code == 200
+            assert metric(server, "serving_repository_download_bytes_total") == sent
+        # The restart's sync, in this process (a second server start would add only its import).
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in az.env.items():
+                patch.setenv(name, value)
+            metrics = Metrics()
+            settings = Settings(model_repo="az://models/repo", model_cache_dir=tmp_path / "cache")
+            restarted = RemoteRepository(settings, metrics)
+            assert restarted.sync(first=True) == {"ident/config.yaml", "ident/1"}
+            restarted.close()
+        assert metrics.registry.get_sample_value("serving_model_cache_hits_total") == 2
+        assert metrics.registry.get_sample_value("serving_model_cache_misses_total") == 0

@@ -175,3 +175,31 @@ def test_one_models_folder_is_served_under_the_prefix_name(
     assert repo.sync() == set()
     repo.close()
     assert not repo.view.exists()
+
+
+def test_a_version_still_uploading_waits_until_two_listings_agree(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completeness rule while polling: a new or changed version folder is taken only
+    once two consecutive listings agree on it; unchanged ones are never touched."""
+    client = s3.client()
+    client.create_bucket(Bucket="faults-partial")
+    client.put_object(Bucket="faults-partial", Key="repo/m/config.yaml", Body=b"platform: onnx\n")
+    client.put_object(Bucket="faults-partial", Key="repo/m/1/model.onnx", Body=b"one")
+    repo = remote(s3, monkeypatch, "s3://faults-partial/repo", tmp_path / "cache")
+    assert repo.sync(first=True) == {"m/config.yaml", "m/1"}
+    one = (repo.view / "m/1/model.onnx").stat().st_ino
+
+    client.put_object(Bucket="faults-partial", Key="repo/m/2/model.onnx", Body=b"two")
+    assert repo.sync() == set()  # first sight of version 2: wait
+    client.put_object(Bucket="faults-partial", Key="repo/m/2/model.onnx.data", Body=b"external data")
+    assert repo.sync() == set()  # it changed since: wait again
+    assert not (repo.view / "m/2").exists()
+    assert repo.sync() == {"m/2"}  # two listings agree: taken, whole
+    assert sorted(p.name for p in (repo.view / "m/2").iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert (repo.view / "m/1/model.onnx").stat().st_ino == one  # version 1 untouched
+
+    client.delete_object(Bucket="faults-partial", Key="repo/m/1/model.onnx")
+    assert repo.sync() == {"m/1"}  # a removed version leaves the view at once
+    assert not (repo.view / "m/1").exists()
+    repo.close()

@@ -133,7 +133,7 @@ def test_eta_of_a_hold() -> None:
 
 
 def test_shadow_gate_verdicts() -> None:
-    from serving.rollout.decision import ShadowSample, judge_shadow
+    from serving.rollout.shadowgate import ShadowSample, judge_shadow
 
     t = Thresholds(min_requests=50)
     rotated = judge_shadow(ShadowSample({"probabilities": {"disagree": 120.0}}, 120, 0.9), t, look=1)

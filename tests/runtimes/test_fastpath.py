@@ -281,3 +281,41 @@ def test_the_server_says_which_path_serves(demo_server: ServerProcess) -> None:
     assert (
         'serving_predict_path{batches="small",model="cancer-xgb",path="library",version="1"} 0.0' in metrics
     )
+
+
+def test_a_cached_twin_does_not_import_the_converter(tmp_path: Path) -> None:
+    """onnxmltools (and the onnx modules it brings) is imported to build a twin, never to load
+    one from the cache, and XGBoost is imported without scikit-learn
+    (serving/runtimes/nosklearn.py): a fresh process loading the same booster keeps both out of
+    memory. A process with an empty cache still builds its twin."""
+    import subprocess
+    import sys
+
+    booster = train_booster(n_features=N_FEATURES, rounds=10)
+    runtime = load(booster, tmp_path, [-1])
+    assert runtime.predict_paths["small"].path == TWIN
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from serving.modelconfig import ModelConfig\n"
+        "from serving.runtimes.xgboost import XGBoostRuntime, TWIN\n"
+        "from serving.settings import Settings\n"
+        "root = Path(sys.argv[1])\n"
+        "config = ModelConfig.model_validate_json(sys.argv[2])\n"
+        "runtime = XGBoostRuntime(root / 'model.ubj', config, Settings(fast_path_cache_dir=root / 'cache'))\n"
+        "assert runtime.predict_paths['small'].path == TWIN, runtime.predict_paths\n"
+        "print('onnxmltools' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    config = config_for(booster, [-1]).model_dump_json()
+
+    def fresh_process() -> str:
+        found = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), config], capture_output=True, text=True, timeout=120
+        )
+        assert found.returncode == 0, found.stderr
+        return found.stdout.strip()
+
+    assert fresh_process() == "False False"
+    for cached in (tmp_path / "cache").glob("*.onnx"):
+        cached.unlink()
+    assert fresh_process().startswith("True")  # built again, with the converter

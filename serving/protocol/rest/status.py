@@ -61,11 +61,11 @@ def status_routes(control: ModelControl, workers: int) -> APIRouter:
     files = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in _STATIC}
     routes = APIRouter()
 
-    @routes.get("/status")
+    @routes.get("/status", summary="Status page: every model, its versions, split, rates, latency")
     async def overview() -> Response:
         return _page("Status", overview_body(data.document()), "/status/data")
 
-    @routes.get("/status/models/{name}")
+    @routes.get("/status/models/{name}", summary="Status page of one model: versions side by side")
     async def model_page(name: str) -> Response:
         check_model_name(name)
         document = data.document(only=name)
@@ -73,13 +73,13 @@ def status_routes(control: ModelControl, workers: int) -> APIRouter:
             raise ModelNotFound(f"model '{name}' is not in the repository")
         return _page(name, model_body(document), f"/status/data?model={name}")
 
-    @routes.get("/status/data")
+    @routes.get("/status/data", summary="The status pages' figures as JSON (?model= for one)")
     async def status_data(model: str | None = Query(None, max_length=128)) -> Any:
         if model is not None:
             check_model_name(model)
         return data.document(only=model)
 
-    @routes.get("/status/static/{file}")
+    @routes.get("/status/static/{file}", summary="The status page's stylesheet and script")
     async def static(file: str) -> Response:
         if file not in files:
             raise ModelNotFound(f"no static file '{file[:64]}'")

@@ -1,0 +1,138 @@
+"""One server with many demo boosters: time to ready, memory, /metrics size and scrape time, p50.
+
+Builds a repository of ``--models`` copies of the committed demo boosters, alternating
+``iris-xgb`` (two versions) and ``cancer-xgb`` (one), so 200 models hold 300 versions whose
+files are identical within each kind; starts ``serving serve`` on it (pinned to
+``--server-cpu``) and reports, as one JSON line and a short table:
+
+- ``ready_s``: from the process start to ``/v2/health/ready`` answering 200;
+- ``rss_mb``: the server's resident memory once ready;
+- ``metrics_bytes`` / ``metrics_lines`` / ``scrape_ms``: ``/metrics`` after one request to each
+  version, and the median wall time of five scrapes;
+- ``p50_us``: one-row REST JSON latency on one keep-alive connection (``--requests`` calls).
+
+    .venv/bin/python loadtests/many_models.py --models 200
+    .venv/bin/python loadtests/many_models.py --models 200 --env SERVING_STAGE_METRICS=model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench import free_port, pinned  # noqa: E402
+
+KINDS = (("iris-xgb", ("1", "2"), 4), ("cancer-xgb", ("1",), 30))
+
+
+def write_repo(root: Path, models: int) -> list[tuple[str, str, int]]:
+    """``models`` copies of the demo boosters; returns (model, version, features) per version."""
+    versions = []
+    for i in range(models):
+        source, kept, features = KINDS[i % len(KINDS)]
+        name = f"{source}-{i}"
+        shutil.copytree(ROOT / "model_repo" / source, root / name)
+        versions += [(name, v, features) for v in kept]
+    return versions
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def row(name: str, features: int) -> dict[str, object]:
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, features], "data": [0.5] * features}]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="many-models-"))
+    try:
+        versions = write_repo(work / "repo", args.models)
+        port = free_port()
+        env = {**os.environ, "SERVING_WORKERS": "1", **dict(e.split("=", 1) for e in args.env)}
+        command = [
+            sys.executable, "-m", "serving.cli", "serve", "--model-repo", str(work / "repo"),
+            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "-1", "--log-level", "warning",
+        ]  # fmt: skip
+        load = os.getloadavg()
+        started = time.monotonic()
+        proc = subprocess.Popen(pinned(args.server_cpu, command), env=env, cwd=ROOT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                while True:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"the server exited with {proc.returncode}")
+                    try:
+                        if client.get("/v2/health/ready").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.02)
+                ready_s = time.monotonic() - started
+                rss = rss_mb(proc.pid)
+                for name, version, features in versions:
+                    answer = client.post(
+                        f"/v2/models/{name}/versions/{version}/infer", json=row(name, features)
+                    )
+                    assert answer.status_code == 200, answer.text
+                scrapes, text = [], b""
+                for _ in range(5):
+                    start = time.perf_counter()
+                    text = client.get("/metrics").content
+                    scrapes.append(time.perf_counter() - start)
+                name, _, features = versions[0]
+                body = row(name, features)
+                latencies = []
+                for _ in range(args.requests):
+                    start = time.perf_counter()
+                    client.post(f"/v2/models/{name}/infer", json=body)
+                    latencies.append(time.perf_counter() - start)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        summary = {
+            "models": args.models,
+            "versions": len(versions),
+            "env": args.env,
+            "ready_s": round(ready_s, 2),
+            "rss_mb": round(rss, 1),
+            "metrics_bytes": len(text),
+            "metrics_lines": text.count(b"\n"),
+            "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
+            "p50_us": round(statistics.median(latencies) * 1e6),
+            "load_start": [round(x, 2) for x in load],
+            "load_end": [round(x, 2) for x in os.getloadavg()],
+        }
+        print("MANYJSON " + json.dumps(summary))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
