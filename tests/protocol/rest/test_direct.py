@@ -133,7 +133,7 @@ def test_a_client_that_hangs_up_mid_body_is_counted_once(demo_server: ServerProc
         assert time.monotonic() < deadline, "the abandoned request was not counted"
         time.sleep(0.05)
     # deliberate: nothing to poll for a second count that must not come: time for it to show
-    time.sleep(0.2)  # deliberate: a second count would arrive within this
+    time.sleep(0.2)
     assert _count(demo_server, "4xx") == before + 1
     assert httpx.post(f"{demo_server.url}/v2/models/iris-xgb/infer", content=BODY).status_code == 200
 
