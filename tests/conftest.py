@@ -36,9 +36,12 @@ of them never compete for the two cores while each measures."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, a module's tests stay together on one process, in order (module-scoped servers
+    start once, and some modules' last test checks what the earlier ones did); the TIMED modules
+    all share one process."""
     for item in items:
-        if item.nodeid.split("::", 1)[0] in TIMED:
-            item.add_marker(pytest.mark.xdist_group("timed"))
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("timed" if path in TIMED else path))
 
 
 _reference_skips: set[str] = set()

@@ -62,7 +62,7 @@ def test_tutorial_runs_as_pasted(tmp_path: Path) -> None:
         Script("tutorial", steps),
         cwd=workspace(tmp_path),
         work=tmp_path / "work",
-        ports={8080: free_port(), 8081: free_port(), 8082: free_port(), 8083: free_port()},
+        ports={8080: free_port(), 8081: free_port(), 8082: free_port(), 8083: free_port(), 9090: free_port()},
         env={"SERVING_DRAIN_DELAY_SECONDS": "0"},
         timeout=280,
     )

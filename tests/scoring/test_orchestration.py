@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from serving.cli import build_parser
+from serving.cliflags import model_repo
 from tests.deploy.k8s_schemas import load_kustomization, validate_object
 from tests.server_process import ROOT
 
@@ -41,7 +42,8 @@ def test_cronjob_is_valid_and_runs_serving_batch() -> None:
     runtime = yaml.safe_load((ROOT / "manifests" / "runtime" / "servingruntime.yaml").read_text())
     assert image == runtime["spec"]["containers"][0]["image"].split(":")[0]  # our image
     parsed = parse_batch_args(container["command"], container["args"])
-    assert parsed.model == "cancer-xgb" and parsed.repo.as_posix() == "/mnt/models"
+    repo = model_repo(parsed)
+    assert parsed.model == "cancer-xgb" and repo is not None and repo.as_posix() == "/mnt/models"
     assert len(parsed.columns) == 30  # cancer-xgb's input width
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/mnt/models", "/tmp", "/data"} <= mounts
@@ -72,5 +74,6 @@ def test_airflow_dag_parses_and_its_task_runs_serving_batch() -> None:
     cronjob = load_kustomization(BATCH_MANIFESTS)[0]
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     same = parse_batch_args(container["command"], container["args"])
-    for field in ("model", "repo", "columns", "keep", "on_bad_rows", "overwrite"):
+    for field in ("model", "columns", "keep", "on_bad_rows", "overwrite"):
         assert getattr(parsed, field) == getattr(same, field), field
+    assert model_repo(parsed) == model_repo(same)  # --model-repo, or its alias --repo

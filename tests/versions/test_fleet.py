@@ -219,12 +219,22 @@ def test_a_process_started_later_serves_the_current_policy_from_its_first_ready_
         late.stop()
 
 
-def test_without_a_store_workers_still_refuse_run_time_changes(tmp_path: Path) -> None:
+def test_without_a_store_dir_workers_follow_a_private_store(tmp_path: Path) -> None:
+    """No SERVING_TRAFFIC_POLICY_DIR: the supervisor gives its workers a private store (issue 29;
+    before, such a change was refused with 403), so a change is accepted and every worker applies
+    it. tests/test_supervisor.py follows the store's life; this checks the fleet's view of it."""
     repo = iris_repo(tmp_path / "repo")
     server = start_server(repo, tmp_path / "logs", args=["--workers", "2"], env=ENV, grpc=False, timeout=240)
     try:
         response = put(server.url, {"weights": {"1": 100}})
-        assert response.status_code == 403 and "SERVING_TRAFFIC_POLICY_DIR" in response.json()["error"]
-        assert traffic(server.url)["generation"] == 0 and "store" not in traffic(server.url)
+        assert response.status_code == 200, response.text
+        generation = response.json()["generation"]
+        deadline = time.monotonic() + 30
+        while set(workers_traffic(server).values()) != {generation}:
+            assert time.monotonic() < deadline, traffic(server.url)
+            time.sleep(0.2)
+        store = traffic(server.url)["store"]["file"]
+        assert Path(store).parent.name.startswith("serving-policies-"), store
+        assert served_versions(server.url, 20) == {"1"}
     finally:
         server.stop()

@@ -70,7 +70,7 @@ def status_routes(control: ModelControl, workers: int) -> APIRouter:
         check_model_name(name)
         document = data.document(only=name)
         if not document["models"]:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise ModelNotFound.unknown(name, detail="not in the repository")
         return _page(name, model_body(document), f"/status/data?model={name}")
 
     @routes.get("/status/data", summary="The status pages' figures as JSON (?model= for one)")
