@@ -56,6 +56,8 @@ class OutputRule:
     name: str
     kind: str
     edges: tuple[float, ...] = ()
+    classes: int = 0
+    """Classes known from the output's shape (``probabilities [N, K]``: K); 0 when unknown."""
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -95,6 +97,7 @@ def output_rules(
 ) -> tuple[OutputRule, ...]:
     """Rules for a model's outputs ``(name, datatype, shape)``; ``edges`` from config.yaml."""
     rules = []
+    columns_of = {name: shape[1] for name, _, shape in outputs if len(shape) == 2 and shape[1] > 1}
     for name, datatype, shape in outputs:
         columns = 1 if len(shape) == 1 else shape[1] if len(shape) == 2 else None
         if columns is None:
@@ -111,12 +114,13 @@ def output_rules(
     # class twice: the arg-max repeats the label, so only the label is counted.
     if any(r.kind == "class" and not r.edges for r in rules):
         rules = [r for r in rules if not (r.kind == "class" and r.edges)]
-    return tuple(OutputRule(r.name, r.kind) if r.kind == "class" else r for r in rules)
+    return tuple(
+        OutputRule(r.name, r.kind, (), columns_of.get(r.name, 0)) if r.kind == "class" else r for r in rules
+    )
 
 
 class PredictionRecorder:
-    """Counts one (model, version, variant)'s predictions into cached counter children, each
-    made on its first count (a class never predicted exports no series)."""
+    """Counts one (model, version, variant)'s predictions into cached counter children."""
 
     __slots__ = ("_child", "_outputs")
 
@@ -126,6 +130,14 @@ class PredictionRecorder:
         self._outputs: list[tuple[OutputRule, int, tuple[str, ...], list[Any]]] = [
             (rule, len(rule.labels), rule.labels, [None] * len(rule.labels)) for rule in rules
         ]
+        # A counter born at its first count hides that count from increase(): the buckets that
+        # are known in advance (a score's bins, the K classes of a [N, K] output) exist at 0 from
+        # the first answer of this version and variant on, so a canary's first window is not
+        # biased against its rarer classes. Integer labels (classes unknown) are made on use.
+        for rule, _, labels, children in self._outputs:
+            known = range(len(labels)) if rule.kind == "score" else range(min(rule.classes, MAX_CLASSES))
+            for i in known:
+                children[i] = child(rule.name, labels[i])
 
     def record(self, results: Mapping[str, Any]) -> None:
         for rule, size, labels, children in self._outputs:

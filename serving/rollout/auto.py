@@ -1,7 +1,7 @@
 """``serving rollout auto``: analyse, step up or roll back until the canary serves 100 % or none.
 
-One round: read the live state, wait ``interval``, check the split (sample-ratio mismatch:
-exit 3, no verdict on biased data), judge the window (serving.rollout.decision, the k-th look
+One round: read the live state, wait ``interval``, check the split (sample-ratio mismatch at
+two looks in a row: exit 3, no verdict on biased data), judge the window (serving.rollout.decision, the k-th look
 of the run spending its share of alpha), then roll back, hold (saying how many more canary
 requests the step needs and about how long that takes) or step up. The window is everything
 since the step began (at least ``--window``): a hold adds evidence to the next look instead of
@@ -195,6 +195,7 @@ def run_auto(
     looks = 0
     changed_at: float | None = None  # when this run last moved the split
     step_started: tuple[int, float] | None = None  # (percent, since when this run saw it)
+    srm_strikes = 0  # looks in a row whose split failed the sample-ratio test
     while True:
         state = target.state()
         canary = state.canary
@@ -265,8 +266,28 @@ def run_auto(
         srm_window = window if changed_at is None else max(1.0, min(window, clock() - changed_at))
         srm = check_sample_ratio(state, prom, srm_window, srm_threshold)
         if srm is not None and srm.mismatch:
-            out.emit("sample_ratio_mismatch", "error: " + srm_message(srm), percent=current, srm=asdict(srm))
-            return EXIT_ERROR
+            # Two looks in a row: a real mismatch (a selector, a route, a stale replica) stays;
+            # Prometheus' extrapolated counts over a short window can miss once.
+            srm_strikes += 1
+            if srm_strikes >= 2:
+                out.emit(
+                    "sample_ratio_mismatch", "error: " + srm_message(srm), percent=current, srm=asdict(srm)
+                )
+                return EXIT_ERROR
+            holds += 1
+            out.emit(
+                "sample_ratio_suspect",
+                f"split looks off (p {srm.p_value:.2g}); no verdict, checking again at the next look",
+                percent=current,
+                srm=asdict(srm),
+            )
+            if max_holds and holds >= max_holds:
+                out.emit(
+                    "gave_up", f"{holds} holds in a row at {current}%; traffic left as is", percent=current
+                )
+                return 2
+            continue
+        srm_strikes = 0
         looks += 1
         analysis = analyze_state(state, prom, window, thresholds, looks)
         extra: dict[str, Any] = {}
