@@ -38,10 +38,11 @@ fi
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 status=0
-# Several processes (pytest-xdist): most tests wait on servers they start. Tests that measure
-# rates or latency share one of them (tests/conftest.py TIMED). SERVING_TEST_PROCESSES=0 runs serially.
+# Several processes (pytest-xdist): most tests wait on servers they start. A module's tests stay
+# on one process, in order (module-scoped servers start once; some modules' last test checks what
+# the earlier ones did). SERVING_TEST_PROCESSES=0 runs serially.
 processes=${SERVING_TEST_PROCESSES:-3}
-xdist=(-n "$processes" --dist loadgroup)
+xdist=(-n "$processes" --dist loadfile)
 [ "$processes" = 0 ] && xdist=()
 SERVING_REFERENCE_REPORT=$report .venv/bin/pytest -q -p no:cacheprovider "${xdist[@]}" "$@" || status=$?
 cat "$report"

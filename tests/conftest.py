@@ -17,33 +17,6 @@ def rest_path(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-TIMED = (
-    "tests/rollout/test_e2e_inpod.py",
-    "tests/loadtests/test_locust_smoke.py",
-    "tests/loadtests/test_bench_smoke.py",
-    "tests/loadtests/test_workers.py",
-    "tests/reliability/test_drain.py",
-    "tests/reliability/test_overload.py",
-    "tests/observability/test_multiprocess.py",
-    "tests/observability/test_payloads.py",
-    "tests/versions/test_fleet.py",
-    "tests/versions/test_hot_swap.py",
-    "tests/versions/test_canary.py",
-)
-"""Files whose tests measure rates, latency or time-outs against a running server: under xdist
-(scripts/test.sh runs ``-n N --dist loadgroup``) they share one worker, one after another, so two
-of them never compete for the two cores while each measures."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under xdist, a module's tests stay together on one process, in order (module-scoped servers
-    start once, and some modules' last test checks what the earlier ones did); the TIMED modules
-    all share one process."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("timed" if path in TIMED else path))
-
-
 _reference_skips: set[str] = set()
 
 
