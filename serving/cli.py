@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from serving.cliflags import add_model_repo, model_repo, model_repo_or_default
 from serving.errors import ServingError
+from serving.extras import without_extra
 from serving.settings import Settings
 
 EXAMPLES = {
@@ -154,18 +155,8 @@ def cmd_validate_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _without_extra(command: str) -> bool:
-    """Print the one line naming the missing extra (exit status 2), or False when installed."""
-    from serving.extras import missing_extra
-
-    problem = missing_extra(command)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-    return problem is not None
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    if _without_extra("serving export"):
+    if without_extra("serving export"):
         return 2
     from serving.repository.export import export_booster
 
@@ -195,7 +186,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_models(args: argparse.Namespace) -> int:
-    if _without_extra("serving demo-models"):
+    if without_extra("serving demo-models"):
         return 2
     from serving.repository.demo import build_demo_repository
 

@@ -7,6 +7,7 @@ needs none of them.
 
 from __future__ import annotations
 
+import sys
 from importlib.util import find_spec
 
 NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -38,3 +39,12 @@ def missing_extra(command: str) -> str | None:
         f"{command} needs the '{extra}' extra ({', '.join(absent)} not installed): "
         f"pip install 'serving[{extra}]' (in a checkout: bash scripts/install.sh {extra})"
     )
+
+
+def without_extra(command: str) -> bool:
+    """Print the one line naming the missing extra and return True (the command then exits 2),
+    or return False when ``command`` can import what it needs."""
+    problem = missing_extra(command)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+    return problem is not None

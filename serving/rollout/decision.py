@@ -205,6 +205,21 @@ class Analysis:
         return out
 
 
+def _judge(
+    checks: dict[str, str], fails: list[str], waits: list[str], name: str, outcome: str, text: str
+) -> None:
+    """One interval comparison's outcome as a check: worse fails, inconclusive waits (both with
+    the comparison's text), anything else passes."""
+    if outcome == "worse":
+        checks[name] = "fail"
+        fails.append(text)
+    elif outcome == "inconclusive":
+        checks[name] = "wait"
+        waits.append(text)
+    else:
+        checks[name] = "pass"
+
+
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
 
@@ -230,14 +245,7 @@ def decide(
         f"error ratio canary {errors.canary_ratio:.2%} vs stable {errors.stable_ratio:.2%}, "
         f"difference in [{errors.diff_low:+.2%}, {errors.diff_high:+.2%}], allowed +{t.max_error_increase:.2%}"
     )
-    if errors.outcome == "worse":
-        checks["errors"] = "fail"
-        fails.append(detail)
-    elif errors.outcome == "inconclusive":
-        checks["errors"] = "wait"
-        waits.append(detail)
-    else:
-        checks["errors"] = "pass"
+    _judge(checks, fails, waits, "errors", errors.outcome, detail)
 
     limit, tail = _latency(stable, canary, t, look, checks, fails, waits)
 
@@ -295,14 +303,7 @@ def _latency(
             f"(stable {tail.stable_share:.2%}; difference in [{tail.diff_low:+.2%}, {tail.diff_high:+.2%}], "
             f"allowed +{t.max_tail_increase:.0%}; p99 canary {_ms(canary.p99_s)}, stable {_ms(stable.p99_s)})"
         )
-        if tail.outcome == "worse":
-            checks["latency"] = "fail"
-            fails.append(text)
-        elif tail.outcome == "inconclusive":
-            checks["latency"] = "wait"
-            waits.append(text)
-        else:
-            checks["latency"] = "pass"
+        _judge(checks, fails, waits, "latency", tail.outcome, text)
     elif limit is not None and canary.p99_s is not None and not canary.latency_buckets:
         # Buckets missing (a caller that gives only p99s): the point comparison.
         if canary.p99_s > limit:
@@ -356,14 +357,7 @@ def _accuracy(
         f"({canary.labelled:.0f} / {stable.labelled:.0f} labelled), wrong-answer difference in "
         f"[{low:+.2%}, {high:+.2%}], allowed +{t.max_accuracy_drop:.2%}"
     )
-    if outcome == "worse":
-        checks["accuracy"] = "fail"
-        fails.append(text)
-    elif outcome == "inconclusive":
-        checks["accuracy"] = "wait"
-        waits.append(text)
-    else:
-        checks["accuracy"] = "pass"
+    _judge(checks, fails, waits, "accuracy", outcome, text)
     return found
 
 

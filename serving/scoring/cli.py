@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from serving.cliflags import add_model_repo, model_repo_or_default
+from serving.extras import without_extra
 
 
 def _names(text: str) -> list[str]:
@@ -109,12 +110,8 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from serving.extras import missing_extra
-
     # pyarrow (and pyspark) are extras, not server dependencies: say which, in one line
-    problem = missing_extra("serving batch --engine spark" if args.engine == "spark" else "serving batch")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if without_extra("serving batch --engine spark" if args.engine == "spark" else "serving batch"):
         return 2
     from serving.scoring.local import BatchOptions, run_local
     from serving.scoring.model import BatchError
@@ -180,11 +177,7 @@ def add_profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from serving.extras import missing_extra
-
-    problem = missing_extra("serving profile")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if without_extra("serving profile"):
         return 2
     from serving.scoring.model import BatchError
     from serving.scoring.profiling import profile_version
@@ -226,11 +219,7 @@ def add_demo_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from serving.extras import missing_extra
-
-    problem = missing_extra("serving demo-data")
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
+    if without_extra("serving demo-data"):
         return 2
     from serving.scoring.demodata import write_demo_table
 

@@ -89,6 +89,23 @@ _SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 0}}
 _DATATYPE = {"type": "string", "enum": sorted(DATATYPES)}
 
 
+def _tensor(description: str) -> dict[str, Any]:
+    """A tensor of a request or response; "data" may be absent when parameters.binary_data_size
+    puts the tensor after the JSON (the binary extension)."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "name": {"type": "string"},
+            "shape": _SHAPE,
+            "datatype": _DATATYPE,
+            "parameters": _PARAMETERS,
+            "data": _TENSOR_DATA,
+        },
+        "required": ["name", "shape", "datatype"],
+    }
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -110,19 +127,7 @@ MESSAGES: dict[str, dict[str, Any]] = {
         },
         "required": ["inputs"],
     },
-    "request_input": {
-        "type": "object",
-        "description": "One input tensor, named as in the model's config.yaml.",
-        "properties": {
-            "name": {"type": "string"},
-            "shape": _SHAPE,
-            "datatype": _DATATYPE,
-            "parameters": _PARAMETERS,
-            "data": _TENSOR_DATA,
-        },
-        # "data" may be absent when parameters.binary_data_size puts the tensor after the JSON
-        "required": ["name", "shape", "datatype"],
-    },
+    "request_input": _tensor("One input tensor, named as in the model's config.yaml."),
     "request_output": {
         "type": "object",
         "description": "An output the caller asks for; parameters.binary_data asks for it in binary.",
@@ -141,19 +146,10 @@ MESSAGES: dict[str, dict[str, Any]] = {
         },
         "required": ["model_name", "outputs"],
     },
-    "response_output": {
-        "type": "object",
-        "description": "One output tensor (in binary, its data follows the JSON and "
-        "parameters.binary_data_size says its length).",
-        "properties": {
-            "name": {"type": "string"},
-            "shape": _SHAPE,
-            "datatype": _DATATYPE,
-            "parameters": _PARAMETERS,
-            "data": _TENSOR_DATA,
-        },
-        "required": ["name", "shape", "datatype"],
-    },
+    "response_output": _tensor(
+        "One output tensor (in binary, its data follows the JSON and "
+        "parameters.binary_data_size says its length)."
+    ),
     "v1_predict_request": {
         "type": "object",
         "description": "KServe v1: one row of features per instance.",
