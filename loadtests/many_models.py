@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--dump", type=Path, help="write the last /metrics answer here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="many-models-"))
     try:
@@ -116,6 +117,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+        if args.dump is not None:
+            args.dump.write_bytes(text)
         summary = {
             "models": args.models,
             "versions": len(versions),
