@@ -87,14 +87,13 @@ def targets(work: Path, files: dict[str, Path], venv_dir: Path, peers: bool) -> 
         repo = work / f"repo-{model}"
         shutil.copytree(work / "repo" / model, repo / model)
         http = free_port()
-        found.append(
-            Target(
-                f"ours ({model})",
-                [py, "-m", "serving.cli", "serve", "--model-repo", str(repo), "--host", "127.0.0.1",
-                 "--http-port", str(http), "--grpc-port", str(free_port()), "--log-level", "warning"],
-                http, env={"SERVING_WORKERS": "1"},
-            )  # fmt: skip
-        )
+        ours = Target(
+            f"ours ({model})",
+            [py, "-m", "serving.cli", "serve", "--model-repo", str(repo), "--host", "127.0.0.1",
+             "--http-port", str(http), "--grpc-port", str(free_port()), "--log-level", "warning"],
+            http, env={"SERVING_WORKERS": "1"},
+        )  # fmt: skip
+        found.append(ours)
         found[-1].input_name = model  # the model to ask (see measure)
     if not peers:
         return found
@@ -124,7 +123,9 @@ def targets(work: Path, files: dict[str, Path], venv_dir: Path, peers: bool) -> 
     http = free_port()
     settings = {"http_port": http, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}
     (ml_dir / "settings.json").write_text(json.dumps(settings))
-    mlserver = Target("mlserver (bench-xgb)", [str(mlserver_py.parent / "mlserver"), "start", str(ml_dir)], http)
+    mlserver = Target(
+        "mlserver (bench-xgb)", [str(mlserver_py.parent / "mlserver"), "start", str(ml_dir)], http
+    )
     mlserver.cwd = ml_dir
     mlserver.input_name = "bench-xgb"
     found.append(mlserver)
@@ -168,7 +169,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for target in found:
                 results[target.name].append(measure(target, logs, args.requests, args.server_cpu))
-        print(f"peers: {json.dumps(PEER_PINS)}; load average at the start {load}, at the end {os.getloadavg()}")
+        print(
+            f"peers: {json.dumps(PEER_PINS)}; load average at the start {load}, at the end {os.getloadavg()}"
+        )
         print("| server, one model | RSS MB (each round) | RSS MB (median) | PSS MB (median) | processes |")
         print("|---|---|---|---|---|")
         for name, rounds in results.items():

@@ -118,7 +118,10 @@ def test_an_onnx_version_with_its_booster_does_not_import_scikit_learn() -> None
         "print('sklearn' in sys.modules, len(out.contributions[0]))\n"
     )
     found = subprocess.run(
-        [sys.executable, "-c", script, str(DEMO_REPO / "cancer-onnx")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, str(DEMO_REPO / "cancer-onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout.split() == ["False", "30"]
