@@ -69,6 +69,9 @@ PEER_PINS = {
     "kserve": ["kserve==0.21.0", "xgboost==3.2.0"],
     # MLServer 1.7.1's worker processes call asyncio.get_event_loop(), which uvloop 0.22+ refuses
     "mlserver": ["mlserver==1.7.1", "mlserver-xgboost==1.7.1", "uvloop==0.21.0"],
+    # grpc_floor.py --grpclib: pure-asyncio gRPC on h2, compared in grpc_servers.py; protobuf and
+    # uvloop as the project's lock has them, so only the gRPC stack differs
+    "grpclib": ["grpclib==0.4.9", "protobuf==6.33.6", "uvloop==0.23.0"],
 }
 
 
