@@ -8,7 +8,9 @@ files are identical within each kind; starts ``serving serve`` on it (pinned to
 - ``ready_s``: from the process start to ``/v2/health/ready`` answering 200;
 - ``rss_mb``: the server's resident memory once ready;
 - ``metrics_bytes`` / ``metrics_lines`` / ``scrape_ms``: ``/metrics`` after one request to each
-  version, and the median wall time of five scrapes;
+  version, and the median wall time of ``--scrapes`` scrapes;
+- ``probe_during_scrapes_max_ms`` / ``_p50_ms``: one-row requests sent every 10 ms on another
+  connection while those scrapes run: how long a scrape holds other requests back;
 - ``p50_us``: one-row REST JSON latency on one keep-alive connection (``--requests`` calls).
 
     .venv/bin/python loadtests/many_models.py --models 200
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +66,17 @@ def row(name: str, features: int) -> dict[str, object]:
     }
 
 
+def _probe(
+    url: str, model: str, body: dict[str, object], running: threading.Event, latencies: list[float]
+) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while running.is_set():
+            start = time.perf_counter()
+            client.post(f"/v2/models/{model}/infer", json=body)
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.01)  # deliberate: the probe's pace, one request every 10 ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200)
@@ -70,6 +84,7 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument("--dump", type=Path, help="write the last /metrics answer here")
+    parser.add_argument("--scrapes", type=int, default=10, help="scrapes timed (and probed)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="many-models-"))
     try:
@@ -102,11 +117,25 @@ def main() -> None:
                         f"/v2/models/{name}/versions/{version}/infer", json=row(name, features)
                     )
                     assert answer.status_code == 200, answer.text
+                # A probe on its own connection (one request every 10 ms) while /metrics is
+                # scraped: how long a scrape holds other requests back.
+                probe_latencies: list[float] = []
+                scraping = threading.Event()
+                scraping.set()
+                name, _, features = versions[0]
+                probe = threading.Thread(
+                    target=_probe, args=(url, name, row(name, features), scraping, probe_latencies)
+                )
+                probe.start()
                 scrapes, text = [], b""
-                for _ in range(5):
-                    start = time.perf_counter()
-                    text = client.get("/metrics").content
-                    scrapes.append(time.perf_counter() - start)
+                try:
+                    for _ in range(args.scrapes):
+                        start = time.perf_counter()
+                        text = client.get("/metrics").content
+                        scrapes.append(time.perf_counter() - start)
+                finally:
+                    scraping.clear()
+                    probe.join()
                 name, _, features = versions[0]
                 body = row(name, features)
                 latencies = []
@@ -128,6 +157,8 @@ def main() -> None:
             "metrics_bytes": len(text),
             "metrics_lines": text.count(b"\n"),
             "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
+            "probe_during_scrapes_max_ms": round(max(probe_latencies, default=0.0) * 1000, 1),
+            "probe_during_scrapes_p50_ms": round(statistics.median(probe_latencies or [0.0]) * 1000, 2),
             "p50_us": round(statistics.median(latencies) * 1e6),
             "load_start": [round(x, 2) for x in load],
             "load_end": [round(x, 2) for x in os.getloadavg()],
