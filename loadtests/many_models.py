@@ -13,6 +13,9 @@ files are identical within each kind; starts ``serving serve`` on it (pinned to
 
     .venv/bin/python loadtests/many_models.py --models 200
     .venv/bin/python loadtests/many_models.py --models 200 --env SERVING_STAGE_METRICS=model
+    .venv/bin/python loadtests/many_models.py --models 200 --exposition 2   # library vs fast, alternately
+
+``--dump FILE`` keeps the last scrape's text.
 """
 
 from __future__ import annotations
@@ -63,73 +66,97 @@ def row(name: str, features: int) -> dict[str, object]:
     }
 
 
+def serve_once(
+    args: argparse.Namespace, work: Path, versions: list[tuple[str, str, int]], extra_env: list[str]
+) -> dict[str, object]:
+    """Start one server on the repository in ``work``, measure it, stop it: one summary."""
+    port = free_port()
+    env = {**os.environ, "SERVING_WORKERS": "1", **dict(e.split("=", 1) for e in extra_env)}
+    command = [
+        sys.executable, "-m", "serving.cli", "serve", "--model-repo", str(work / "repo"),
+        "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "-1", "--log-level", "warning",
+    ]  # fmt: skip
+    load = os.getloadavg()
+    started = time.monotonic()
+    proc = subprocess.Popen(pinned(args.server_cpu, command), env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the server exited with {proc.returncode}")
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+            ready_s = time.monotonic() - started
+            rss = rss_mb(proc.pid)
+            for name, version, features in versions:
+                answer = client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
+                assert answer.status_code == 200, answer.text
+            scrapes, text = [], b""
+            for _ in range(5):
+                start = time.perf_counter()
+                text = client.get("/metrics").content
+                scrapes.append(time.perf_counter() - start)
+            name, _, features = versions[0]
+            body = row(name, features)
+            latencies = []
+            for _ in range(args.requests):
+                start = time.perf_counter()
+                client.post(f"/v2/models/{name}/infer", json=body)
+                latencies.append(time.perf_counter() - start)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    if args.dump:
+        Path(args.dump).write_bytes(text)
+    return {
+        "models": args.models,
+        "versions": len(versions),
+        "env": extra_env,
+        "ready_s": round(ready_s, 2),
+        "rss_mb": round(rss, 1),
+        "metrics_bytes": len(text),
+        "metrics_lines": text.count(b"\n"),
+        "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
+        "p50_us": round(statistics.median(latencies) * 1e6),
+        "load_start": [round(x, 2) for x in load],
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--dump", help="write the last /metrics scrape to this file")
+    parser.add_argument(
+        "--exposition",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="compare SERVING_METRICS_EXPOSITION=library and fast: ROUNDS rounds of one server each, alternately",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="many-models-"))
     try:
         versions = write_repo(work / "repo", args.models)
-        port = free_port()
-        env = {**os.environ, "SERVING_WORKERS": "1", **dict(e.split("=", 1) for e in args.env)}
-        command = [
-            sys.executable, "-m", "serving.cli", "serve", "--model-repo", str(work / "repo"),
-            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "-1", "--log-level", "warning",
-        ]  # fmt: skip
-        load = os.getloadavg()
-        started = time.monotonic()
-        proc = subprocess.Popen(pinned(args.server_cpu, command), env=env, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                while True:
-                    if proc.poll() is not None:
-                        raise SystemExit(f"the server exited with {proc.returncode}")
-                    try:
-                        if client.get("/v2/health/ready").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.02)
-                ready_s = time.monotonic() - started
-                rss = rss_mb(proc.pid)
-                for name, version, features in versions:
-                    answer = client.post(
-                        f"/v2/models/{name}/versions/{version}/infer", json=row(name, features)
-                    )
-                    assert answer.status_code == 200, answer.text
-                scrapes, text = [], b""
-                for _ in range(5):
-                    start = time.perf_counter()
-                    text = client.get("/metrics").content
-                    scrapes.append(time.perf_counter() - start)
-                name, _, features = versions[0]
-                body = row(name, features)
-                latencies = []
-                for _ in range(args.requests):
-                    start = time.perf_counter()
-                    client.post(f"/v2/models/{name}/infer", json=body)
-                    latencies.append(time.perf_counter() - start)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        summary = {
-            "models": args.models,
-            "versions": len(versions),
-            "env": args.env,
-            "ready_s": round(ready_s, 2),
-            "rss_mb": round(rss, 1),
-            "metrics_bytes": len(text),
-            "metrics_lines": text.count(b"\n"),
-            "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
-            "p50_us": round(statistics.median(latencies) * 1e6),
-            "load_start": [round(x, 2) for x in load],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
-        }
-        print("MANYJSON " + json.dumps(summary))
+        if not args.exposition:
+            print("MANYJSON " + json.dumps(serve_once(args, work, versions, args.env)))
+            return
+        scrape: dict[str, list[float]] = {"library": [], "fast": []}
+        for _ in range(args.exposition):
+            for mode in scrape:
+                summary = serve_once(args, work, versions, [*args.env, f"SERVING_METRICS_EXPOSITION={mode}"])
+                print("MANYJSON " + json.dumps(summary), flush=True)
+                scrape[mode].append(float(summary["scrape_ms"]))  # type: ignore[arg-type]
+        ratio = statistics.median(scrape["library"]) / statistics.median(scrape["fast"])
+        print("EXPOSITION " + json.dumps({**scrape, "library_over_fast": round(ratio, 2)}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
