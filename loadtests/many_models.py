@@ -7,8 +7,10 @@ files are identical within each kind; starts ``serving serve`` on it (pinned to
 
 - ``ready_s``: from the process start to ``/v2/health/ready`` answering 200;
 - ``rss_mb``: the server's resident memory once ready;
-- ``metrics_bytes`` / ``metrics_lines`` / ``scrape_ms``: ``/metrics`` after one request to each
-  version, and the median wall time of five scrapes;
+- ``metrics_bytes`` / ``metrics_lines``: ``/metrics`` after requests to each version;
+- ``scrape_first_ms``: the first scrape, after one request to each version; ``scrape_ms``: the
+  median of five more, each after one more request to every version (every request and stage
+  series moved); ``scrape_idle_ms``: the median of three back to back (nothing moved);
 - ``p50_us``: one-row REST JSON latency on one keep-alive connection (``--requests`` calls).
 
     .venv/bin/python loadtests/many_models.py --models 200
@@ -96,11 +98,18 @@ def serve_once(
             for name, version, features in versions:
                 answer = client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
                 assert answer.status_code == 200, answer.text
-            scrapes, text = [], b""
-            for _ in range(5):
+            scrapes, idle, text = [], [], b""
+            for i in range(6):
+                if i:  # every version's series move between two scrapes (the first builds caches)
+                    for name, version, features in versions:
+                        client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
                 start = time.perf_counter()
                 text = client.get("/metrics").content
                 scrapes.append(time.perf_counter() - start)
+            for _ in range(3):
+                start = time.perf_counter()
+                client.get("/metrics")
+                idle.append(time.perf_counter() - start)
             name, _, features = versions[0]
             body = row(name, features)
             latencies = []
@@ -121,7 +130,9 @@ def serve_once(
         "rss_mb": round(rss, 1),
         "metrics_bytes": len(text),
         "metrics_lines": text.count(b"\n"),
-        "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
+        "scrape_first_ms": round(scrapes[0] * 1000, 1),
+        "scrape_ms": round(statistics.median(scrapes[1:]) * 1000, 1),
+        "scrape_idle_ms": round(statistics.median(idle) * 1000, 1),
         "p50_us": round(statistics.median(latencies) * 1e6),
         "load_start": [round(x, 2) for x in load],
         "load_end": [round(x, 2) for x in os.getloadavg()],

@@ -8,7 +8,8 @@ state, load time, monitoring state, predict paths and one prediction bucket. The
 run alternately (``--rounds`` each, after one warm-up scrape, which builds the fast path's
 cached prefixes), each timed twice per round: ``moved``, after every version served one more
 request (every request and stage series changed since the last scrape), and ``idle``, right
-after (nothing changed: the fast path reuses every cached line). Their outputs are compared
+after (nothing changed: the fast path reuses every cached line); ``fast_first_ms`` is the first
+scrape of a new ``FastExposition`` (every prefix built: a server's first scrape). Their outputs are compared
 byte for byte, and the medians are printed as one JSON line (``EXPOJSON``) with the load average:
 
     .venv/bin/python loadtests/metrics_exposition.py --models 200
@@ -75,6 +76,7 @@ def main() -> None:
             populate(metrics, args.models)  # every version served one more request
             times.setdefault(f"{name}_moved_ms", []).append(timed(render))
             times.setdefault(f"{name}_idle_ms", []).append(timed(render))
+        times.setdefault("fast_first_ms", []).append(timed(FastExposition(registry)))
     if fast() != generate_latest(registry):
         raise SystemExit("the fast exposition differs from generate_latest")
     medians = {key: round(statistics.median(values) * 1000, 2) for key, values in times.items()}

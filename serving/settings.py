@@ -186,11 +186,12 @@ class Settings(BaseSettings):
 
     metrics_exposition: Literal["fast", "library"] = "fast"
     """How ``/metrics`` is rendered in a single process: ``fast`` walks the collectors itself,
-    keeping each series' text prefix between scrapes (serving/observability/exposition.py;
-    about 7x faster than ``library`` with hundreds of versions, byte for byte the same text);
-    ``library`` calls prometheus-client's ``generate_latest``. ``fast`` falls back to
-    ``library`` with a warning when the installed prometheus-client fails its start-up check.
-    With ``--workers N`` the workers' files are merged by the library either way."""
+    keeping each series' line prefixes, and its lines while its values stay the same, between
+    scrapes (serving/observability/exposition.py: the same bytes, 10-30x less time with
+    hundreds of versions, docs/guides/performance.md); ``library`` calls prometheus-client's
+    ``generate_latest``. ``fast`` falls back to ``library`` with a warning when the installed
+    prometheus-client fails its start-up check. With ``--workers N`` the workers' files are
+    merged by the library either way."""
 
     loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
     """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a

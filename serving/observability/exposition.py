@@ -6,24 +6,27 @@ Why: a server with hundreds of versions exports tens of thousands of samples, an
 sample, then sorting and escaping the same labels again at every scrape. The scrape runs on
 the event loop, so every request waits that long. This module walks the registry's
 collectors itself and, for the metric types the server uses (``Counter``, ``Gauge``,
-``Histogram``, labelled or not), reads each child's values directly; the line prefix of every
-sample (name and sorted, escaped labels, ``le`` included) is built once per child and kept,
-so a scrape is float formatting (the library's ``floatToGoString``) and one join. Any other
-collector (another metric type, a custom collector, a gauge with ``set_function``, a
-subclass) goes through ``generate_latest`` on its own, in its place, so the output stays the
-library's.
+``Histogram``, labelled or not), reads each child's values directly. The line prefixes of a
+child's samples (name and sorted, escaped labels, ``le`` included) are built once and kept,
+and so are its lines while its values are the same objects, so a scrape formats (with the
+library's ``floatToGoString``) only the series that moved, and joins. Any other collector
+(another metric type, a custom collector, a gauge with ``set_function``, a subclass) goes
+through ``generate_latest`` on its own, in its place, and ``_created`` samples go into their
+own gauge family after each metric's samples, as ``generate_latest`` places them.
 
 It reads private attributes of prometheus-client (``CollectorRegistry._collector_to_names``
-and ``_lock``; a metric's ``_name``, ``_labelnames``, ``_metrics``, ``_lock``, ``_value``,
-``_created``, ``_buckets``, ``_upper_bounds``, ``_sum``; ``metrics._use_created``): the
-dependency is bounded to the minor versions this was checked on (pyproject.toml), and
-``checked_exposition`` compares it with ``generate_latest`` on a probe registry at start and
-falls back to the library, with one warning, when the two differ or an attribute is gone.
-``Settings.metrics_exposition = "library"`` forces the library. Figures: docs/observability.md.
+and ``_lock``; a metric's ``_name``, ``_documentation``, ``_labelnames``, ``_labelvalues``,
+``_metrics``, ``_lock``, ``_value``, ``_created``, ``_buckets``, ``_upper_bounds``, ``_sum``;
+``MutexValue._value``; ``metrics._use_created``): the dependency is bounded to the minor
+version this was checked on (pyproject.toml), and ``fast_path_problem`` compares it with
+``generate_latest`` on a probe registry at start; ``Exposition`` falls back to the library,
+with one warning, when the two differ or an attribute is gone.
+``Settings.metrics_exposition = "library"`` forces the library. Figures:
+docs/guides/performance.md.
 
-Thread safety: values are read as ``generate_latest`` reads them (each value's own lock,
-``_value.get()``), and a labelled metric's children are copied under its lock, as the
-library does, while the event loop and the predict threads keep recording.
+Thread safety: the event loop and the predict threads keep recording during a scrape. A
+labelled metric's children are copied under its lock, as the library does; each value is one
+attribute read (see ``_Family``), a float some ``inc`` or ``set`` left, as ``get()`` returns.
 """
 
 from __future__ import annotations
@@ -60,13 +63,6 @@ def _help(name: str, documentation: str, kind: str) -> str:
     return f"# HELP {escaped} {doc}\n# TYPE {escaped} {kind}\n"
 
 
-def _prefix(name: str, labels: Iterable[tuple[str, str]]) -> str:
-    """``name{a="x",b="y"} `` with the labels sorted by name, as generate_latest writes them."""
-    pairs = sorted(labels)
-    text = ",".join(f'{escape_label_name(k)}="{_escape_value(v)}"' for k, v in pairs)
-    return f"{escape_metric_name(name)}{{{text}}} " if text else f"{escape_metric_name(name)} "
-
-
 class _Single:
     """One collector on its own, for ``generate_latest`` (anything with ``collect`` will do)."""
 
@@ -98,6 +94,14 @@ class _Series:
         self.created = ""
 
 
+_LE: dict[tuple[float, ...], tuple[str, ...]] = {}  # bucket bounds -> their le texts (few)
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+}
+
+
 class _Family:
     """The cached text pieces of one Counter, Gauge or Histogram and of its children.
 
@@ -111,7 +115,18 @@ class _Family:
     ``set`` left) and ten times cheaper; once the lines are cached, these reads are most of a
     scrape."""
 
-    __slots__ = ("children", "collector", "created_header", "header", "kind", "labelled")
+    __slots__ = (
+        "children",
+        "collector",
+        "created_header",
+        "header",
+        "keys",
+        "kind",
+        "labelled",
+        "le_at",
+        "names",
+        "order",
+    )
 
     def __init__(self, collector: Any, kind: str) -> None:
         self.collector = collector
@@ -122,24 +137,32 @@ class _Family:
         self.created_header = _help(name + "_created", documentation, "gauge")
         self.labelled = bool(collector._labelnames) and not collector._labelvalues
         self.children: dict[tuple[str, ...], _Series] = {}
+        # What every child shares, escaped once: the sample names, and the label names in the
+        # order generate_latest writes them (sorted by name; a histogram's le among them).
+        names: tuple[str, ...] = tuple(collector._labelnames)
+        self.order = sorted(range(len(names)), key=names.__getitem__)
+        self.keys = [escape_label_name(names[i]) for i in self.order]
+        self.le_at = sum(1 for n in names if n < "le")
+        suffixes = _SUFFIXES[kind]
+        self.names = [escape_metric_name(name + suffix) for suffix in suffixes]
 
     def series(self, labelvalues: tuple[str, ...], child: Any) -> _Series:
-        labels = list(zip(self.collector._labelnames, labelvalues, strict=True))
-        name = self.collector._name
-        if self.kind == "counter":
-            return _Series(child, (_prefix(name + "_total", labels), _prefix(name + "_created", labels)))
-        if self.kind == "gauge":
-            return _Series(child, (_prefix(name, labels),))
-        buckets = tuple(_prefix(name + "_bucket", [*labels, ("le", _fmt(b))]) for b in child._upper_bounds)
-        return _Series(
-            child,
-            (
-                *buckets,
-                _prefix(name + "_count", labels),
-                _prefix(name + "_sum", labels),
-                _prefix(name + "_created", labels),
-            ),
-        )
+        """A new child's entry: the line prefix of each of its samples, ``name{labels} ``."""
+        parts = [
+            f'{key}="{_escape_value(labelvalues[i])}"' for key, i in zip(self.keys, self.order, strict=True)
+        ]
+        labels = f"{{{','.join(parts)}}} " if parts else " "
+        if self.kind != "histogram":
+            return _Series(child, tuple(name + labels for name in self.names))
+        head = "".join(f"{part}," for part in parts[: self.le_at])
+        tail = "".join(f",{part}" for part in parts[self.le_at :])
+        bucket, count, total, created = self.names
+        bounds = tuple(child._upper_bounds)
+        les = _LE.get(bounds)
+        if les is None:
+            les = _LE[bounds] = tuple(_fmt(b) for b in bounds)
+        buckets = tuple(f'{bucket}{{{head}le="{le}"{tail}}} ' for le in les)
+        return _Series(child, (*buckets, count + labels, total + labels, created + labels))
 
     def render(self, out: list[str], use_created: bool, counts: dict[float, str]) -> None:
         collector = self.collector
