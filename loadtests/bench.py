@@ -69,6 +69,9 @@ PEER_PINS = {
     "kserve": ["kserve==0.21.0", "xgboost==3.2.0"],
     # MLServer 1.7.1's worker processes call asyncio.get_event_loop(), which uvloop 0.22+ refuses
     "mlserver": ["mlserver==1.7.1", "mlserver-xgboost==1.7.1", "uvloop==0.21.0"],
+    # grpc_floor.py --grpclib: pure-asyncio gRPC on h2, compared in grpc_servers.py; protobuf and
+    # uvloop as the project's lock has them, so only the gRPC stack differs
+    "grpclib": ["grpclib==0.4.9", "protobuf==6.33.6", "uvloop==0.23.0"],
 }
 
 
@@ -90,6 +93,9 @@ class Row:
     server_cpu: float = 0.0
     server_cpu_us_per_req: float = 0.0
     note: str = ""
+    load1: float = 0.0
+    """The machine's one-minute load average at the end of the point (2 cores: above 2, others
+    took CPU from the server or the load generator during it)."""
 
     @classmethod
     def at(cls, target: str, point: Point, **measured: Any) -> Row:
@@ -454,6 +460,7 @@ class Bench:
         row.p50_us, row.p90_us, row.p99_us = (
             round(float(summary[k]), 1) for k in ("p50_us", "p90_us", "p99_us")
         )
+        row.load1 = round(os.getloadavg()[0], 2)
         return row
 
     def check_answer(self, target: Target, point: Point, expected: float | None) -> None:
@@ -739,6 +746,7 @@ def table(rows: list[Row], command: str) -> str:
             f"{row.p50_us:,.0f} | {row.p99_us:,.0f} | {row.errors} | {row.server_cpu}/{row.client_cpu} | "
             f"{row.server_cpu_us_per_req:,.0f} | " + " | ".join(ratios) + " |"
         )
+    lines += goals(rows)
     heavy = _find(rows, "ours", "json", "bench-heavy", 64)
     if heavy:
         lines.append("")
@@ -750,6 +758,68 @@ def table(rows: list[Row], command: str) -> str:
                     f"{batched.rps / heavy.rps:.2f}x throughput, p99 {batched.p99_us:,.0f} µs vs {heavy.p99_us:,.0f} µs."
                 )
     return "\n".join(lines) + "\n"
+
+
+def goals(rows: list[Row]) -> list[str]:
+    """Issue 33's goals as ratios of this run: REST JSON over the raw-ASGI floor at 64
+    connections and the p50 at one, the protocol-level path over the ASGI path, gRPC unary
+    and stream over REST JSON, and the peers; each line only when both rows ran."""
+    found: list[str] = []
+
+    def ratio(a: Row | None, b: Row | None, what: str, field: str = "rps") -> None:
+        if a and b and getattr(a, field) and getattr(b, field):
+            found.append(f"- {what}: {getattr(a, field) / getattr(b, field):.2f}")
+
+    floor64, floor1 = (
+        _find(rows, "raw-asgi", "json", "bench-xgb", 64),
+        _find(rows, "raw-asgi", "json", "bench-xgb", 1),
+    )
+    for model in ("bench-onnx", "bench-xgb"):
+        ratio(
+            _find(rows, "ours", "json", model, 64),
+            floor64,
+            f"REST JSON {model}, 64 connections, req/s over the raw-ASGI floor (goal >= 0.40)",
+        )
+        ratio(
+            _find(rows, "ours", "json", model, 1),
+            floor1,
+            f"REST JSON {model}, 1 connection, p50 over the floor's (goal <= 1.5)",
+            "p50_us",
+        )
+        ratio(
+            _find(rows, "ours", "json", model, 64),
+            _find(rows, "ours-asgi", "json", model, 64),
+            f"REST JSON {model}, 64 connections, protocol-level path over the ASGI path, req/s",
+        )
+        ratio(
+            _find(rows, "ours", "grpc", model, 64),
+            _find(rows, "ours", "json", model, 64),
+            f"gRPC unary {model}, 64 connections, over REST JSON (goal >= 0.8)",
+        )
+        ratio(
+            _find(rows, "ours", "grpc-stream", model, 64),
+            _find(rows, "ours", "json", model, 64),
+            f"gRPC stream {model}, 64 connections, over REST JSON",
+        )
+    for peer in ("kserve", "mlserver"):
+        ratio(
+            _find(rows, "ours", "json", "bench-xgb", 64),
+            _find(rows, peer, "json", "bench-xgb", 64),
+            f"REST JSON bench-xgb, 64 connections, over {peer}",
+        )
+    p99 = [
+        r.p99_us / r.p50_us
+        for r in rows
+        if r.target == "ours" and r.connections == 64 and r.p50_us and r.rows == 1
+    ]
+    if p99:
+        found.append(f"- worst p99 / p50 of our one-row points at 64 connections: {max(p99):.2f} (goal <= 3)")
+    loads = [r.load1 for r in rows if r.load1]
+    if loads:
+        found.append(
+            f"- one-minute load average at the end of each point: {min(loads):.2f} to {max(loads):.2f}"
+        )
+    return ["", "Goals, as ratios of this run:", "", *found] if found else []
 
 
 # -- regression gate --------------------------------------------------------------------
@@ -1052,6 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline_rows = read_csv(baseline) if baseline else []
     command = " ".join(["python", "loadtests/bench.py", *(argv if argv is not None else sys.argv[1:])])
     started_at = time.time()
+    load_start = os.getloadavg()
     bench = Bench(args)
     try:
         rows = bench.run()
@@ -1061,7 +1132,11 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, args.out / "results.csv")
     report = table(rows, command)
     load = os.getloadavg()
-    report += f"\nRun {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started_at))}, {time.time() - started_at:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores.\n"
+    report += (
+        f"\nRun {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started_at))}, {time.time() - started_at:.0f} s; "
+        f"load average at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
+        f"at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, on {os.cpu_count()} cores.\n"
+    )
     gate_ok = True
     if baseline:
         shown = baseline.resolve()

@@ -9,6 +9,9 @@ times each stage separately:
   (``inline_budget_us=0``): the runtime plus the hop to a pool thread and back;
 - ``predictor``: the version's own predictor as the server builds it (inline on the event loop
   for calls measured under ``Settings.inline_predict_us``);
+- ``check-head``, ``decode``, ``encode``, ``edge``: the REST adapter's steps alone (what is
+  decided before the body, JSON into an ``InferenceRequest``, the response into JSON, counting
+  the answered request at the edge: metrics, statistics, status page);
 - ``routing``, ``validation``, ``metrics``: what the router, the signature check and the
   Prometheus updates of one request cost alone (the features the speed issue's 10 % guard
   is about);
@@ -74,6 +77,7 @@ from serving.core.validation import validate_inputs  # noqa: E402
 from serving.predict.predictor import ThreadedPredictor  # noqa: E402
 from serving.protocol.rest import codec  # noqa: E402
 from serving.protocol.rest.direct import direct_protocol  # noqa: E402
+from serving.protocol.rest.inference import Target, encode  # noqa: E402
 from serving.protocol.rest.timeouts import timed_protocol  # noqa: E402
 from serving.server import build, load_models  # noqa: E402
 from serving.settings import Settings  # noqa: E402
@@ -82,12 +86,16 @@ STAGES = (
     "runtime",
     "pool",
     "predictor",
+    "check-head",
+    "decode",
     "routing",
     "validation",
     "metrics",
     "timeline",
     "predictions",
     "feedback",
+    "encode",
+    "edge",
     "dataplane",
     "dataplane-off",
     "asgi",
@@ -134,8 +142,11 @@ def http_caller(protocol_class: type[Any], app: Any, raw: bytes) -> Callable[[],
     protocol: Any = None
 
     async def call() -> None:
-        nonlocal protocol
-        if protocol is None:  # connected when the stage starts (its header timer runs from here)
+        nonlocal protocol, transport
+        # Connected when the stage starts (its header timer runs from here); connected again
+        # when the server closed the idle connection between two rounds (keep-alive timeout).
+        if protocol is None or transport.closing:
+            transport = MemoryTransport()
             protocol = protocol_class(config=config, server_state=uvicorn.server.ServerState(), app_state={})
             protocol.connection_made(transport)
         transport.waiter = loop.create_future()
@@ -161,7 +172,8 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     work = Path(tempfile.mkdtemp(prefix="hotpath-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # the generated models (5 MB a run)
     bench.write_repo(work, heavy=False)
-    write_profile_for(work / "repo", args.model)
+    if not args.no_profile:
+        write_profile_for(work / "repo", args.model)
     settings = Settings(model_repo=work / "repo", grpc_port=-1, log_level="warning")
     parts = build(settings)
     load_models(parts)
@@ -243,6 +255,24 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         )
         parts.dataplane.feedback = None
 
+    inference = parts.rest_app.inference
+    target = Target(args.model, None, "v2")
+    head = {b"content-type": b"application/json", b"content-length": str(len(body)).encode()}
+
+    async def call_decode() -> None:
+        inference.decode(body, head, target, 0.0)
+
+    async def call_check_head() -> None:
+        inference.check_head("POST", f"/v2/models/{args.model}/infer", target, head)
+
+    answered = await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
+
+    async def call_encode() -> None:
+        encode(request, answered, "v2")
+
+    async def call_edge() -> None:
+        inference.edge.success(request, answered, 3e-5)
+
     async def call_dataplane() -> None:
         parts.dataplane.prediction_metrics = True
         await parts.dataplane.infer(codec.decode_request(body, args.model, None, 1 << 20))
@@ -270,12 +300,16 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "runtime": call_runtime,
         "pool": call_pool,
         "predictor": call_predictor,
+        "check-head": call_check_head,
+        "decode": call_decode,
         "routing": call_routing,
         "validation": call_validation,
         "metrics": call_metrics,
         "timeline": call_timeline,
         "predictions": call_predictions,
         "feedback": call_feedback,
+        "encode": call_encode,
+        "edge": call_edge,
         "dataplane": call_dataplane,
         "dataplane-off": call_dataplane_off,
         "asgi": call_asgi,
@@ -399,6 +433,11 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the stages")
     parser.add_argument("--model", default="bench-onnx", choices=["bench-onnx", "bench-xgb"])
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="no reference profile, so no drift monitoring (as bench.py's models; monitoring needs one)",
+    )
     args = parser.parse_args()
     import uvloop
 

@@ -120,8 +120,8 @@ def serve_once(
     finally:
         proc.terminate()
         proc.wait(30)
-    if args.dump:
-        Path(args.dump).write_bytes(text)
+    if args.dump is not None:
+        args.dump.write_bytes(text)
     return {
         "models": args.models,
         "versions": len(versions),
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
-    parser.add_argument("--dump", help="write the last /metrics scrape to this file")
+    parser.add_argument("--dump", type=Path, help="write the last /metrics answer here")
     parser.add_argument(
         "--exposition",
         type=int,

@@ -67,7 +67,10 @@ class SourceBooster:
             self.feature_names = lightgbm_names(self._booster)
             self._explain = lightgbm_explain
         else:
-            import xgboost as xgb
+            from serving.runtimes.nosklearn import hidden_sklearn
+
+            with hidden_sklearn():  # an ONNX version would otherwise pay 140 MB for scikit-learn
+                import xgboost as xgb
 
             self._booster = xgb.Booster(model_file=str(path))
             self._booster.set_param({"nthread": 1})

@@ -94,3 +94,34 @@ def test_exported_version_keeps_its_booster(tmp_path: Path) -> None:
     assert (tmp_path / "lgbm-onnx" / "1" / "booster.txt").read_bytes() == (
         DEMO_REPO / "cancer-lgbm" / "1" / "model.txt"
     ).read_bytes()
+
+
+def test_an_onnx_version_with_its_booster_does_not_import_scikit_learn() -> None:
+    """The source booster beside an exported ONNX version is loaded with XGBoost imported
+    without scikit-learn (serving/runtimes/nosklearn.py): 140 MB an ONNX server never uses
+    (issue 33: 295 MB resident for one such model before, 160 MB after, loadtests/memory.py).
+    A fresh process loads the demo's cancer-onnx and still explains."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from serving.modelconfig import load_config\n"
+        "from serving.runtimes.onnx import OnnxRuntime\n"
+        "from serving.settings import Settings\n"
+        "folder = Path(sys.argv[1])\n"
+        "runtime = OnnxRuntime(folder / '1' / 'model.onnx', load_config(folder / 'config.yaml'), Settings())\n"
+        "assert runtime.explain is not None\n"
+        "out = runtime.explain(np.zeros((1, 30), dtype=np.float32))\n"
+        "print('sklearn' in sys.modules, len(out.contributions[0]))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script, str(DEMO_REPO / "cancer-onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["False", "30"]
