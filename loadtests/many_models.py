@@ -7,17 +7,18 @@ files are identical within each kind; starts ``serving serve`` on it (pinned to
 
 - ``ready_s``: from the process start to ``/v2/health/ready`` answering 200;
 - ``rss_mb``: the server's resident memory once ready;
-- ``metrics_bytes`` / ``metrics_lines``: ``/metrics`` after requests to each version;
-- ``scrape_first_ms``: the first scrape, after one request to each version; ``scrape_ms``: the
-  median of five more, each after one more request to every version (every request and stage
-  series moved); ``scrape_idle_ms``: the median of three back to back (nothing moved);
+- ``metrics_bytes`` / ``metrics_lines`` / ``scrape_ms``: ``/metrics`` after one request to each
+  version, and the median wall time of ``--scrapes`` scrapes back to back (nothing moved between
+  them); ``scrape_first_ms``: the first scrape (the exposition builds its caches);
+  ``scrape_moved_ms``: the median of five scrapes, each after one more request to every version
+  (every request and stage series moved);
+- ``probe_during_scrapes_max_ms`` / ``_p50_ms``: one-row requests sent every 10 ms on another
+  connection while the ``--scrapes`` scrapes run: how long a scrape holds other requests back;
 - ``p50_us``: one-row REST JSON latency on one keep-alive connection (``--requests`` calls).
 
     .venv/bin/python loadtests/many_models.py --models 200
     .venv/bin/python loadtests/many_models.py --models 200 --env SERVING_STAGE_METRICS=model
     .venv/bin/python loadtests/many_models.py --models 200 --exposition 2   # library vs fast, alternately
-
-``--dump FILE`` keeps the last scrape's text.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +70,17 @@ def row(name: str, features: int) -> dict[str, object]:
     }
 
 
+def _probe(
+    url: str, model: str, body: dict[str, object], running: threading.Event, latencies: list[float]
+) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while running.is_set():
+            start = time.perf_counter()
+            client.post(f"/v2/models/{model}/infer", json=body)
+            latencies.append(time.perf_counter() - start)
+            time.sleep(0.01)  # deliberate: the probe's pace, one request every 10 ms
+
+
 def serve_once(
     args: argparse.Namespace, work: Path, versions: list[tuple[str, str, int]], extra_env: list[str]
 ) -> dict[str, object]:
@@ -98,18 +111,35 @@ def serve_once(
             for name, version, features in versions:
                 answer = client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
                 assert answer.status_code == 200, answer.text
-            scrapes, idle, text = [], [], b""
-            for i in range(6):
-                if i:  # every version's series move between two scrapes (the first builds caches)
-                    for name, version, features in versions:
-                        client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
-                start = time.perf_counter()
-                text = client.get("/metrics").content
-                scrapes.append(time.perf_counter() - start)
-            for _ in range(3):
+            start = time.perf_counter()
+            client.get("/metrics")
+            first = time.perf_counter() - start
+            # A probe on its own connection (one request every 10 ms) while /metrics is
+            # scraped: how long a scrape holds other requests back.
+            probe_latencies: list[float] = []
+            scraping = threading.Event()
+            scraping.set()
+            name, _, features = versions[0]
+            probe = threading.Thread(
+                target=_probe, args=(url, name, row(name, features), scraping, probe_latencies)
+            )
+            probe.start()
+            scrapes, text = [], b""
+            try:
+                for _ in range(args.scrapes):
+                    start = time.perf_counter()
+                    text = client.get("/metrics").content
+                    scrapes.append(time.perf_counter() - start)
+            finally:
+                scraping.clear()
+                probe.join()
+            moved = []
+            for _ in range(5):
+                for name, version, features in versions:
+                    client.post(f"/v2/models/{name}/versions/{version}/infer", json=row(name, features))
                 start = time.perf_counter()
                 client.get("/metrics")
-                idle.append(time.perf_counter() - start)
+                moved.append(time.perf_counter() - start)
             name, _, features = versions[0]
             body = row(name, features)
             latencies = []
@@ -130,9 +160,11 @@ def serve_once(
         "rss_mb": round(rss, 1),
         "metrics_bytes": len(text),
         "metrics_lines": text.count(b"\n"),
-        "scrape_first_ms": round(scrapes[0] * 1000, 1),
-        "scrape_ms": round(statistics.median(scrapes[1:]) * 1000, 1),
-        "scrape_idle_ms": round(statistics.median(idle) * 1000, 1),
+        "scrape_ms": round(statistics.median(scrapes) * 1000, 1),
+        "scrape_first_ms": round(first * 1000, 1),
+        "scrape_moved_ms": round(statistics.median(moved) * 1000, 1),
+        "probe_during_scrapes_max_ms": round(max(probe_latencies, default=0.0) * 1000, 1),
+        "probe_during_scrapes_p50_ms": round(statistics.median(probe_latencies or [0.0]) * 1000, 2),
         "p50_us": round(statistics.median(latencies) * 1e6),
         "load_start": [round(x, 2) for x in load],
         "load_end": [round(x, 2) for x in os.getloadavg()],
@@ -146,6 +178,7 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument("--dump", type=Path, help="write the last /metrics answer here")
+    parser.add_argument("--scrapes", type=int, default=10, help="scrapes timed (and probed)")
     parser.add_argument(
         "--exposition",
         type=int,
@@ -160,14 +193,23 @@ def main() -> None:
         if not args.exposition:
             print("MANYJSON " + json.dumps(serve_once(args, work, versions, args.env)))
             return
-        scrape: dict[str, list[float]] = {"library": [], "fast": []}
+        keys = ("scrape_ms", "scrape_moved_ms", "scrape_first_ms", "probe_during_scrapes_max_ms")
+        runs: dict[str, dict[str, list[float]]] = {
+            mode: {k: [] for k in keys} for mode in ("library", "fast")
+        }
         for _ in range(args.exposition):
-            for mode in scrape:
+            for mode, figures in runs.items():
                 summary = serve_once(args, work, versions, [*args.env, f"SERVING_METRICS_EXPOSITION={mode}"])
                 print("MANYJSON " + json.dumps(summary), flush=True)
-                scrape[mode].append(float(summary["scrape_ms"]))  # type: ignore[arg-type]
-        ratio = statistics.median(scrape["library"]) / statistics.median(scrape["fast"])
-        print("EXPOSITION " + json.dumps({**scrape, "library_over_fast": round(ratio, 2)}))
+                for key in keys:
+                    figures[key].append(float(summary[key]))  # type: ignore[arg-type]
+        ratios = {
+            f"library_over_fast_{key}": round(
+                statistics.median(runs["library"][key]) / max(statistics.median(runs["fast"][key]), 1e-9), 2
+            )
+            for key in keys[:3]
+        }
+        print("EXPOSITION " + json.dumps({**runs, **ratios}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,8 +3,8 @@
 
 Why: a server with hundreds of versions exports tens of thousands of samples, and
 ``generate_latest`` spends most of a scrape building a ``Sample`` tuple and a label dict per
-sample, then sorting and escaping the same labels again at every scrape. The scrape runs on
-the event loop, so every request waits that long. This module walks the registry's
+sample, then sorting and escaping the same labels again at every scrape: 0.3 s and more for
+300 versions, most of it holding the GIL the serving loop needs. This module walks the registry's
 collectors itself and, for the metric types the server uses (``Counter``, ``Gauge``,
 ``Histogram``, labelled or not), reads each child's values directly. The line prefixes of a
 child's samples (name and sorted, escaped labels, ``le`` included) are built once and kept,

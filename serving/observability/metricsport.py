@@ -43,7 +43,9 @@ async def start_metrics_server(sock: socket.socket, metrics: Metrics) -> asyncio
             elif method not in ("GET", "HEAD"):
                 reply = _response("405 Method Not Allowed", b'{"error":"use GET"}')
             else:
-                reply = _response("200 OK", metrics.exposition(), CONTENT_TYPE, send_body=method == "GET")
+                # On a thread, so a large exposition does not stall the serving loop (rest/app.py).
+                text = await asyncio.to_thread(metrics.exposition)
+                reply = _response("200 OK", text, CONTENT_TYPE, send_body=method == "GET")
             writer.write(reply)
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
