@@ -64,7 +64,9 @@ class Components:
 
 def build(settings: Settings, metrics: Metrics | None = None) -> Components:
     executor = ThreadPoolExecutor(max_workers=settings.predict_threads, thread_name_prefix="predict")
-    metrics = metrics or Metrics(stage_versions=settings.stage_metrics == "version")
+    metrics = metrics or Metrics(
+        stage_versions=settings.stage_metrics == "version", exposition=settings.metrics_exposition
+    )
     try:
         repository = ModelRepository(
             settings, executor, predictor_factory(executor, metrics, settings.inline_predict_us), metrics

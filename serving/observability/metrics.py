@@ -25,6 +25,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
+from serving.observability.exposition import FAST, Exposition
 from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
 from serving.observability.timeline import Timeline
@@ -95,6 +96,7 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | None = None,
         stage_versions: bool = True,
+        exposition: str = FAST,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.stage_versions = stage_versions
@@ -448,6 +450,9 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
+        self._render: Exposition | None = None
+        if self.multiprocess_dir is None:
+            self._render = Exposition(r, exposition)
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
         self.timeline = Timeline()
@@ -569,9 +574,10 @@ class Metrics:
         return values
 
     def exposition(self) -> bytes:
-        """The text exposition for ``/metrics``: this registry, or every worker's values merged."""
-        if self.multiprocess_dir is None:
-            return bytes(_generate_latest(self.registry))
+        """The text exposition for ``/metrics``: this registry (serving.observability.exposition),
+        or every worker's values merged (by the library: the merge is most of that scrape)."""
+        if self._render is not None:
+            return self._render()
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return bytes(_generate_latest(merged))
