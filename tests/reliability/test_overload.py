@@ -7,6 +7,7 @@ One server, one predict thread, ``max_inflight`` 2 per version, short read timeo
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -231,6 +232,35 @@ def test_slowloris_headers_are_cut_off_without_blocking_others(server: ServerPro
     assert _closed_within(idle, 2) < 2
     drip.close()
     idle.close()
+
+
+def test_read_timers_follow_each_request_on_a_busy_connection(server: ServerProcess) -> None:
+    """The read timers are one lazy timer per connection whose deadline each request moves
+    (serving/protocol/rest/timeouts.py): a connection busy for longer than both timeouts is
+    never cut while it keeps sending whole requests, and its next request that drips its
+    headers is cut one header timeout (1 s) after its first byte, not later."""
+    body = json.dumps(ROW).encode()
+    request = (
+        b"POST /v2/models/good/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    ) + body
+    with _connect(server) as sock, sock.makefile("rb") as reader:
+        start = time.monotonic()
+        answered = 0
+        while time.monotonic() - start < 2.5:  # past the header (1 s) and body (1.5 s) timeouts
+            sock.sendall(request)
+            status = reader.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            reader.read(length)
+            answered += 1
+        assert answered > 10
+        sock.sendall(request[:20])  # the next request's first bytes, then nothing
+        closed_after = _closed_within(sock, 4)
+        assert 0.8 < closed_after < 2.0, f"closed {closed_after:.2f} s after the headers began"
 
 
 def test_body_that_never_finishes_is_cut_off(server: ServerProcess) -> None:

@@ -108,6 +108,7 @@ class RestInference:
         self._max_elements = settings.max_tensor_elements
         self.edge = EdgeRecorder(REST, dataplane)
         self.tracing = dataplane.tracing
+        self._checked_names: set[Target] = set()  # targets whose names passed the checks
 
     def begin_trace(
         self, method: str, path: str, scheme: str, http_version: str, headers: Headers, target: Target
@@ -131,9 +132,12 @@ class RestInference:
         type, declared length."""
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
-        check_model_name(target.model)
-        if target.version is not None:
-            check_version_name(target.version)
+        if target not in self._checked_names:  # a regex a request is 1 µs; names repeat
+            check_model_name(target.model)
+            if target.version is not None:
+                check_version_name(target.version)
+            if len(self._checked_names) < 4096:
+                self._checked_names.add(target)
         self.dataplane.check_model(target.model, target.version)
         content_type = headers.get(b"content-type", b"application/json").split(b";", 1)[0].strip().lower()
         if content_type and content_type not in _JSON_TYPES and not content_type.endswith(b"+json"):
