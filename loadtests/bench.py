@@ -37,7 +37,11 @@ at 64 connections) more than the tolerance below. p99 ratios (ours / floor) are 
 gated only with ``--p99-tolerance``. Rows or floors missing on either side are "not compared",
 not failed. The table and verdict are printed and appended to ``results.md``; a failed gate
 makes the exit code 1. ``--smoke`` runs skip the gate (points too short to mean anything).
-Pure part: ``regression_gate(rows, baseline_rows, tolerance)``.
+A figure that fails is measured again before the verdict (``--recheck 3``, 0 to skip): its
+point and its floor's, in that many interleaved rounds with the servers started afresh, and the
+median of the rounds' ratios decides; a single 10-second point on a shared machine moves by
+10-20 % within minutes. Pure parts: ``regression_gate(rows, baseline_rows, tolerance)`` and
+``recheck_verdict``.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -375,6 +381,7 @@ class Bench:
         self.client_cpu: int | None = args.client_cpu if ncpu >= 2 else None
         self.wrk = ensure_wrk()
         self.rows: list[Row] = []
+        self.targets: dict[str, Target] = {}
 
     # -- measurement -------------------------------------------------------------------
     def body_file(self, name: str, content: bytes) -> Path:
@@ -496,6 +503,7 @@ class Bench:
         args = self.args
         if args.only and target.name not in args.only:
             return
+        self.targets[target.name] = target
         log(f"starting {target.name}")
         try:
             with started(target, self.server_cpu, self.logs) as proc:
@@ -528,6 +536,51 @@ class Bench:
             log(f"  {target.name} failed: {exc}")
             for point in target.points:
                 self.rows.append(Row.at(target.name, point, note=f"failed: {str(exc)[:120]}"))
+
+    def recheck(self, checks: list[GateCheck], rounds: int) -> list[list[Row]]:
+        """The points of ``checks`` measured again, ``rounds`` times: every server they need
+        started once (each pinned as in the run; only one is under load at a time), then in
+        each round every point once, ordered by connections with each floor next to ours and
+        the order reversed every other round, so a slow minute hits both sides of a ratio."""
+        wanted: dict[str, list[Point]] = {}
+        for check in checks:
+            for name, point in check.points:
+                if name not in self.targets:
+                    log(f"  recheck: {name} was not run; {check.name} keeps its first figure")
+                    continue
+                found = wanted.setdefault(name, [])
+                if point not in found:
+                    found.append(point)
+        results: list[list[Row]] = [[] for _ in range(rounds)]
+        if not wanted:
+            return results
+        with contextlib.ExitStack() as stack:
+            procs: dict[str, subprocess.Popen[bytes]] = {}
+            for name in wanted:
+                target = self.targets[name]
+                log(f"recheck: starting {name}")
+                # its own log file; rows keep the target's name
+                logged = dataclasses.replace(target, name=f"{name}-recheck")
+                procs[name] = stack.enter_context(started(logged, self.server_cpu, self.logs))
+                warmed: set[tuple[str, str, int]] = set()
+                for point in wanted[name]:
+                    if (point.protocol, point.model, point.rows) not in warmed:
+                        warm = Point(point.protocol, point.model, point.rows, 8)
+                        self.measure(target, procs[name], warm, self.args.warmup)
+                        warmed.add((point.protocol, point.model, point.rows))
+            order = sorted(
+                ((name, point) for name, points in wanted.items() for point in points),
+                key=lambda item: (item[1].connections, item[0] == "ours", item[1].model, item[1].protocol),
+            )
+            for i in range(rounds):
+                for name, point in order if i % 2 == 0 else order[::-1]:
+                    row = self.measure(self.targets[name], procs[name], point, self.args.duration)
+                    results[i].append(row)
+                    log(
+                        f"  recheck {i + 1}/{rounds} {name:10} {point.protocol:6} {point.model:20} "
+                        f"c={point.connections:<3} {row.rps:9.0f} req/s  load {row.load1}"
+                    )
+        return results
 
     def in_process_floor(self, model: str, seconds: float) -> tuple[Row, float]:
         """``Runtime.predict`` for one row in a loop, on the server core; returns P(class 1)."""
@@ -860,6 +913,10 @@ class GateCheck:
     note: str = ""
     p99_baseline: float | None = None
     p99_current: float | None = None
+    points: list[tuple[str, Point]] = field(default_factory=list)
+    """(target, point) measured for this figure: ours and its floor, or a lift's two models."""
+    rechecks: list[float] = field(default_factory=list)
+    """This run's ratio in each recheck round (``--recheck``), when the figure first failed."""
 
     @property
     def compared(self) -> bool:
@@ -977,23 +1034,85 @@ def regression_gate(
     for k in list(ours_base) + [k for k in ours_now if k not in ours_base]:
         protocol, model, nrows, conns = k
         check = GateCheck(f"ours {protocol} {model} rows={nrows} c={conns}")
+        check.points = [("ours", Point(protocol, model, nrows, conns))]
+        if protocol in FLOORS:
+            family = "grpc" if protocol in ("grpc", "grpc-stream") else "json"
+            check.points.append((FLOORS[protocol], Point(family, "bench-xgb", 1, conns)))
         check.baseline, check.p99_baseline, why_base = ratios(baseline, ours_base.get(k), "baseline")
         check.current, check.p99_current, why_now = ratios(current, ours_now.get(k), "this run")
         check.note = why_base or why_now
         checks.append(check)
     for batched, unbatched in LIFTS:
         check = GateCheck(f"lift {batched} / {unbatched} c={LIFT_CONNECTIONS}")
+        check.points = [("ours", Point("json", m, 1, LIFT_CONNECTIONS)) for m in (batched, unbatched)]
         check.baseline, check.current = lift(baseline, batched, unbatched), lift(current, batched, unbatched)
         if check.baseline is None or check.current is None:
             check.note = f"not measured in {'baseline' if check.baseline is None else 'this run'}"
         checks.append(check)
     for check in checks:
-        change, p99_change = check.change, check.p99_change
-        if change is not None and change < -tolerance:
-            check.failed = True
-        if p99_tolerance is not None and p99_change is not None and p99_change > p99_tolerance:
-            check.failed = True
-            check.note = f"p99 ratio {p99_change:+.1%}"
+        _judge(check, tolerance, p99_tolerance)
+    return GateVerdict(checks, tolerance, p99_tolerance)
+
+
+def _judge(check: GateCheck, tolerance: float, p99_tolerance: float | None) -> None:
+    change, p99_change = check.change, check.p99_change
+    check.failed = change is not None and change < -tolerance
+    if p99_tolerance is not None and p99_change is not None and p99_change > p99_tolerance:
+        check.failed = True
+        check.note = f"p99 ratio {p99_change:+.1%}"
+
+
+def _point_key(row: Row) -> tuple[str, str, str, int, int]:
+    return (row.target, row.protocol, row.model, row.rows, row.connections)
+
+
+def recheck_verdict(
+    verdict: GateVerdict,
+    rows: list[Row],
+    baseline: list[Row],
+    rounds: list[list[Row]],
+    tolerance: float = 0.10,
+    p99_tolerance: float | None = None,
+) -> GateVerdict:
+    """The gate once more for the figures that failed, on ``rounds`` of their points measured
+    again (``Bench.recheck``): in each round the re-measured rows stand in for the run's at
+    those points, the figure's ratio is taken within the round, and the median over the rounds
+    decides. One 10-second point on a shared machine moves by 10-20 % from one minute to the
+    next (2026-12-06: three full runs against one baseline failed 2, 7 and 8 figures, never
+    the same ones twice), so a single point's ratio is a poor verdict on code.
+
+    Pure: rows in, verdict out."""
+    if not rounds:
+        return verdict
+    failed = {c.name for c in verdict.failures}
+    per_round: list[dict[str, GateCheck]] = []
+    for fresh in rounds:
+        replaced = {_point_key(r) for r in fresh}
+        merged = [r for r in rows if _point_key(r) not in replaced] + fresh
+        per_round.append(
+            {c.name: c for c in regression_gate(merged, baseline, tolerance, p99_tolerance).checks}
+        )
+    checks: list[GateCheck] = []
+    for check in verdict.checks:
+        if check.name not in failed:
+            checks.append(check)
+            continue
+        found = [r[check.name] for r in per_round if check.name in r]
+        values = [c.current for c in found if c.current is not None]
+        p99s = [c.p99_current for c in found if c.p99_current is not None]
+        again = dataclasses.replace(check, rechecks=values, note="")
+        if values:
+            again.current = statistics.median(values)
+            again.p99_current = statistics.median(p99s) if p99s else check.p99_current
+            _judge(again, tolerance, p99_tolerance)
+            listed = ", ".join(f"{v:.4g}" for v in values)
+            first = f"{check.current:.4g}" if check.current is not None else "-"
+            again.note = f"median of {len(values)} rechecks: {listed}; first {first}" + (
+                f"; {again.note}" if again.note else ""
+            )
+        else:
+            again.note = "recheck measured nothing"
+        checks.append(again)
     return GateVerdict(checks, tolerance, p99_tolerance)
 
 
@@ -1014,9 +1133,12 @@ def gate_section(
     baseline: Path | str,
     tolerance: float,
     p99_tolerance: float | None,
+    verdict: GateVerdict | None = None,
 ) -> tuple[str, bool]:
-    """The markdown section main appends to results.md, and whether the gate passed."""
-    verdict = regression_gate(rows, baseline_rows, tolerance, p99_tolerance)
+    """The markdown section main appends to results.md, and whether the gate passed
+    (``verdict``: one already made, with its rechecks)."""
+    if verdict is None:
+        verdict = regression_gate(rows, baseline_rows, tolerance, p99_tolerance)
     return verdict.markdown(baseline), verdict.passed
 
 
@@ -1112,6 +1234,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also fail when a p99 ratio (ours / floor) rises more than this (fraction); default: shown only",
     )
     parser.add_argument("--no-gate", action="store_true", help="do not compare with a baseline")
+    parser.add_argument(
+        "--recheck",
+        type=int,
+        default=3,
+        help="when figures fail the gate, measure their points (and floors) again this many rounds and "
+        "judge on the median ratio (0: the first measurement decides)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.tolerance < 1 or (args.p99_tolerance is not None and args.p99_tolerance < 0):
         parser.error("--tolerance must be in [0, 1) and --p99-tolerance >= 0")
@@ -1124,8 +1253,18 @@ def main(argv: list[str] | None = None) -> int:
     started_at = time.time()
     load_start = os.getloadavg()
     bench = Bench(args)
+    verdict: GateVerdict | None = None
+    rechecked: list[list[Row]] = []
     try:
         rows = bench.run()
+        if baseline:
+            verdict = regression_gate(rows, baseline_rows, args.tolerance, args.p99_tolerance)
+            if verdict.failures and args.recheck > 0:
+                log(f"gate: {verdict.summary()}; rechecking in {args.recheck} rounds")
+                rechecked = bench.recheck(verdict.failures, args.recheck)
+                verdict = recheck_verdict(
+                    verdict, rows, baseline_rows, rechecked, args.tolerance, args.p99_tolerance
+                )
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1141,8 +1280,16 @@ def main(argv: list[str] | None = None) -> int:
     if baseline:
         shown = baseline.resolve()
         shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
-        section, gate_ok = gate_section(rows, baseline_rows, shown, args.tolerance, args.p99_tolerance)
+        section, gate_ok = gate_section(
+            rows, baseline_rows, shown, args.tolerance, args.p99_tolerance, verdict
+        )
         report += section
+        if rechecked:
+            write_csv([row for round_rows in rechecked for row in round_rows], args.out / "rechecks.csv")
+            report += (
+                f"Rechecked figures: their points and floors measured again in {len(rechecked)} rounds after "
+                "the run (each round's rows in `rechecks.csv`, in round order); the median ratio decides.\n"
+            )
     else:
         why = (
             "--smoke (points too short to compare)"

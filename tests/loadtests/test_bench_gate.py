@@ -191,3 +191,66 @@ def test_baseline_resolution(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="no such file"):
         bench.resolve_baseline(args(baseline=tmp_path / "missing.csv"))
+
+
+def _round(factor: float, model: str = "bench-onnx", conns: int = 64, floor: float = 1.0) -> list[Row]:
+    """One recheck round: our point re-measured at ``factor`` of the baseline's speed, and its
+    floor at ``floor`` of the baseline floor's."""
+    return [
+        Row("ours", "json", model, 1, conns, rps=9_000.0 * factor, p99_us=10_000.0, requests=1000),
+        Row("raw-asgi", "json", "bench-xgb", 1, conns, rps=40_000.0 * floor, p99_us=2_000.0, requests=1000),
+    ]
+
+
+def test_a_figure_that_failed_once_passes_on_the_median_of_its_rechecks() -> None:
+    current = run(overrides={("json", "bench-onnx", 64): 0.85})
+    first = regression_gate(current, run())
+    assert [c.name for c in first.failures] == ["ours json bench-onnx rows=1 c=64"]
+    # what the recheck measures: the failing point and its floor, nothing else
+    assert first.failures[0].points == [
+        ("ours", bench.Point("json", "bench-onnx", 1, 64)),
+        ("raw-asgi", bench.Point("json", "bench-xgb", 1, 64)),
+    ]
+    # three rounds: one slow minute (0.8) among two normal ones; the floor moved too (1.1),
+    # so each round's ratio is taken within that round
+    rounds = [_round(0.99 * 1.1, floor=1.1), _round(0.8), _round(1.02)]
+    again = bench.recheck_verdict(first, current, run(), rounds)
+    assert again.passed
+    check = by_name(again)["ours json bench-onnx rows=1 c=64"]
+    assert check.rechecks == pytest.approx([0.22275, 0.18, 0.2295])
+    assert check.current == pytest.approx(0.22275)  # the median, not the first 0.19125
+    assert check.note.startswith("median of 3 rechecks: 0.2228, 0.18, 0.2295; first 0.1913")
+    # figures that passed at first are left as they were
+    assert (
+        by_name(again)["ours json bench-onnx rows=1 c=8"] == by_name(first)["ours json bench-onnx rows=1 c=8"]
+    )
+
+
+def test_a_real_regression_still_fails_after_its_rechecks() -> None:
+    current = run(overrides={("json", "bench-onnx", 64): 0.85})
+    first = regression_gate(current, run())
+    again = bench.recheck_verdict(first, current, run(), [_round(0.86), _round(0.84), _round(0.95)])
+    assert [c.name for c in again.failures] == ["ours json bench-onnx rows=1 c=64"]
+    assert by_name(again)["ours json bench-onnx rows=1 c=64"].change == pytest.approx(-0.14)
+    assert "Verdict: FAIL: 1 of 13" in again.markdown("base.csv")
+    # no rounds (--recheck 0): the first verdict stands
+    assert bench.recheck_verdict(first, current, run(), []) is first
+
+
+def test_a_lift_is_rechecked_on_both_of_its_models() -> None:
+    current = run(overrides={("json", "bench-heavy", c): 1.2 for c in CONNS})
+    first = regression_gate(current, run())
+    lift = first.failures[0]
+    assert lift.points == [
+        ("ours", bench.Point("json", "bench-heavy-batched", 1, 64)),
+        ("ours", bench.Point("json", "bench-heavy", 1, 64)),
+    ]
+    rounds = [
+        [
+            Row("ours", "json", "bench-heavy-batched", 1, 64, rps=8_700.0, requests=1000),
+            Row("ours", "json", "bench-heavy", 1, 64, rps=2_900.0 * s, requests=1000),
+        ]
+        for s in (1.0, 1.05, 0.98)
+    ]
+    again = bench.recheck_verdict(first, current, run(), rounds)
+    assert again.passed and by_name(again)[lift.name].current == pytest.approx(3.0 / 1.0)

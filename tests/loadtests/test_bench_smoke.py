@@ -3,8 +3,10 @@ one-second points, real wrk and gRPC load against real processes."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,52 @@ def test_bench_smoke_writes_csv_table_and_chart(tmp_path: Path) -> None:
     )
     assert not ok
     assert "| ours json bench-xgb rows=1 c=8 |" in section and "-20.0% |" in section and "FAIL" in section
+
+
+def test_recheck_measures_the_failed_points_and_their_floors_again(tmp_path: Path) -> None:
+    """``Bench.recheck`` on real servers: the failed figure's point and its floor's, each
+    round, next to each other (the gate's ``--recheck``; its verdict is tested on synthetic
+    rows in test_bench_gate.py)."""
+    args = bench_args(tmp_path)
+    runner = bench.Bench(args)
+    try:
+        bench.write_repo(runner.work, heavy=False, train_rows=2_000)
+        py = sys.executable
+        floor_port, http, grpc_port = bench.free_port(), bench.free_port(), bench.free_port()
+        runner.targets["raw-asgi"] = bench.Target(
+            "raw-asgi", [py, str(ROOT / "loadtests" / "raw_asgi.py"), str(floor_port)], floor_port,
+            ready_path="/", check_value=False,
+        )  # fmt: skip
+        runner.targets["ours"] = bench.Target(
+            "ours",
+            [py, "-m", "serving.cli", "serve", "--model-repo", str(runner.work / "repo"), "--host", "127.0.0.1",
+             "--http-port", str(http), "--grpc-port", str(grpc_port), "--log-level", "warning"],
+            http, grpc_port, env={"SERVING_WORKERS": "1"},
+        )  # fmt: skip
+        failed = bench.regression_gate(
+            [
+                bench.Row("raw-asgi", "json", "bench-xgb", 1, 1, rps=10_000.0),
+                bench.Row("ours", "json", "bench-onnx", 1, 1, rps=1_000.0),
+            ],
+            [
+                bench.Row("raw-asgi", "json", "bench-xgb", 1, 1, rps=10_000.0),
+                bench.Row("ours", "json", "bench-onnx", 1, 1, rps=5_000.0),
+            ],
+        ).failures
+        assert [c.name for c in failed] == ["ours json bench-onnx rows=1 c=1"]
+        rounds = runner.recheck(failed, 2)
+    finally:
+        shutil.rmtree(runner.work, ignore_errors=True)
+    assert len(rounds) == 2
+    first, second = ([(r.target, r.model, r.connections) for r in rows] for rows in rounds)
+    assert first == [("raw-asgi", "bench-xgb", 1), ("ours", "bench-onnx", 1)]
+    assert second == first[::-1]  # the order turns every other round
+    for row in rounds[0] + rounds[1]:
+        assert row.rps > 0 and row.errors == 0 and row.requests > 0, row
+    assert (args.out / "logs" / "ours-recheck.log").exists()
+
+
+def bench_args(tmp_path: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        out=tmp_path / "out", duration=0.5, warmup=0.2, server_cpu=0, client_cpu=1, recheck=2
+    )
