@@ -58,7 +58,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--model", default="bench-onnx", choices=["bench-onnx", "bench-xgb"])
+    parser.add_argument(
+        "--model",
+        default="bench-onnx",
+        choices=["bench-onnx", "bench-xgb", "bench-heavy", "bench-heavy-batched", "bench-heavy-adaptive"],
+    )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both servers")
@@ -70,7 +74,7 @@ def main() -> None:
     load = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
-        write_repo(bench.work, heavy=False, train_rows=2_000)
+        write_repo(bench.work, heavy="heavy" in args.model, train_rows=2_000)
         repo = bench.work / "repo"
         sides = [("old", old_code), ("new", ROOT)]
         point = Point("json", args.model, 1, args.connections)

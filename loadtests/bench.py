@@ -38,7 +38,7 @@ gated only with ``--p99-tolerance``. Rows or floors missing on either side are "
 not failed. The table and verdict are printed and appended to ``results.md``; a failed gate
 makes the exit code 1. ``--smoke`` runs skip the gate (points too short to mean anything).
 A figure that fails is measured again before the verdict (``--recheck 3``, 0 to skip): its
-point and its floor's, in that many interleaved rounds with the servers started afresh, and the
+point and its floor's, in that many interleaved rounds, the servers started afresh each round, and the
 median of the rounds' ratios decides; a single 10-second point on a shared machine moves by
 10-20 % within minutes. Pure parts: ``regression_gate(rows, baseline_rows, tolerance)`` and
 ``recheck_verdict``.
@@ -538,10 +538,13 @@ class Bench:
                 self.rows.append(Row.at(target.name, point, note=f"failed: {str(exc)[:120]}"))
 
     def recheck(self, checks: list[GateCheck], rounds: int) -> list[list[Row]]:
-        """The points of ``checks`` measured again, ``rounds`` times: every server they need
-        started once (each pinned as in the run; only one is under load at a time), then in
-        each round every point once, ordered by connections with each floor next to ours and
-        the order reversed every other round, so a slow minute hits both sides of a ratio."""
+        """The points of ``checks`` measured again, ``rounds`` times. Each round starts every
+        server the points need afresh (pinned as in the run; only one is under load at a
+        time): a server's speed varies from one start to the next as well as from minute to
+        minute (the 1,000-tree booster at one connection served 3.0k, 3.6k or 4.3k req/s
+        depending on the start, 2026-12-06), so rounds on one process would repeat one draw.
+        Within a round the points are ordered by connections with each floor next to ours,
+        and the order turns every other round, so a slow minute hits both sides of a ratio."""
         wanted: dict[str, list[Point]] = {}
         for check in checks:
             for name, point in check.points:
@@ -552,27 +555,26 @@ class Bench:
                 if point not in found:
                     found.append(point)
         results: list[list[Row]] = [[] for _ in range(rounds)]
-        if not wanted:
-            return results
-        with contextlib.ExitStack() as stack:
-            procs: dict[str, subprocess.Popen[bytes]] = {}
-            for name in wanted:
-                target = self.targets[name]
-                log(f"recheck: starting {name}")
-                # its own log file; rows keep the target's name
-                logged = dataclasses.replace(target, name=f"{name}-recheck")
-                procs[name] = stack.enter_context(started(logged, self.server_cpu, self.logs))
-                warmed: set[tuple[str, str, int]] = set()
-                for point in wanted[name]:
-                    if (point.protocol, point.model, point.rows) not in warmed:
-                        warm = Point(point.protocol, point.model, point.rows, 8)
-                        self.measure(target, procs[name], warm, self.args.warmup)
-                        warmed.add((point.protocol, point.model, point.rows))
-            order = sorted(
-                ((name, point) for name, points in wanted.items() for point in points),
-                key=lambda item: (item[1].connections, item[0] == "ours", item[1].model, item[1].protocol),
-            )
-            for i in range(rounds):
+        order = sorted(
+            ((name, point) for name, points in wanted.items() for point in points),
+            key=lambda item: (item[1].connections, item[0] == "ours", item[1].model, item[1].protocol),
+        )
+        for i in range(rounds):
+            if not order:
+                break
+            with contextlib.ExitStack() as stack:
+                procs: dict[str, subprocess.Popen[bytes]] = {}
+                for name in wanted:
+                    target = self.targets[name]
+                    # its own log file; rows keep the target's name
+                    logged = dataclasses.replace(target, name=f"{name}-recheck-{i + 1}")
+                    procs[name] = stack.enter_context(started(logged, self.server_cpu, self.logs))
+                    warmed: set[tuple[str, str, int]] = set()
+                    for point in wanted[name]:
+                        if (point.protocol, point.model, point.rows) not in warmed:
+                            warm = Point(point.protocol, point.model, point.rows, 8)
+                            self.measure(target, procs[name], warm, self.args.warmup)
+                            warmed.add((point.protocol, point.model, point.rows))
                 for name, point in order if i % 2 == 0 else order[::-1]:
                     row = self.measure(self.targets[name], procs[name], point, self.args.duration)
                     results[i].append(row)

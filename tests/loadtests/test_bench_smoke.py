@@ -111,7 +111,7 @@ def test_recheck_measures_the_failed_points_and_their_floors_again(tmp_path: Pat
     assert second == first[::-1]  # the order turns every other round
     for row in rounds[0] + rounds[1]:
         assert row.rps > 0 and row.errors == 0 and row.requests > 0, row
-    assert (args.out / "logs" / "ours-recheck.log").exists()
+    assert (args.out / "logs" / "ours-recheck-2.log").exists()  # a fresh server each round
 
 
 def bench_args(tmp_path: Path) -> argparse.Namespace:
