@@ -81,6 +81,22 @@ PEER_PINS = {
 }
 
 
+BASELINE_CODE = "baseline-code"
+"""The recheck's name for our server running the baseline commit's code."""
+
+
+def on_code(target: Target, name: str, code: Path) -> Target:
+    """``target`` (our server) on the code checked out at ``code``, on ports of its own."""
+    command = list(target.command)
+    http, grpc_port = free_port(), free_port() if target.grpc_port > 0 else -1
+    for flag, value in (("--http-port", http), ("--grpc-port", grpc_port)):
+        if flag in command:
+            command[command.index(flag) + 1] = str(value)
+    env = {**target.env, "PYTHONPATH": str(code)}
+    return dataclasses.replace(target, name=name, command=command, http_port=http, grpc_port=grpc_port,
+                               env=env, cwd=code)  # fmt: skip
+
+
 # -- results ----------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -537,17 +553,26 @@ class Bench:
             for point in target.points:
                 self.rows.append(Row.at(target.name, point, note=f"failed: {str(exc)[:120]}"))
 
-    def recheck(self, checks: list[GateCheck], rounds: int) -> list[list[Row]]:
+    def recheck(self, checks: list[GateCheck], rounds: int, old_code: Path | None = None) -> list[list[Row]]:
         """The points of ``checks`` measured again, ``rounds`` times. Each round starts every
         server the points need afresh (pinned as in the run; only one is under load at a
         time): a server's speed varies from one start to the next as well as from minute to
         minute (the 1,000-tree booster at one connection served 3.0k, 3.6k or 4.3k req/s
         depending on the start, 2026-12-06), so rounds on one process would repeat one draw.
         Within a round the points are ordered by connections with each floor next to ours,
-        and the order turns every other round, so a slow minute hits both sides of a ratio."""
+        and the order turns every other round, so a slow minute hits both sides of a ratio.
+
+        With ``old_code`` (a checkout of the baseline's commit) the other side of each point is
+        not the floor but the baseline's own server (``BASELINE_CODE``, the same command and
+        libraries with that code first on the path): a ratio to the floor also moves when the
+        machine changes under a large process and not under the floor's small one (2026-12-06,
+        our server lost a fifth between 14:08 and 14:38 while the floor held, old and new code
+        alike), a ratio to the same server on the baseline's code does not."""
         wanted: dict[str, list[Point]] = {}
         for check in checks:
             for name, point in check.points:
+                if old_code is not None and name in FLOORS.values():
+                    continue
                 if name not in self.targets:
                     log(f"  recheck: {name} was not run; {check.name} keeps its first figure")
                     continue
@@ -555,9 +580,13 @@ class Bench:
                 if point not in found:
                     found.append(point)
         results: list[list[Row]] = [[] for _ in range(rounds)]
+        targets = dict(self.targets)
+        if old_code is not None and "ours" in wanted:
+            targets[BASELINE_CODE] = on_code(targets["ours"], BASELINE_CODE, old_code)
+            wanted[BASELINE_CODE] = list(wanted["ours"])
         order = sorted(
             ((name, point) for name, points in wanted.items() for point in points),
-            key=lambda item: (item[1].connections, item[0] == "ours", item[1].model, item[1].protocol),
+            key=lambda item: (item[1].connections, item[1].model, item[1].protocol, item[0] == "ours"),
         )
         for i in range(rounds):
             if not order:
@@ -565,7 +594,7 @@ class Bench:
             with contextlib.ExitStack() as stack:
                 procs: dict[str, subprocess.Popen[bytes]] = {}
                 for name in wanted:
-                    target = self.targets[name]
+                    target = targets[name]
                     # its own log file; rows keep the target's name
                     logged = dataclasses.replace(target, name=f"{name}-recheck-{i + 1}")
                     procs[name] = stack.enter_context(started(logged, self.server_cpu, self.logs))
@@ -576,10 +605,10 @@ class Bench:
                             self.measure(target, procs[name], warm, self.args.warmup)
                             warmed.add((point.protocol, point.model, point.rows))
                 for name, point in order if i % 2 == 0 else order[::-1]:
-                    row = self.measure(self.targets[name], procs[name], point, self.args.duration)
+                    row = self.measure(targets[name], procs[name], point, self.args.duration)
                     results[i].append(row)
                     log(
-                        f"  recheck {i + 1}/{rounds} {name:10} {point.protocol:6} {point.model:20} "
+                        f"  recheck {i + 1}/{rounds} {name:13} {point.protocol:6} {point.model:20} "
                         f"c={point.connections:<3} {row.rps:9.0f} req/s  load {row.load1}"
                     )
         return results
@@ -1086,6 +1115,10 @@ def recheck_verdict(
     Pure: rows in, verdict out."""
     if not rounds:
         return verdict
+    old_rows = [
+        {(r.protocol, r.model, r.rows, r.connections): r for r in fresh if r.target == BASELINE_CODE}
+        for fresh in rounds
+    ]
     failed = {c.name for c in verdict.failures}
     per_round: list[dict[str, GateCheck]] = []
     for fresh in rounds:
@@ -1098,6 +1131,10 @@ def recheck_verdict(
     for check in verdict.checks:
         if check.name not in failed:
             checks.append(check)
+            continue
+        ours_point = next((p for name, p in check.points if name == "ours"), None)
+        if not check.name.startswith("lift") and ours_point is not None and any(old_rows):
+            checks.append(_ab_check(check, ours_point, rounds, old_rows, tolerance))
             continue
         found = [r[check.name] for r in per_round if check.name in r]
         values = [c.current for c in found if c.current is not None]
@@ -1116,6 +1153,46 @@ def recheck_verdict(
             again.note = "recheck measured nothing"
         checks.append(again)
     return GateVerdict(checks, tolerance, p99_tolerance)
+
+
+def _ab_check(
+    check: GateCheck,
+    point: Point,
+    rounds: list[list[Row]],
+    old_rows: list[dict[tuple[str, str, int, int], Row]],
+    tolerance: float,
+) -> GateCheck:
+    """A failed figure judged by A/B rounds: our req/s over the baseline code's at the same
+    point in each round; it fails when the median is more than ``tolerance`` below 1."""
+    key = (point.protocol, point.model, point.rows, point.connections)
+    ratios: list[float] = []
+    for fresh, old in zip(rounds, old_rows, strict=True):
+        new = next((r for r in fresh if r.target == "ours" and _point_key(r)[1:] == key), None)
+        before = old.get(key)
+        if new is not None and before is not None and new.rps and before.rps:
+            ratios.append(new.rps / before.rps)
+    again = dataclasses.replace(check, rechecks=ratios)
+    if not ratios:
+        again.note = "recheck measured nothing"
+        return again
+    median = statistics.median(ratios)
+    again.failed = median < 1 - tolerance
+    listed = ", ".join(f"{v:.3f}" for v in ratios)
+    again.note = f"A/B against the baseline's code, new/old req/s: {listed}; median {median:.3f}"
+    return again
+
+
+def baseline_commit(baseline: Path) -> str | None:
+    """The commit that last wrote ``baseline`` (its code is the code the baseline measured,
+    when the results were committed on their own), or None outside git."""
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", str(baseline.resolve())],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return found or None
 
 
 def resolve_baseline(args: argparse.Namespace) -> Path | None:
@@ -1243,6 +1320,12 @@ def main(argv: list[str] | None = None) -> int:
         help="when figures fail the gate, measure their points (and floors) again this many rounds and "
         "judge on the median ratio (0: the first measurement decides)",
     )
+    parser.add_argument(
+        "--baseline-commit",
+        default=None,
+        help="the commit whose server the recheck measures ours against, A/B (default: the commit that "
+        "last wrote the baseline file; 'none': recheck against the floors)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.tolerance < 1 or (args.p99_tolerance is not None and args.p99_tolerance < 0):
         parser.error("--tolerance must be in [0, 1) and --p99-tolerance >= 0")
@@ -1263,7 +1346,19 @@ def main(argv: list[str] | None = None) -> int:
             verdict = regression_gate(rows, baseline_rows, args.tolerance, args.p99_tolerance)
             if verdict.failures and args.recheck > 0:
                 log(f"gate: {verdict.summary()}; rechecking in {args.recheck} rounds")
-                rechecked = bench.recheck(verdict.failures, args.recheck)
+                commit = args.baseline_commit or baseline_commit(baseline)
+                old_code = None
+                if commit and commit != "none":
+                    old_code = bench.work / "baseline-code"
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_code), commit],
+                                   check=True, capture_output=True)  # fmt: skip
+                    log(f"recheck: A/B against the baseline's code, {commit[:12]}")
+                try:
+                    rechecked = bench.recheck(verdict.failures, args.recheck, old_code)
+                finally:
+                    if old_code is not None:
+                        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_code)],
+                                       check=False, capture_output=True)  # fmt: skip
                 verdict = recheck_verdict(
                     verdict, rows, baseline_rows, rechecked, args.tolerance, args.p99_tolerance
                 )
@@ -1290,7 +1385,9 @@ def main(argv: list[str] | None = None) -> int:
             write_csv([row for round_rows in rechecked for row in round_rows], args.out / "rechecks.csv")
             report += (
                 f"Rechecked figures: their points and floors measured again in {len(rechecked)} rounds after "
-                "the run (each round's rows in `rechecks.csv`, in round order); the median ratio decides.\n"
+                "the run (each round's rows in `rechecks.csv`, in round order); the median ratio decides: "
+                "our req/s over the baseline code's at the same point (A/B), or, without a baseline commit, "
+                "the ratio to the floor.\n"
             )
     else:
         why = (

@@ -254,3 +254,37 @@ def test_a_lift_is_rechecked_on_both_of_its_models() -> None:
     ]
     again = bench.recheck_verdict(first, current, run(), rounds)
     assert again.passed and by_name(again)[lift.name].current == pytest.approx(3.0 / 1.0)
+
+
+def test_with_the_baseline_code_measured_beside_ours_the_a_b_ratio_decides() -> None:
+    """A machine that slowed our large process and not the floor's small one fails the ratio
+    to the floor; rounds of ours against the baseline's own code, side by side, say whether
+    the code is slower."""
+    current = run(overrides={("json", "bench-onnx", 64): 0.85})
+    first = regression_gate(current, run())
+
+    def ab_round(new: float, old: float) -> list[Row]:
+        return [
+            Row("ours", "json", "bench-onnx", 1, 64, rps=new, requests=1000),
+            Row(bench.BASELINE_CODE, "json", "bench-onnx", 1, 64, rps=old, requests=1000),
+        ]
+
+    same_code = [ab_round(7_650.0, 7_500.0), ab_round(6_000.0, 6_300.0), ab_round(7_000.0, 7_000.0)]
+    again = bench.recheck_verdict(first, current, run(), same_code)
+    assert again.passed
+    check = by_name(again)["ours json bench-onnx rows=1 c=64"]
+    assert check.rechecks == pytest.approx([1.02, 6_000 / 6_300, 1.0])
+    assert check.note == "A/B against the baseline's code, new/old req/s: 1.020, 0.952, 1.000; median 1.000"
+    slower_code = [ab_round(6_300.0, 7_500.0), ab_round(6_000.0, 6_300.0), ab_round(5_900.0, 7_000.0)]
+    assert [c.name for c in bench.recheck_verdict(first, current, run(), slower_code).failures] == [
+        "ours json bench-onnx rows=1 c=64"
+    ]
+
+
+def test_the_baseline_commit_is_the_one_that_wrote_the_baseline(tmp_path: Path) -> None:
+    latest = bench.ROOT / "loadtests" / "latest" / "results.csv"
+    commit = bench.baseline_commit(latest)
+    assert commit is not None and len(commit) == 40
+    outside = tmp_path / "results.csv"
+    outside.write_text("target\n")
+    assert bench.baseline_commit(outside) is None
