@@ -37,11 +37,14 @@ at 64 connections) more than the tolerance below. p99 ratios (ours / floor) are 
 gated only with ``--p99-tolerance``. Rows or floors missing on either side are "not compared",
 not failed. The table and verdict are printed and appended to ``results.md``; a failed gate
 makes the exit code 1. ``--smoke`` runs skip the gate (points too short to mean anything).
-A figure that fails is measured again before the verdict (``--recheck 3``, 0 to skip): its
-point and its floor's, in that many interleaved rounds, the servers started afresh each round, and the
-median of the rounds' ratios decides; a single 10-second point on a shared machine moves by
-10-20 % within minutes. Pure parts: ``regression_gate(rows, baseline_rows, tolerance)`` and
-``recheck_verdict``.
+A figure that fails is measured again before the verdict (``--recheck 3``, 0 to skip), in that
+many rounds with the servers started afresh each round: its point on our server and on the
+baseline's own code (the commit that last wrote the baseline file, in a worktree;
+``--baseline-commit``), side by side, and the median new/old req/s decides; without a baseline
+commit, against the floors, and the median ratio to the floor decides. A single 10-second point on
+a shared machine moves by 10-20 % within minutes, and a ratio to the floor moves when the machine
+slows our large process more than the floor's small one. Pure parts:
+``regression_gate(rows, baseline_rows, tolerance)`` and ``recheck_verdict``.
 """
 
 from __future__ import annotations
@@ -1132,9 +1135,9 @@ def recheck_verdict(
         if check.name not in failed:
             checks.append(check)
             continue
-        ours_point = next((p for name, p in check.points if name == "ours"), None)
-        if not check.name.startswith("lift") and ours_point is not None and any(old_rows):
-            checks.append(_ab_check(check, ours_point, rounds, old_rows, tolerance))
+        ours_points = [p for name, p in check.points if name == "ours"]
+        if ours_points and any(old_rows):
+            checks.append(_ab_check(check, ours_points, rounds, old_rows, tolerance))
             continue
         found = [r[check.name] for r in per_round if check.name in r]
         values = [c.current for c in found if c.current is not None]
@@ -1157,20 +1160,26 @@ def recheck_verdict(
 
 def _ab_check(
     check: GateCheck,
-    point: Point,
+    points: list[Point],
     rounds: list[list[Row]],
     old_rows: list[dict[tuple[str, str, int, int], Row]],
     tolerance: float,
 ) -> GateCheck:
     """A failed figure judged by A/B rounds: our req/s over the baseline code's at the same
-    point in each round; it fails when the median is more than ``tolerance`` below 1."""
-    key = (point.protocol, point.model, point.rows, point.connections)
+    point in each round (a lift: our batched-over-unbatched lift over the baseline code's);
+    it fails when the median is more than ``tolerance`` below 1."""
+    keys = [(p.protocol, p.model, p.rows, p.connections) for p in points]
     ratios: list[float] = []
     for fresh, old in zip(rounds, old_rows, strict=True):
-        new = next((r for r in fresh if r.target == "ours" and _point_key(r)[1:] == key), None)
-        before = old.get(key)
-        if new is not None and before is not None and new.rps and before.rps:
-            ratios.append(new.rps / before.rps)
+        new_rows = {_point_key(r)[1:]: r for r in fresh if r.target == "ours"}
+        pairs = [(new_rows.get(k), old.get(k)) for k in keys]
+        if not all(
+            new is not None and before is not None and new.rps and before.rps for new, before in pairs
+        ):
+            continue
+        figure = [new.rps / before.rps for new, before in pairs]  # type: ignore[union-attr]
+        # one point: new/old; a lift's two (batched, unbatched): (new_b/old_b) / (new_u/old_u)
+        ratios.append(figure[0] if len(figure) == 1 else figure[0] / figure[1])
     again = dataclasses.replace(check, rechecks=ratios)
     if not ratios:
         again.note = "recheck measured nothing"
@@ -1178,7 +1187,8 @@ def _ab_check(
     median = statistics.median(ratios)
     again.failed = median < 1 - tolerance
     listed = ", ".join(f"{v:.3f}" for v in ratios)
-    again.note = f"A/B against the baseline's code, new/old req/s: {listed}; median {median:.3f}"
+    what = "lift" if len(keys) > 1 else "req/s"
+    again.note = f"A/B against the baseline's code, new/old {what}: {listed}; median {median:.3f}"
     return again
 
 
