@@ -589,7 +589,14 @@ class Bench:
             wanted[BASELINE_CODE] = list(wanted["ours"])
         order = sorted(
             ((name, point) for name, points in wanted.items() for point in points),
-            key=lambda item: (item[1].connections, item[1].model, item[1].protocol, item[0] == "ours"),
+            # per connection count: the floors first, then each point on the baseline's code and ours
+            key=lambda item: (
+                item[1].connections,
+                item[0] not in FLOORS.values(),
+                item[1].model,
+                item[1].protocol,
+                item[0] == "ours",
+            ),
         )
         for i in range(rounds):
             if not order:
