@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,13 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import Bench, Point, Target, free_port, started, write_repo  # noqa: E402
-
-
-def worktree(ref: str, where: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
-                   capture_output=True)  # fmt: skip
-    return where
+from bench import Bench, Point, Target, checkout, free_port, started, write_repo  # noqa: E402
 
 
 def server(name: str, code: Path, repo: Path, env: dict[str, str]) -> Target:
@@ -69,40 +62,39 @@ def main() -> None:
     args = parser.parse_args()
     bench = Bench(argparse.Namespace(out=Path(tempfile.mkdtemp(prefix="ab-")), server_cpu=args.server_cpu,
                                      client_cpu=args.client_cpu))  # fmt: skip
-    old_code = worktree(args.old, bench.work / "old")
     env = dict(e.split("=", 1) for e in args.env)
     load = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
-        write_repo(bench.work, heavy="heavy" in args.model, train_rows=2_000)
-        repo = bench.work / "repo"
-        sides = [("old", old_code), ("new", ROOT)]
-        point = Point("json", args.model, 1, args.connections)
-        for round_ in range(args.rounds):
-            for side, code in sides:
-                target = server(side, code, repo, env)
-                with started(target, bench.server_cpu, bench.logs) as proc:
-                    bench.measure(target, proc, Point("json", args.model, 1, 8), 2.0)  # warm-up
-                    row = bench.measure(target, proc, point, args.duration)
-                results[side].append(
-                    {
-                        "rps": row.rps,
-                        "p50_us": row.p50_us,
-                        "p99_us": row.p99_us,
-                        "errors": row.errors,
-                        "cpu_us": row.server_cpu_us_per_req,
-                        "load1": row.load1,
-                    }
-                )
-                print(
-                    f"round {round_ + 1} {side}: {row.rps:8.0f} req/s  p50 {row.p50_us:7.0f} µs  "
-                    f"p99 {row.p99_us:7.0f} µs  server CPU {row.server_cpu_us_per_req:6.1f} µs/req  "
-                    f"errors {row.errors}  load {row.load1}",
-                    flush=True,
-                )
-            sides.reverse()
+        with checkout(args.old, bench.work / "old") as old_code:
+            write_repo(bench.work, heavy="heavy" in args.model, train_rows=2_000)
+            repo = bench.work / "repo"
+            sides = [("old", old_code), ("new", ROOT)]
+            point = Point("json", args.model, 1, args.connections)
+            for round_ in range(args.rounds):
+                for side, code in sides:
+                    target = server(side, code, repo, env)
+                    with started(target, bench.server_cpu, bench.logs) as proc:
+                        bench.measure(target, proc, Point("json", args.model, 1, 8), 2.0)  # warm-up
+                        row = bench.measure(target, proc, point, args.duration)
+                    results[side].append(
+                        {
+                            "rps": row.rps,
+                            "p50_us": row.p50_us,
+                            "p99_us": row.p99_us,
+                            "errors": row.errors,
+                            "cpu_us": row.server_cpu_us_per_req,
+                            "load1": row.load1,
+                        }
+                    )
+                    print(
+                        f"round {round_ + 1} {side}: {row.rps:8.0f} req/s  p50 {row.p50_us:7.0f} µs  "
+                        f"p99 {row.p99_us:7.0f} µs  server CPU {row.server_cpu_us_per_req:6.1f} µs/req  "
+                        f"errors {row.errors}  load {row.load1}",
+                        flush=True,
+                    )
+                sides.reverse()
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_code)], check=False)
         shutil.rmtree(bench.work, ignore_errors=True)
     old_cpu = statistics.median(r["cpu_us"] for r in results["old"])
     new_cpu = statistics.median(r["cpu_us"] for r in results["new"])

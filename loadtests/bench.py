@@ -1199,6 +1199,18 @@ def _ab_check(
     return again
 
 
+@contextlib.contextmanager
+def checkout(ref: str, where: Path) -> Iterator[Path]:
+    """``ref`` checked out at ``where`` (a detached git worktree of this repository), removed after."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+                       check=False, capture_output=True)  # fmt: skip
+
+
 def baseline_commit(baseline: Path) -> str | None:
     """The commit that last wrote ``baseline`` (its code is the code the baseline measured,
     when the results were committed on their own), or None outside git."""
@@ -1364,18 +1376,12 @@ def main(argv: list[str] | None = None) -> int:
             if verdict.failures and args.recheck > 0:
                 log(f"gate: {verdict.summary()}; rechecking in {args.recheck} rounds")
                 commit = args.baseline_commit or baseline_commit(baseline)
-                old_code = None
-                if commit and commit != "none":
-                    old_code = bench.work / "baseline-code"
-                    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_code), commit],
-                                   check=True, capture_output=True)  # fmt: skip
-                    log(f"recheck: A/B against the baseline's code, {commit[:12]}")
-                try:
+                with contextlib.ExitStack() as stack:
+                    old_code = None
+                    if commit and commit != "none":
+                        old_code = stack.enter_context(checkout(commit, bench.work / "baseline-code"))
+                        log(f"recheck: A/B against the baseline's code, {commit[:12]}")
                     rechecked = bench.recheck(verdict.failures, args.recheck, old_code)
-                finally:
-                    if old_code is not None:
-                        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_code)],
-                                       check=False, capture_output=True)  # fmt: skip
                 verdict = recheck_verdict(
                     verdict, rows, baseline_rows, rechecked, args.tolerance, args.p99_tolerance
                 )
