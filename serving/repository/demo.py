@@ -56,7 +56,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from serving.repository.export import export_booster
+    from serving.repository.export import export_booster, reproducible_bytes
 
     root.mkdir(parents=True, exist_ok=True)
 
@@ -126,7 +126,7 @@ def build_demo_repository(root: Path) -> Iterator[str]:
         },
     )
     (digits / "1").mkdir()
-    (digits / "1" / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    (digits / "1" / "model.onnx").write_bytes(reproducible_bytes(onnx_model))
     yield f"{digits}/1/model.onnx"
 
     x, y = load_iris(return_X_y=True)

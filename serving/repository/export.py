@@ -168,12 +168,28 @@ def _convert_xgboost(booster_path: Path) -> _Converted:
     return _Converted(onnx_model, n_features, description, booster.inplace_predict, scaled=False)
 
 
+def reproducible_bytes(onnx_model: Any) -> bytes:
+    """The model's bytes, the same in every process.
+
+    The converters (skl2onnx, onnxmltools) list a model's operator sets in the order of a Python set
+    of (domain, version) pairs, which follows the process's string-hash seed: one process in about 40
+    wrote the digits MLP with ``ai.onnx.ml`` before ``""``. Sorted by domain, the bytes depend only on
+    the model.
+    """
+    opsets = sorted(((o.domain, o.version) for o in onnx_model.opset_import), key=lambda pair: pair[0])
+    del onnx_model.opset_import[:]
+    for domain, version in opsets:
+        onnx_model.opset_import.add(domain=domain, version=version)
+    data: bytes = onnx_model.SerializeToString()
+    return data
+
+
 def _onnx_version(onnx_model: Any, model: str, n_features: int) -> tuple[bytes, Any, dict[str, Any]]:
     """The converted model's bytes, an onnxruntime session on them, and its config.yaml."""
     import onnxruntime as ort
 
     onnx_model.graph.name = model  # onnxmltools names graphs with a random UUID: keep files reproducible
-    serialized: bytes = onnx_model.SerializeToString()
+    serialized = reproducible_bytes(onnx_model)
     session = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
     outputs = [
         {
