@@ -29,10 +29,37 @@ def rest_env(path: str) -> dict[str, str]:
     return {"SERVING_REST_INFER_PATH": path}
 
 
+# Ports for servers that tests start, below Linux's ephemeral range (32768-60999) and one block
+# per xdist worker. A port the kernel hands out for bind(0) is free only until the server binds
+# it: meanwhile any outgoing connection of any test process may take it as its local port (a
+# full suite makes thousands), and "Address already in use" failed a run. Outgoing connections
+# never get these ports, and no other worker picks from this block.
+_PORT_BASE, _PORT_BLOCK = 20000, 800
+_candidates: Iterator[int] | None = None
+
+
+def _port_candidates() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = _PORT_BASE + (int(worker) % 15 if worker.isdigit() else 0) * _PORT_BLOCK
+    offset = (os.getpid() * 37) % _PORT_BLOCK  # another start each run: last run's servers may linger
+    while True:
+        for i in range(_PORT_BLOCK):
+            yield start + (offset + i) % _PORT_BLOCK
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing uses, which this process hands out again only after 800 others."""
+    global _candidates
+    if _candidates is None:
+        _candidates = _port_candidates()
+    for _, port in zip(range(_PORT_BLOCK), _candidates, strict=False):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (another program, or a server of a moment ago in TIME_WAIT)
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BLOCK} tries")
 
 
 @dataclass

@@ -296,10 +296,13 @@ def test_analyze_judges_accuracy_from_ground_truth(stack: tuple[ServerProcess, s
     analysis = subprocess.run(
         cli(server, "analyze", SRM, "--prometheus", prometheus, "--window", "30s", "--metric", "accuracy",
             "--min-labels", "40", "--min-requests", "40", "--srm-threshold", "0", "--no-prediction-shift",
-            "--latency-slack-ms", "100", "-o", "json"),
+            "--latency-slack-ms", "100", "--max-accuracy-drop", "0.05", "-o", "json"),
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     out = events(analysis.stdout)[-1]["analysis"]
+    # Loosened as AUTO's errors are: the canary (version 2) answers every labelled row right, but
+    # with about 90 canary and 210 stable labels the difference's upper end passes the default
+    # +2 % in about 1 run in 30 (when the stable got few of its 2.7 % wrong rows), as one full suite run saw.
     assert out["checks"]["accuracy"] == "pass", out
     assert out["canary"]["labelled"] >= 40 and out["stable"]["labelled"] >= 100
     assert out["canary"]["wrong"] <= 2 and out["accuracy"]["outcome"] == "safe"
