@@ -189,7 +189,9 @@ def test_two_processes_sharing_the_cache_download_each_object_once(s3: S3Server,
         for server in servers:
             server.stop()
     assert sum(downloaded) == sent, (downloaded, sent)
-    assert sorted(hits) == [0, 3]  # the second process found all three files in the cache
+    # Each of the three files came from the store once and from the cache once: which process
+    # downloads which file depends on who gets there first (a run saw hits 1 and 2, not 0 and 3).
+    assert sum(hits) == 3, hits
     blobs = list((tmp_path / "cache/blobs/sha256").iterdir())
     assert len(blobs) == 3
 
