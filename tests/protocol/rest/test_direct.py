@@ -6,15 +6,18 @@ and the guard that falls back to ASGI on another uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import socket
 import time
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from serving.protocol.rest.direct import DirectProtocol, direct_protocol, uvicorn_mismatch
+from serving.protocol.rest.direct import DirectProtocol, direct_protocol, run_eagerly, uvicorn_mismatch
 from serving.protocol.rest.timeouts import TimedHttpToolsProtocol
 from tests.protocol.rest.test_rest_onewrite import BODY, _closed, _read_response, _request
 from tests.server_process import ServerProcess
@@ -109,6 +112,34 @@ def test_pipelined_inference_and_other_routes_in_order(demo_server: ServerProces
         assert _closed(sock)
 
 
+def test_pipelined_answers_keep_their_order_up_to_a_closing_one(demo_server: ServerProcess) -> None:
+    """Answers to pipelined requests come in request order, also when some are written at the
+    end of the loop's turn (keep-alive answers of the protocol-level path) and the last one,
+    which closes the connection, at once: each row is a different iris class, so an answer out
+    of order shows."""
+    rows = {0: [5.1, 3.5, 1.4, 0.2], 1: [6.4, 3.2, 4.5, 1.5], 2: [7.7, 3.0, 6.1, 2.3]}
+    order = [1, 0, 2, 2, 1, 0]
+    bodies = [
+        orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": rows[c]}]})
+        for c in order
+    ]
+    last = len(bodies) - 1
+    requests = [
+        _request(body=b, extra="Connection: close\r\n" if i == last else "") for i, b in enumerate(bodies)
+    ]
+    with _connect(demo_server) as sock:
+        sock.sendall(b"".join(requests))
+        buffer = bytearray()
+        answers = [_read_response(sock, buffer) for _ in requests]
+        assert _closed(sock)
+    assert [status for status, _, _ in answers] == [200] * len(requests)
+    classes = [
+        max(range(3), key=orjson.loads(body)["outputs"][0]["data"].__getitem__) for _, _, body in answers
+    ]
+    assert classes == order
+    assert answers[-1][1].get("connection") == "close"
+
+
 def _count(server: ServerProcess, outcome: str) -> float:
     total = 0.0
     for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
@@ -174,3 +205,125 @@ def test_event_loop_lag_is_exported(demo_server: ServerProcess) -> None:
         assert time.monotonic() < deadline, "no event loop lag sample within 10 s"
         time.sleep(0.1)
     assert 'serving_event_loop_lag_seconds_bucket{le="0.2"}' in text
+
+
+# run_eagerly: the protocol-level path answers a request in the read callback when nothing
+# waits, and hands it to a task at its first wait; these pin down that the hand-over behaves
+# as if the coroutine had been a task from the start.
+
+
+def test_run_eagerly_finishes_a_coroutine_that_never_waits_without_a_task() -> None:
+    async def main() -> None:
+        ran_in: list[Any] = []
+
+        async def quick() -> int:
+            ran_in.append(asyncio.current_task())
+            return 1
+
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[Any]] = set()
+        returned = loop.create_future()
+        # called from a loop callback, as the protocol's read callbacks are
+        loop.call_soon(lambda: returned.set_result((run_eagerly(loop, quick(), tasks), list(ran_in))))
+        assert await returned == (None, [None])  # done before it returned, outside any task
+        assert not tasks
+
+    asyncio.run(main())
+
+
+def test_run_eagerly_hands_a_waiting_coroutine_to_a_task_that_sees_every_wait() -> None:
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first = loop.create_future()
+        seen: list[Any] = []
+
+        async def waits() -> str:
+            seen.append("before")
+            seen.append(await first)  # a future resolved later
+            await asyncio.sleep(0)  # a bare yield
+            try:
+                await loop.run_in_executor(None, boom)  # a pool thread's exception
+            except ValueError as exc:
+                seen.append(str(exc))
+            return "done"
+
+        tasks: set[asyncio.Task[Any]] = set()
+        task = run_eagerly(loop, waits(), tasks)
+        assert task is not None and task in tasks and seen == ["before"]
+        first.set_result(7)
+        assert await task == "done"
+        assert seen == ["before", 7, "boom"]
+        await asyncio.sleep(0)
+        assert not tasks  # discarded once done, as the server's tasks are
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("ran_first", [True, False], ids=["after-its-first-step", "before-it-ran"])
+def test_cancelling_the_task_reaches_the_coroutine_where_it_waits(ran_first: bool) -> None:
+    """Drain cancels the server's tasks when its grace runs out; a request's coroutine must see
+    the CancelledError where it waits (serve counts the request there), also when the task was
+    cancelled before it took its first step."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        log: list[str] = []
+
+        async def waits(on: asyncio.Future[None] | None) -> None:
+            try:
+                while True:  # a future, or bare yields (nothing the task could cancel itself)
+                    await (on if on is not None else asyncio.sleep(0))
+            except asyncio.CancelledError:
+                log.append("cancelled")
+                raise
+
+        for on in (loop.create_future(), None):
+            log.clear()
+            task = run_eagerly(loop, waits(on), set())
+            assert task is not None
+            if ran_first:
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done == {task} and task.cancelled()
+            assert log == ["cancelled"], on
+
+    asyncio.run(main())
+
+
+def test_run_eagerly_runs_the_first_steps_in_the_context_the_task_gets() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="caller")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gate = loop.create_future()
+        seen: list[str] = []
+
+        async def sets() -> None:
+            token = var.set("request")
+            await gate
+            seen.append(var.get())
+            var.reset(token)  # raises in another context than the one that set it
+
+        task = run_eagerly(loop, sets(), set())
+        assert task is not None and var.get() == "caller"  # the caller's context untouched
+        gate.set_result(None)
+        await task
+        assert seen == ["request"]
+
+    asyncio.run(main())
+
+
+def test_run_eagerly_logs_what_a_first_step_raises(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    async def main() -> None:
+        assert run_eagerly(asyncio.get_running_loop(), broken(), set()) is None
+
+    with caplog.at_level(logging.ERROR, logger="serving.rest"):
+        asyncio.run(main())
+    assert "unexpected error in" in caplog.text and "RuntimeError: bug" in caplog.text
