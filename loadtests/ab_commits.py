@@ -59,6 +59,12 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for both servers")
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=2_000,
+        help="rows the boosters are trained on; bench.py's full run uses 5000 (deeper trees: slower predicts)",
+    )
     args = parser.parse_args()
     bench = Bench(argparse.Namespace(out=Path(tempfile.mkdtemp(prefix="ab-")), server_cpu=args.server_cpu,
                                      client_cpu=args.client_cpu))  # fmt: skip
@@ -67,7 +73,7 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
         with checkout(args.old, bench.work / "old") as old_code:
-            write_repo(bench.work, heavy="heavy" in args.model, train_rows=2_000)
+            write_repo(bench.work, heavy="heavy" in args.model, train_rows=args.train_rows)
             repo = bench.work / "repo"
             sides = [("old", old_code), ("new", ROOT)]
             point = Point("json", args.model, 1, args.connections)
