@@ -243,7 +243,7 @@ def test_run_eagerly_hands_a_waiting_coroutine_to_a_task_that_sees_every_wait() 
         async def waits() -> str:
             seen.append("before")
             seen.append(await first)  # a future resolved later
-            await asyncio.sleep(0)  # a bare yield
+            await asyncio.sleep(0)  # deliberate: a bare yield (one loop turn), not a wait
             try:
                 await loop.run_in_executor(None, boom)  # a pool thread's exception
             except ValueError as exc:
@@ -256,7 +256,7 @@ def test_run_eagerly_hands_a_waiting_coroutine_to_a_task_that_sees_every_wait() 
         first.set_result(7)
         assert await task == "done"
         assert seen == ["before", 7, "boom"]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # deliberate: one loop turn, not a wait
         assert not tasks  # discarded once done, as the server's tasks are
 
     asyncio.run(main())
@@ -275,7 +275,7 @@ def test_cancelling_the_task_reaches_the_coroutine_where_it_waits(ran_first: boo
         async def waits(on: asyncio.Future[None] | None) -> None:
             try:
                 while True:  # a future, or bare yields (nothing the task could cancel itself)
-                    await (on if on is not None else asyncio.sleep(0))
+                    await (on if on is not None else asyncio.sleep(0))  # deliberate: bare yields
             except asyncio.CancelledError:
                 log.append("cancelled")
                 raise
@@ -285,7 +285,7 @@ def test_cancelling_the_task_reaches_the_coroutine_where_it_waits(ran_first: boo
             task = run_eagerly(loop, waits(on), set())
             assert task is not None
             if ran_first:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # deliberate: one loop turn, not a wait
             task.cancel()
             done, _ = await asyncio.wait([task], timeout=5)
             assert done == {task} and task.cancelled()
