@@ -200,12 +200,10 @@ class InferExchange:
         tasks_left = waits.get(model, 0)
         if tasks_left:
             # This model's requests wait (a pool thread, a batch): begun in the read callback and
-            # taken over at the wait, they cost 0.76-0.89x the requests a second of a task from
+            # taken over at the wait, they cost 0.87-0.89x the requests a second of a task from
             # the start (the 1,000-tree booster, unbatched at 8 connections and batched at 64).
             waits[model] = tasks_left - 1
-            task = protocol.loop.create_task(self.serve(body))
-            task.add_done_callback(protocol.tasks.discard)
-            protocol.tasks.add(task)
+            _server_task(protocol.loop.create_task(self.serve(body)), protocol.tasks)
         elif run_eagerly(protocol.loop, self.serve(body), protocol.tasks) is not None:
             waits[model] = _TASKS_AFTER_A_WAIT  # then one eagerly again: it may run inline by then
 
@@ -284,7 +282,11 @@ def run_eagerly(
     except Exception:  # a task would have kept it for a caller; there is none: log it
         log.exception("unexpected error in %s", getattr(coro, "__qualname__", coro))
         return None
-    task = loop.create_task(_Resumed(coro, waiting_on), context=context)
+    return _server_task(loop.create_task(_Resumed(coro, waiting_on), context=context), tasks)
+
+
+def _server_task(task: asyncio.Task[Any], tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:
+    """``task`` among the server's tasks until it is done (drain waits for them, then cancels)."""
     task.add_done_callback(tasks.discard)
     tasks.add(task)
     return task
