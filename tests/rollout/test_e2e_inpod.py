@@ -58,6 +58,11 @@ TOKEN = "rollout-test-token-0123456789"
 GOOD, BAD = "iris-good", "iris-bad"
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
 # Seconds-scale windows so the whole file runs in well under a minute and a half.
+# The window and the canary volume waited for: the bad canary's users are slowed by its
+# +250 ms, so it gets about 10 canary requests a second. At 50 requests its 25 % errors
+# stayed inconclusive against the +5 % allowed in about 1 run in 60 (a CI run saw it);
+# at 90, fewer than 1 in 1,000 (simulated with compare_errors).
+WINDOW, VOLUME = "10s", 90
 ANALYSIS = ["--min-requests", "40", "--max-error-increase", "0.05", "--latency-slack-ms", "100"]
 
 
@@ -80,9 +85,16 @@ class Stack:
         return [model, "--mode", "inpod", "--server", self.server.url, "--token", TOKEN]
 
     def analyze(self, command: str, model: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        """``rollout analyze|status`` of ``model`` over the last 6 s, with the test's thresholds."""
+        """``rollout analyze|status`` of ``model`` over the last WINDOW, with the test's thresholds."""
         return self.cli(
-            command, *self.target(model), "--prometheus", self.prometheus, "--window", "6s", *ANALYSIS, *extra
+            command,
+            *self.target(model),
+            "--prometheus",
+            self.prometheus,
+            "--window",
+            WINDOW,
+            *ANALYSIS,
+            *extra,
         )
 
     def traffic(self, model: str) -> dict[str, Any]:
@@ -228,7 +240,7 @@ def wait_for_canary_volume(stack: Stack, model: str, window: str, needed: float,
 
 def test_analyze_promote_good_rollback_bad(stack: Stack) -> None:
     for model in (GOOD, BAD):
-        wait_for_canary_volume(stack, model, "6s", 50)
+        wait_for_canary_volume(stack, model, WINDOW, VOLUME)
     good = stack.analyze("analyze", GOOD, "-o", "json")
     bad = stack.analyze("analyze", BAD, "-o", "json")
     good_out, bad_out = json.loads(good.stdout), json.loads(bad.stdout)
@@ -283,9 +295,9 @@ def test_kserve_modes_analyze_on_pod_series(
     install_kserve(fake)  # a KServe that splits Standard canaries (Gateway API, post-v0.20.0)
     fake.reconcile(isvc_path(NS, "iris-std"))
     monkeypatch.setattr(kserve, "load_api_client", lambda context=None: api_client)
-    wait_for_canary_volume(stack, BAD, "6s", 50)
+    wait_for_canary_volume(stack, BAD, WINDOW, VOLUME)
 
-    flags = ["-n", NS, "--prometheus", stack.prometheus, "--window", "6s", *ANALYSIS, "-o", "json"]
+    flags = ["-n", NS, "--prometheus", stack.prometheus, "--window", WINDOW, *ANALYSIS, "-o", "json"]
     assert main(["rollout", "analyze", "iris", *flags]) == 1
     knative_out = json.loads(capsys.readouterr().out)
     assert knative_out["state"]["mode"] == "knative"
