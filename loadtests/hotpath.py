@@ -318,7 +318,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         "http-direct": call_http_direct,
     }
     results = []
-    if "monitoring" in args.only or not args.only:
+    if "monitoring" in args.only or (not args.only and not args.no_profile):  # needs the profile
         results.extend(await monitoring_rounds(parts, args))
         if args.only == ["monitoring"]:
             parts.executor.shutdown()
