@@ -191,7 +191,10 @@ class Settings(BaseSettings):
     hundreds of versions, docs/guides/performance.md); ``library`` calls prometheus-client's
     ``generate_latest``. ``fast`` falls back to ``library`` with a warning when the installed
     prometheus-client fails its start-up check. With ``--workers N`` the workers' files are
-    merged by the library either way."""
+    merged by the library either way. ``fast`` also records the hot path's series with lean
+    recorders (serving/observability/lean.py: the same values, without the library's per-call
+    checks and locks, about 4 µs a request) when one process serves and their own start-up
+    check passes; ``library`` records through prometheus-client's calls too."""
 
     loop_lag_interval_seconds: float = Field(0.25, ge=0.0, le=60.0)
     """How often the event loop's lag is sampled into ``serving_event_loop_lag_seconds`` (a

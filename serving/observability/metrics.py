@@ -16,8 +16,9 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from serving.labels import NO_VERSION, UNKNOWN_MODEL
 from serving.observability.exposition import FAST, Exposition
+from serving.observability.lean import lean_problem, wrap
 from serving.observability.predictions import OutputRule, PredictionRecorder
 from serving.observability.statistics import Statistics, VersionStats
 from serving.observability.timeline import Timeline
@@ -61,30 +63,39 @@ OK_OUTCOMES = frozenset({"2xx", "OK"})
 class StageMetrics:
     """Per-(model, version) children a predictor stage records into (cached by ``stage``).
     Stages call ``waited`` and ``executed``, which feed the Prometheus children and the
-    version's statistics (serving.observability.statistics) from one measurement."""
+    version's statistics (serving.observability.statistics) from one measurement.
+
+    The event loop and predict threads both record here, so the three histograms (lean
+    recorders, serving.observability.lean, which take no lock of their own) are written under
+    ``lock``; ``queue_depth`` stays the library's child (its own lock)."""
 
     queue_wait: Any
     compute: Any
     batch_size: Any
     queue_depth: Any
     stats: VersionStats
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held around the histograms' writes; shared by the versions whose children are shared."""
 
     def waited(self, seconds: float) -> None:
         """One request's wait before compute."""
-        self.queue_wait.observe(seconds)
+        with self.lock:
+            self.queue_wait.observe(seconds)
         self.stats.queued(seconds)
 
     def served(self, wait: float, rows: int, seconds: float) -> None:
         """``waited`` then ``executed`` for one request that ran alone (one statistics lock)."""
-        self.queue_wait.observe(wait)
-        self.compute.observe(seconds)
-        self.batch_size.observe(rows)
+        with self.lock:
+            self.queue_wait.observe(wait)
+            self.compute.observe(seconds)
+            self.batch_size.observe(rows)
         self.stats.served(wait, rows, seconds)
 
     def executed(self, rows: int, seconds: float, requests: int = 1) -> None:
         """One runtime call over ``rows`` rows for ``requests`` requests."""
-        self.compute.observe(seconds)
-        self.batch_size.observe(rows)
+        with self.lock:
+            self.compute.observe(seconds)
+            self.batch_size.observe(rows)
         self.stats.executed(rows, seconds, requests)
 
 
@@ -453,6 +464,9 @@ class Metrics:
         self._render: Exposition | None = None
         if self.multiprocess_dir is None:
             self._render = Exposition(r, exposition)
+        self.lean = self.multiprocess_dir is None and exposition == FAST and lean_problem() is None
+        """Hot-path series are written by lean recorders (serving.observability.lean), not
+        the library's calls: one process, the fast exposition, and the start-up check passed."""
         self.statistics = Statistics()
         """Triton-shaped per-version statistics, fed by ``observe_request`` and the stages."""
         self.timeline = Timeline()
@@ -460,6 +474,7 @@ class Metrics:
         self._request_children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
         self._inflight_children: dict[str, Any] = {}
         self._stages: dict[tuple[str, str], StageMetrics] = {}
+        self._stage_children: dict[tuple[str, str], tuple[Any, Any, Any, Any, threading.Lock]] = {}
         self._predictions: dict[tuple[str, str, str], tuple[object, PredictionRecorder]] = {}
 
     # -- hot path ---------------------------------------------------------------------------
@@ -478,9 +493,11 @@ class Metrics:
                 # "shadow": serving.core.router.SHADOW (a layer above), the copies' variant
                 series = self.timeline.series(model, version, variant == "shadow")
                 timeline = series.ok if ok else series.error
+            # Lean recorders take no lock: observe_request runs on the event loop only.
+            duration = self.request_duration
             children = (
-                self.requests.labels(*key),
-                self.request_duration.labels(model, version, variant, protocol),
+                wrap(self.requests.labels(*key), self.requests, self.lean),
+                wrap(duration.labels(model, version, variant, protocol), duration, self.lean),
                 stats,
                 timeline,
             )
@@ -500,10 +517,12 @@ class Metrics:
         (one.succeeded if outcome in OK_OUTCOMES else one.failed)(seconds)
 
     def inflight_for(self, model: str) -> Any:
-        """The cached in-flight gauge child of ``model``."""
+        """The cached in-flight gauge child of ``model`` (for the event loop: the dataplane)."""
         child = self._inflight_children.get(model)
         if child is None:
-            child = self._inflight_children[model] = self.inflight.labels(model)
+            child = self._inflight_children[model] = wrap(
+                self.inflight.labels(model), self.inflight, self.lean
+            )
         return child
 
     def stage(self, model: str, version: str) -> StageMetrics:
@@ -512,13 +531,20 @@ class Metrics:
         found = self._stages.get(key)
         if found is None:
             label = version if self.stage_versions else ALL_VERSIONS
+            shared = self._stage_children.get((model, label))
+            if shared is None:  # versions summed under "all" share the children and their lock
+                lean = self.lean
+                shared = self._stage_children[(model, label)] = (
+                    wrap(self.queue_wait.labels(model, label), self.queue_wait, lean),
+                    wrap(self.compute_duration.labels(model, label), self.compute_duration, lean),
+                    wrap(self.batch_size.labels(model, label), self.batch_size, lean),
+                    self.queue_depth.labels(model, label),
+                    threading.Lock(),
+                )
+            wait, compute, rows, depth, lock = shared
             found = self._stages[key] = StageMetrics(
-                self.queue_wait.labels(model, label),
-                self.compute_duration.labels(model, label),
-                self.batch_size.labels(model, label),
-                self.queue_depth.labels(model, label),
-                self.statistics.version(model, version),  # Triton's statistics stay per version
-            )
+                wait, compute, rows, depth, self.statistics.version(model, version), lock
+            )  # Triton's statistics stay per version
         return found
 
     def prediction_recorder(
@@ -534,9 +560,12 @@ class Metrics:
         key = (model, version, variant)
         found = self._predictions.get(key)
         if found is None or found[0] is not source:
-            counter = self.predictions
-            recorder = PredictionRecorder(
-                rules(), lambda output, bucket: counter.labels(model, version, variant, output, bucket)
+            counter, lean = self.predictions, self.lean
+            recorder = PredictionRecorder(  # fed by the dataplane, on the event loop
+                rules(),
+                lambda output, bucket: wrap(
+                    counter.labels(model, version, variant, output, bucket), counter, lean
+                ),
             )
             found = self._predictions[key] = (source, recorder)
         return found[1]
