@@ -36,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, rest_path: str) -> Iterator
         "SERVING_MAX_INFLIGHT": "2",
         "SERVING_HTTP_HEADER_TIMEOUT_SECONDS": "1",
         "SERVING_HTTP_BODY_TIMEOUT_SECONDS": "1.5",
+        "SERVING_HTTP_KEEP_ALIVE_SECONDS": "3",
         **rest_env(rest_path),
     }
     with running_server(root / "repo", root / "logs", env=env) as srv:
@@ -261,6 +262,43 @@ def test_read_timers_follow_each_request_on_a_busy_connection(server: ServerProc
         sock.sendall(request[:20])  # the next request's first bytes, then nothing
         closed_after = _closed_within(sock, 4)
         assert 0.8 < closed_after < 2.0, f"closed {closed_after:.2f} s after the headers began"
+
+
+def _whole_request() -> bytes:
+    body = json.dumps(ROW).encode()
+    head = (
+        b"POST /v2/models/good/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_time(server: ServerProcess) -> None:
+    """The keep-alive wait is on the connection's lazy read timer (serving/protocol/rest/timeouts.py),
+    not a loop timer per response: an answered connection that says nothing more is closed
+    after SERVING_HTTP_KEEP_ALIVE_SECONDS (3 s here), not before and not much later."""
+    with _connect(server) as sock, sock.makefile("rb") as reader:
+        sock.sendall(_whole_request())
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+        closed_after = _closed_within(sock, 6)  # from the answer's status line
+        assert 2.5 < closed_after < 4.5, f"closed {closed_after:.2f} s after the answer"
+
+
+def test_a_request_read_with_the_answered_one_gets_the_header_timeout(server: ServerProcess) -> None:
+    """A request whose first bytes come in the same packet as the request before it (answered
+    in the read callback on the protocol-level path, before those bytes are parsed) is cut
+    one header timeout (1 s) after, not after the keep-alive time (3 s)."""
+    # Past the first request (a pool thread measures the model) and the 63 after a wait that
+    # run as tasks (serving/protocol/rest/direct.py): the model is now answered in the read callback.
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(80):
+            assert client.post("/v2/models/good/infer", json=ROW).status_code == 200
+    with _connect(server) as sock:
+        start = time.monotonic()
+        sock.sendall(_whole_request() + b"POST /v2/models/good/infer HTTP/1.1\r\nhost")
+        closed_after = _closed_within(sock, 6)
+        assert 0.8 < closed_after < 2.0, f"closed {closed_after:.2f} s after the request began"
+        assert time.monotonic() - start < 2.5
 
 
 def test_body_that_never_finishes_is_cut_off(server: ServerProcess) -> None:

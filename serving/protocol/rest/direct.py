@@ -69,6 +69,7 @@ _UVICORN_SEAMS = (
     "on_body",
     "on_message_complete",
     "on_response_complete",
+    "_unset_keepalive_if_required",
     "_start_asgi_task",
     "connection_lost",
     "shutdown",

@@ -11,6 +11,10 @@ protocol adds two absolute timers per request:
   closed and the app sees ``http.disconnect`` (an inference request is then abandoned
   before compute).
 
+The same lazy timer serves uvicorn's keep-alive wait (an idle connection closed after
+``timeout_keep_alive`` seconds), which uvicorn arms as a loop timer after each response and
+cancels at the next byte: with uvloop, a libuv timer made and stopped per request.
+
 It also gives every request the one-write response cycle of serving.protocol.rest.onewrite.
 """
 
@@ -70,6 +74,10 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self._expired(self._awaiting)
 
     def _expired(self, what: str) -> None:
+        if what == "keep-alive":  # uvicorn's timeout_keep_alive_handler: an idle close, no log
+            if not self.transport.is_closing():
+                self.transport.close()
+            return
         if not self.transport.is_closing():
             client = "%s:%d" % self.client if self.client else "client"  # noqa: UP031
             log.warning("%s did not send the request %s in time; closing the connection", client, what)
@@ -86,9 +94,33 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
             self._timer = None
         super().connection_lost(exc)
 
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this at every byte received and when a response completes.
+        if self._awaiting == "keep-alive":
+            self._deadline = None
+            self._awaiting = "headers"
+        super()._unset_keepalive_if_required()  # a timer of uvicorn's own (none is armed)
+
+    def on_response_complete(self) -> None:
+        # uvicorn 0.54's HttpToolsProtocol.on_response_complete, with the keep-alive wait on
+        # the lazy timer instead of a loop.call_later per response.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._deadline is None:  # else the next request's header timer already runs
+            self._arm(self.timeout_keep_alive, "keep-alive")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:  # else the connection's own header timer still runs
+        # Else the connection's own header timer still runs. A keep-alive wait ends here too:
+        # a request read in the same chunk as the one just answered in the read callback
+        # (the protocol-level path) begins with no byte received after the answer.
+        if self._deadline is None or self._awaiting == "keep-alive":
             self._arm(self.header_timeout, "headers")
 
     def on_headers_complete(self) -> None:
