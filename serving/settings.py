@@ -93,11 +93,6 @@ class Settings(BaseSettings):
     onnx_inter_op_threads: int = Field(1, ge=0)
     """onnxruntime inter-op threads per session (0 = onnxruntime's default)."""
 
-    onnx_direct_run: bool = True
-    """Call onnxruntime's C binding for each predict, without its Python wrapper's per-call
-    checks (serving/runtimes/ortcall.py: a few µs a request), once it gave the wrapper's exact
-    outputs on a probe row at load; ``false`` always calls the wrapper's ``run``."""
-
     xgboost_nthread: int = Field(1, ge=0)
     """XGBoost threads per predict call. 1 is fastest for the small batches of online
     serving (OpenMP start-up dominates below a few hundred rows); 0 = all cores."""

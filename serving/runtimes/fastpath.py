@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from serving.inference import Array
-from serving.runtimes.ortcall import direct_run
 
 log = logging.getLogger("serving.runtimes.fastpath")
 
@@ -177,37 +176,32 @@ def onnx_session(serialized: bytes) -> Any:
     return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
 
 
-def twin_reader(session: Any, library_output: Array, direct: bool = True) -> Callable[[Array], Array]:
+def twin_reader(session: Any, library_output: Array) -> Callable[[Array], Array]:
     """A function rows -> outputs in the library's layout, from a converted tree ensemble's
     session: onnxmltools' classifiers give ``probabilities`` [N, K] (a binary booster's output
     is column 1), regressors ``variable`` [N, 1]. Only that output is asked for: a
     classifier's ``label`` output would cost an ArgMax and a copy per call for nothing."""
     names = [o.name for o in session.get_outputs()]
-    first_input = session.get_inputs()[0]
-    input_name = first_input.name
-    wanted = ["probabilities"] if "probabilities" in names else [names[0]]
-    # The session's C binding, checked against its wrapper on a zero row here and, through
-    # this reader, against the library on the probe rows by ``disagreement``.
-    width = first_input.shape[1] if isinstance(first_input.shape[1], int) else None
-    probe = {input_name: np.zeros((1, width), dtype=np.float32)} if width else None
-    run = direct_run(session, wanted, probe, "ONNX twin") if direct else session.run
+    input_name = session.get_inputs()[0].name
     if "probabilities" in names:
+        wanted = ["probabilities"]
         if library_output.ndim == 1:
 
             def binary(x: Array) -> Array:
-                probs: Array = run(wanted, {input_name: _f32(x)})[0]
+                probs: Array = session.run(wanted, {input_name: _f32(x)})[0]
                 return np.ascontiguousarray(probs[:, 1])
 
             return binary
 
         def multiclass(x: Array) -> Array:
-            probs: Array = run(wanted, {input_name: _f32(x)})[0]
+            probs: Array = session.run(wanted, {input_name: _f32(x)})[0]
             return probs
 
         return multiclass
+    first = [names[0]]
 
     def regression(x: Array) -> Array:
-        values: Array = run(wanted, {input_name: _f32(x)})[0]
+        values: Array = session.run(first, {input_name: _f32(x)})[0]
         return values.reshape(len(x), *library_output.shape[1:])
 
     return regression

@@ -14,7 +14,6 @@ from serving.errors import InvalidInput, ModelLoadError
 from serving.inference import Array
 from serving.modelconfig import ModelConfig, TensorSpec
 from serving.runtimes.base import signature_mismatch
-from serving.runtimes.ortcall import direct_run, public_run
 from serving.settings import Settings
 
 # onnxruntime's type strings -> OIP datatypes
@@ -163,24 +162,7 @@ class OnnxRuntime:
             raise signature_mismatch(path, mismatch)
         self._output_names = [spec.name for spec in config.outputs]
         self._string_inputs = [spec.name for spec in config.inputs if spec.datatype == "BYTES"]
-        self._run = public_run(self._session)
-        if settings.onnx_direct_run:
-            self._run = direct_run(self._session, self._output_names, self._probe(config), str(path))
         self._explain_with(path.parent)
-
-    def _probe(self, config: ModelConfig) -> dict[str, Array] | None:
-        """One generated row (or the configured warm-up sample) as the session takes it."""
-        from serving.runtimes.warmup import warmup_inputs
-
-        try:
-            return self._feed(warmup_inputs(config, 1))
-        except Exception:  # a warm-up sample the config gets wrong: the load reports it
-            return None
-
-    def _feed(self, inputs: dict[str, Array]) -> dict[str, Array]:
-        if self._string_inputs:
-            inputs = {**inputs, **{name: _as_str(name, inputs[name]) for name in self._string_inputs}}
-        return inputs
 
     def _explain_with(self, version_dir: Path) -> None:
         """A version ``serving export`` made keeps its source booster: explain through it. A
@@ -200,8 +182,8 @@ class OnnxRuntime:
 
     def predict(self, inputs: dict[str, Array]) -> dict[str, Array]:
         if self._string_inputs:
-            inputs = self._feed(inputs)
-        results = self._run(self._output_names, inputs)
+            inputs = {**inputs, **{name: _as_str(name, inputs[name]) for name in self._string_inputs}}
+        results = self._session.run(self._output_names, inputs)
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:

@@ -206,7 +206,6 @@ class XGBoostRuntime:
             settings.fast_path_max_rows,
             settings.large_batch_rows,
             str(settings.fast_path_cache_dir),
-            settings.onnx_direct_run,  # the twin's session calls
             None if extra is None else np.ascontiguousarray(extra).tobytes(),
         )
         shared = _GUARDED.get(key)
@@ -270,9 +269,7 @@ class XGBoostRuntime:
         kind = f"xgboost-twin onnxmltools-{converter} xgboost-{xgb.__version__} opset-15"
         try:
             serialized, _ = fastpath.cached_build(path, kind, build, settings.fast_path_cache_dir)
-            twin = fastpath.twin_reader(
-                fastpath.onnx_session(serialized), self._library(rows[:1]), settings.onnx_direct_run
-            )
+            twin = fastpath.twin_reader(fastpath.onnx_session(serialized), self._library(rows[:1]))
         except Exception as exc:  # the converter refuses some objectives and features
             return None, f"conversion failed: {type(exc).__name__}: {str(exc)[:200]}"
         problem = fastpath.disagreement(twin, self._library, rows, settings.fast_path_tolerance)

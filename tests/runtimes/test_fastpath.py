@@ -112,8 +112,8 @@ def test_a_mismatched_twin_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     """A deliberately wrong fast path (every output off by 1e-3) never serves."""
     real_reader = fastpath.twin_reader
 
-    def off_by_a_little(session: Any, library_output: Any, direct: bool = True) -> Any:
-        twin = real_reader(session, library_output, direct)
+    def off_by_a_little(session: Any, library_output: Any) -> Any:
+        twin = real_reader(session, library_output)
         return lambda x: twin(x) + np.float32(1e-3)
 
     monkeypatch.setattr(fastpath, "twin_reader", off_by_a_little)
