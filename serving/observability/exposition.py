@@ -44,6 +44,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.utils import floatToGoString
 
+from serving.observability.startcheck import StartupCheck
+
 log = logging.getLogger("serving.observability.exposition")
 
 FAST = "fast"
@@ -369,22 +371,16 @@ def _check() -> str | None:
     return None
 
 
-_checked: list[str | None] = []
-_check_lock = threading.Lock()
+def _warn(problem: str) -> None:
+    log.warning(
+        "metrics exposition: the fast path is off, /metrics uses prometheus-client's "
+        "generate_latest (slower with many versions): %s",
+        problem,
+    )
 
 
-def fast_path_problem() -> str | None:
-    """The start-up check's verdict, computed once per process (None: the fast path is good)."""
-    with _check_lock:
-        if not _checked:
-            _checked.append(_check())
-            if _checked[0] is not None:
-                log.warning(
-                    "metrics exposition: the fast path is off, /metrics uses prometheus-client's "
-                    "generate_latest (slower with many versions): %s",
-                    _checked[0],
-                )
-        return _checked[0]
+fast_path_problem = StartupCheck(lambda: _check(), _warn)
+"""The start-up check's verdict, computed once per process (None: the fast path is good)."""
 
 
 class Exposition:

@@ -28,12 +28,13 @@ library's own children (the same ``inc``/``dec``/``observe``), after one warning
 from __future__ import annotations
 
 import logging
-import threading
 from bisect import bisect_left
 from typing import Any
 
 import prometheus_client.values as _values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from serving.observability.startcheck import StartupCheck
 
 log = logging.getLogger("serving.observability.lean")
 
@@ -114,19 +115,13 @@ def _check() -> str | None:
     return None
 
 
-_checked: list[str | None] = []
-_check_lock = threading.Lock()
+def _warn(problem: str) -> None:
+    if not problem.startswith("prometheus-client keeps values"):  # --workers N: expected, no warning
+        log.warning("metrics: recording through prometheus-client's own calls (slower): %s", problem)
 
 
-def lean_problem() -> str | None:
-    """The start-up check's verdict, once per process (None: the recorders are good)."""
-    with _check_lock:
-        if not _checked:
-            _checked.append(_check())
-            problem = _checked[0]
-            if problem is not None and not problem.startswith("prometheus-client keeps values"):
-                log.warning("metrics: recording through prometheus-client's own calls (slower): %s", problem)
-        return _checked[0]
+lean_problem = StartupCheck(lambda: _check(), _warn)
+"""The start-up check's verdict, once per process (None: the recorders are good)."""
 
 
 def wrap(child: Any, metric: Any, lean: bool) -> Any:

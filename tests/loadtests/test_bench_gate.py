@@ -290,28 +290,31 @@ def test_the_baseline_commit_is_the_one_that_wrote_the_baseline(tmp_path: Path) 
     assert bench.baseline_commit(outside) is None
 
 
+def lift_round(ours: tuple[float, float], old: tuple[float, float]) -> list[Row]:
+    """One recheck round of the batching lift: (batched, unbatched) req/s on our server and on
+    the baseline's code."""
+    rows = []
+    for target, (batched, unbatched) in (("ours", ours), (bench.BASELINE_CODE, old)):
+        rows.append(Row(target, "json", "bench-heavy-batched", 1, 64, rps=batched, requests=1000))
+        rows.append(Row(target, "json", "bench-heavy", 1, 64, rps=unbatched, requests=1000))
+    return rows
+
+
 def test_a_lift_is_judged_against_the_baseline_codes_lift() -> None:
     current = run(overrides={("json", "bench-heavy", c): 1.2 for c in CONNS})
     first = regression_gate(current, run())
     name = "lift bench-heavy-batched / bench-heavy c=64"
     assert [c.name for c in first.failures] == [name]
 
-    def ab_round(new: tuple[float, float], old: tuple[float, float]) -> list[Row]:
-        rows = []
-        for target, (batched, unbatched) in (("ours", new), (bench.BASELINE_CODE, old)):
-            rows.append(Row(target, "json", "bench-heavy-batched", 1, 64, rps=batched, requests=1000))
-            rows.append(Row(target, "json", "bench-heavy", 1, 64, rps=unbatched, requests=1000))
-        return rows
-
     # both servers' lifts move together from round to round: the code's lift holds
-    holds = [ab_round((9_000, 5_000), (9_200, 5_000)), ab_round((7_000, 5_000), (7_000, 5_100))]
+    holds = [lift_round((9_000, 5_000), (9_200, 5_000)), lift_round((7_000, 5_000), (7_000, 5_100))]
     again = by_name(bench.recheck_verdict(first, current, run(), holds))[name]
     assert not again.failed
     assert again.rechecks == pytest.approx([9_000 / 9_200, 1.02])
     assert again.note.startswith("A/B against the baseline's code, batched new/old req/s: 0.978, 1.000")
     assert again.note.endswith("new/old lift 0.978, 1.020; our lift median 1.60x")
     # ours batches less than the baseline's code, side by side: fails
-    worse = [ab_round((6_000, 5_000), (9_000, 5_000)), ab_round((6_500, 5_000), (9_100, 5_000))]
+    worse = [lift_round((6_000, 5_000), (9_000, 5_000)), lift_round((6_500, 5_000), (9_100, 5_000))]
     assert by_name(bench.recheck_verdict(first, current, run(), worse))[name].failed
 
 
@@ -322,18 +325,14 @@ def test_a_lift_that_shrank_because_unbatched_got_faster_passes() -> None:
     first = regression_gate(current, run())
     name = "lift bench-heavy-batched / bench-heavy c=64"
 
-    def ab_round(ours: tuple[float, float], old: tuple[float, float]) -> list[Row]:
-        rows = []
-        for target, (batched, unbatched) in (("ours", ours), (bench.BASELINE_CODE, old)):
-            rows.append(Row(target, "json", "bench-heavy-batched", 1, 64, rps=batched, requests=1000))
-            rows.append(Row(target, "json", "bench-heavy", 1, 64, rps=unbatched, requests=1000))
-        return rows
-
-    faster_unbatched = [ab_round((9_000, 6_000), (9_000, 5_000)), ab_round((8_800, 6_100), (8_700, 5_000))]
+    faster_unbatched = [
+        lift_round((9_000, 6_000), (9_000, 5_000)),
+        lift_round((8_800, 6_100), (8_700, 5_000)),
+    ]
     again = by_name(bench.recheck_verdict(first, current, run(), faster_unbatched))[name]
     assert not again.failed
     assert again.rechecks == pytest.approx([5_000 / 6_000, (8_800 / 8_700) / (6_100 / 5_000)])
     # the same rounds with batching now slower than not batching: fails, though the batched
     # model itself held A/B
-    batching_loses = [ab_round((9_000, 9_500), (9_000, 5_000)), ab_round((8_800, 9_400), (8_700, 5_000))]
+    batching_loses = [lift_round((9_000, 9_500), (9_000, 5_000)), lift_round((8_800, 9_400), (8_700, 5_000))]
     assert by_name(bench.recheck_verdict(first, current, run(), batching_loses))[name].failed

@@ -216,7 +216,7 @@ class NoRawValue:
 @pytest.fixture
 def fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget this process's start-up verdict, so the test's check runs again."""
-    monkeypatch.setattr(exposition, "_checked", [])
+    monkeypatch.setattr(exposition.fast_path_problem, "_verdicts", [])
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:

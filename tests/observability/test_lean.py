@@ -85,7 +85,7 @@ def test_get_sample_value_sees_each_lean_write_at_once() -> None:
 def test_a_failed_check_records_through_the_library_after_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(lean, "_checked", [])
+    monkeypatch.setattr(lean.lean_problem, "_verdicts", [])
     monkeypatch.setattr(lean, "_probe", lambda lean: b"lean" if lean else b"library")
     with caplog.at_level(logging.WARNING, logger="serving.observability.lean"):
         metrics = Metrics()
@@ -106,7 +106,7 @@ def test_a_failed_check_records_through_the_library_after_one_warning(
 
 
 def test_a_missing_attribute_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lean, "_checked", [])
+    monkeypatch.setattr(lean.lean_problem, "_verdicts", [])
     monkeypatch.delattr(LeanHistogram, "observe")
     assert "AttributeError" in (lean.lean_problem() or "")
 
@@ -120,9 +120,9 @@ def test_the_probe_sees_a_recorder_that_drifts_from_the_library(monkeypatch: pyt
         self._sum._value += amount
         self._buckets[min(bisect_right(self._bounds, amount), len(self._bounds) - 1)]._value += 1.0
 
-    monkeypatch.setattr(lean, "_checked", [])
+    monkeypatch.setattr(lean.lean_problem, "_verdicts", [])
     assert lean.lean_problem() is None
-    monkeypatch.setattr(lean, "_checked", [])
+    monkeypatch.setattr(lean.lean_problem, "_verdicts", [])
     monkeypatch.setattr(LeanHistogram, "observe", off_by_one)
     assert lean.lean_problem() == "its output differs from the library's on the probe registry"
 
