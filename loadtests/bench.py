@@ -1202,13 +1202,12 @@ def _ab_check(
         return again
     median = statistics.median(decisive)
     again.failed = median < 1 - tolerance
+    listed = ", ".join(f"{v:.3f}" for v in decisive)
     if not lifts:
-        listed = ", ".join(f"{v:.3f}" for v in decisive)
         again.note = f"A/B against the baseline's code, new/old req/s: {listed}; median {median:.3f}"
         return again
     ours_lift = statistics.median(ours_lifts)
     again.failed = again.failed or ours_lift < 1
-    listed = ", ".join(f"{v:.3f}" for v in decisive)
     again.note = (
         f"A/B against the baseline's code, batched new/old req/s: {listed}; median {median:.3f}; "
         f"new/old lift {', '.join(f'{v:.3f}' for v in lifts)}; our lift median {ours_lift:.2f}x"
